@@ -1,0 +1,27 @@
+"""config: validate a config file and print what Make needs of it, as Make variable assignments.
+
+The Makefile includes this output (regenerated whenever the config changes), so a bad config stops
+`make` at once with one clear line, and DATA defaults to the config's data_dir."""
+
+from __future__ import annotations
+
+import argparse
+
+from imagenet.core import HASH_FILES, UserError, load_config, main
+
+
+def run() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("config")
+    cfg = load_config(p.parse_args().config)
+    checksums = [cfg.checksums / f for f in HASH_FILES.values() if (cfg.checksums / f).exists()]
+    for path in [cfg.data_dir, *checksums]:
+        if any(c.isspace() for c in str(path)):
+            raise UserError(f"{cfg.path}: Make cannot handle white space in the path {path}; choose another")
+    print(f"CONFIG_DATA := {cfg.data_dir}")
+    print(f"CONFIG_SPLITS := {' '.join(cfg.splits)}")
+    print(f"CONFIG_CHECKSUMS := {' '.join(map(str, checksums))}")
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,319 @@
+"""Config, paths, stamps and logging shared by every stage script.
+
+Stdlib and PyYAML only: `make status` and `make help` import this and must stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[2]
+META = PROJECT / "meta"
+SPLITS = ("train", "val")
+STAGES = ("download", "verify", "untar", "mds")
+HASH_FILES = {"md5": "MD5SUMS", "sha256": "SHA256SUMS", "xxh64": "XXH64SUMS"}
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, without a traceback."""
+
+
+# ---------------------------------------------------------------- logging
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+# ---------------------------------------------------------------- config
+
+_SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int}
+SCHEMA: dict[str, Any] = {
+    "data_dir": str,
+    "checksums": str,
+    "splits": {"train": _SPLIT_SCHEMA, "val": _SPLIT_SCHEMA},
+    "mds": {"size_limit": int, "shuffle_seed": int, "hashes": [str]},
+    "aria2c_args": [str],
+}
+OPTIONAL = {"splits.train", "splits.val"}
+
+
+def _check(value: Any, schema: Any, key: str, where: Path) -> None:
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
+        for k in value:
+            if k not in schema:
+                full = f"{key}.{k}" if key else k
+                raise UserError(f"{where}: unknown key '{full}' (known keys: {', '.join(schema)})")
+        for k, sub in schema.items():
+            full = f"{key}.{k}" if key else k
+            if k not in value:
+                if full in OPTIONAL:
+                    continue
+                raise UserError(f"{where}: missing key '{full}'")
+            _check(value[k], sub, full, where)
+    elif isinstance(schema, list):
+        if not isinstance(value, list) or not all(isinstance(v, schema[0]) for v in value):
+            raise UserError(f"{where}: '{key}' must be a list of {schema[0].__name__}, got {value!r}")
+    elif not isinstance(value, schema) or (schema is int and isinstance(value, bool)):
+        raise UserError(f"{where}: '{key}' must be {schema.__name__}, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    archive: str
+    source: str
+    bytes: int
+    images: int
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    data_dir: Path
+    checksums: Path
+    splits: dict[str, Split]
+    size_limit: int
+    shuffle_seed: int
+    hashes: list[str]
+    aria2c_args: list[str]
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise UserError(f"{self.path}: no 'splits.{name}' section; add it to download {name}")
+        return self.splits[name]
+
+    def resolve(self, value: str) -> Path:
+        """A path in the config is relative to the config file's folder."""
+        return (self.path.parent / Path(value).expanduser()).resolve()
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found; pass CONFIG=<file> or copy config.yaml") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    _check(raw, SCHEMA, "", path)
+    for name, s in raw["splits"].items():
+        for key in ("bytes", "images"):
+            if s[key] <= 0:
+                raise UserError(f"{path}: 'splits.{name}.{key}' must be positive, got {s[key]}")
+    if raw["mds"]["size_limit"] <= 0:
+        raise UserError(f"{path}: 'mds.size_limit' must be positive")
+    base = path.resolve().parent
+    return Config(
+        path=path,
+        data_dir=(base / raw["data_dir"]).resolve(),
+        checksums=(base / raw["checksums"]).resolve(),
+        splits={n: Split(name=n, **s) for n, s in raw["splits"].items()},
+        size_limit=raw["mds"]["size_limit"],
+        shuffle_seed=raw["mds"]["shuffle_seed"],
+        hashes=raw["mds"]["hashes"],
+        aria2c_args=raw["aria2c_args"],
+    )
+
+
+def read_checksums(cfg: Config, archive: str) -> dict[str, str]:
+    """Expected digests of `archive` from every checksum file (`md5sum -c` format) that lists it."""
+    found = {}
+    for alg, fname in HASH_FILES.items():
+        f = cfg.checksums / fname
+        if not f.exists():
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            digest, sep, name = line.partition("  ")
+            if not sep:
+                raise UserError(f"{f}:{n}: not in '<hex>  <file name>' format: {line!r}")
+            if name.lstrip("*") == archive:
+                found[alg] = digest.strip().lower()
+    if not found:
+        files = ", ".join(HASH_FILES.values())
+        raise UserError(f"no checksum for {archive} in {cfg.checksums} ({files}); add its hash to verify it")
+    return found
+
+
+# ---------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path
+
+    @property
+    def stamps(self) -> Path:
+        return self.data / ".stamps"
+
+    def stamp(self, split: str, stage: str) -> Path:
+        return self.stamps / f"{split}.{stage}"
+
+    def tar(self, split: Split) -> Path:
+        return self.data / "tar" / split.archive
+
+    def untar(self, split: str) -> Path:
+        return self.data / "untar" / f"ILSVRC2012_img_{split}"
+
+    def mds(self, split: str) -> Path:
+        return self.data / "mds" / f"ILSVRC2012_img_{split}"
+
+
+def partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+@contextmanager
+def building(out: Path) -> Iterator[Path]:
+    """Yield `<out>.partial` (emptied first) and rename it to `out` only if the block succeeds;
+    on an error or Ctrl-C the partial output is removed (a SIGKILL leaves it for `make status`)."""
+    tmp = partial(out)
+    remove(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        remove(tmp)
+        raise
+    remove(out)
+    tmp.rename(out)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def du(path: Path) -> int:
+    """Bytes of the files under `path` (a file or a folder)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(e.stat().st_size for e in path.rglob("*") if e.is_file())
+
+
+def check_free_space(path: Path, need: int, what: str) -> None:
+    """Stop before a stage starts if `path`'s disk cannot hold `need` more bytes.
+
+    IMAGENET_FREE_BYTES overrides the measured free space (for tests and dry runs).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    free = int(os.environ.get("IMAGENET_FREE_BYTES") or shutil.disk_usage(path).free)
+    if need > free:
+        raise UserError(
+            f"not enough free disk in {path} for {what}: required {human_bytes(need)}, "
+            f"available {human_bytes(free)}; free space or set DATA=<bigger disk>"
+        )
+
+
+# ---------------------------------------------------------------- stamps
+
+
+def read_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.rename(path)
+
+
+def upstream(paths: Paths, split: str, stage: str) -> dict[str, Any]:
+    """The outputs recorded by an earlier stage, which must have finished."""
+    stamp = read_stamp(paths.stamp(split, stage))
+    if stamp is None:
+        raise UserError(f"{split} has no finished {stage} stage; run 'make {stage}-{split}' first")
+    return stamp["outputs"]
+
+
+def run_stage(
+    paths: Paths,
+    split: str,
+    stage: str,
+    inputs: dict[str, Any],
+    work: Callable[[], dict[str, Any]],
+    still_valid: Callable[[dict[str, Any]], bool] = lambda out: Path(out["path"]).exists(),
+) -> None:
+    """Run `work` unless the stamp shows it already ran on the same inputs; write the stamp last.
+
+    `work` returns the stage's outputs; `outputs["path"]` names what it produced, and
+    `still_valid(outputs)` says whether that is still on disk as recorded. When the stage is up to
+    date its stamp is only touched, so Make sees it as newer than its prerequisites.
+    """
+    stamp_path = paths.stamp(split, stage)
+    old = read_stamp(stamp_path)
+    if old and old.get("inputs") == inputs and still_valid(old["outputs"]):
+        log(f"[{stage} {split}] up to date ({stamp_path})")
+        stamp_path.touch()
+        return
+    stamp_path.unlink(missing_ok=True)
+    t0 = time.time()
+    outputs = work()
+    seconds = round(time.time() - t0, 3)
+    write_json(stamp_path, {"stage": stage, "split": split, "inputs": inputs, "outputs": outputs,
+                            "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    log(f"[{stage} {split}] done in {seconds:.1f} s -> {outputs['path']}")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parser(description: str, split: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default=str(PROJECT / "config.yaml"), help="config file (default: config.yaml)")
+    p.add_argument("--data", default=None, help="data folder (default: the config's data_dir)")
+    if split:
+        p.add_argument("split", choices=SPLITS)
+    return p
+
+
+def setup(args: argparse.Namespace) -> tuple[Config, Paths]:
+    cfg = load_config(args.config)
+    return cfg, Paths(Path(args.data).resolve() if args.data else cfg.data_dir)
+
+
+def main(fn: Callable[[], None]) -> None:
+    """Run a stage script's body: user errors become one line on stderr and exit 1."""
+    try:
+        fn()
+    except UserError as e:
+        log(f"error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted: nothing half-done was kept; run the same command again to resume")
+        sys.exit(130)

@@ -1,0 +1,47 @@
+"""The 1000 ILSVRC2012 classes and the val ground truth, from the shipped files in meta/."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from .core import META
+
+VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
+WNID = re.compile(r"n\d{8}")
+
+
+@cache
+def synsets() -> dict[str, str]:
+    """wnid -> WordNet names, in class-index order."""
+    rows = [line.split("\t", 1) for line in (META / "ilsvrc2012_synsets.txt").read_text().splitlines()]
+    return {wnid: names for wnid, names in rows}
+
+
+@cache
+def wnids() -> list[str]:
+    """All 1000 wnids sorted: the position of a wnid is its class index `y` (torchvision's order)."""
+    out = sorted(synsets())
+    assert len(out) == 1000 and out == list(synsets()), "meta/ilsvrc2012_synsets.txt is not the sorted 1000 wnids"
+    return out
+
+
+@cache
+def class_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(wnids())}
+
+
+@cache
+def val_labels() -> list[str]:
+    """Line i is the wnid of ILSVRC2012_val_{i+1:08d}.JPEG."""
+    return (META / "ilsvrc2012_val_labels.txt").read_text().split()
+
+
+def val_wnid(file_name: str) -> str | None:
+    """The ground-truth wnid of a val file name, or None if the name has no label."""
+    m = VAL_NAME.fullmatch(file_name)
+    if not m:
+        return None
+    i = int(m.group(1))
+    labels = val_labels()
+    return labels[i - 1] if 1 <= i <= len(labels) else None

@@ -1,0 +1,59 @@
+"""status: one line per split and stage (done / partial / missing) from the stamps and the disk,
+then the next command to run. Reads no image and imports neither torch nor streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagenet.core import STAGES, Config, Paths, human_bytes, main, parser, partial, read_stamp, setup
+
+
+def output_of(paths: Paths, cfg: Config, split: str, stage: str) -> Path:
+    if stage in ("download", "verify"):
+        return paths.tar(cfg.split(split))
+    return paths.untar(split) if stage == "untar" else paths.mds(split)
+
+
+def state(paths: Paths, cfg: Config, split: str, stage: str) -> tuple[str, dict | None]:
+    """done: stamp written and output present; partial: work begun but no stamp; else missing."""
+    stamp = read_stamp(paths.stamp(split, stage))
+    out = output_of(paths, cfg, split, stage)
+    if stamp is not None and out.exists():
+        return "done", stamp
+    begun = {
+        "download": [out, out.with_name(out.name + ".aria2")],
+        "verify": [],
+        "untar": [out, partial(out)],
+        "mds": [out, partial(out)],
+    }[stage]
+    return ("partial" if any(p.exists() for p in begun) else "missing"), None
+
+
+def row(split: str, stage: str, st: str, stamp: dict | None) -> str:
+    out = (stamp or {}).get("outputs", {})
+    size = out.get("bytes_written", out.get("bytes"))
+    cells = [split, stage, st, human_bytes(size) if size is not None else "-",
+             str(out.get("images", "-")), f"{stamp['seconds']:.1f} s" if stamp else "-"]
+    return f"{cells[0]:<6} {cells[1]:<9} {cells[2]:<8} {cells[3]:>10} {cells[4]:>9} {cells[5]:>9}"
+
+
+def run() -> None:
+    args = parser(__doc__, split=False).parse_args()
+    cfg, paths = setup(args)
+    print(f"data: {paths.data}   config: {cfg.path}")
+    print(f"{'split':<6} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
+    todo = []
+    for split in cfg.splits:
+        for stage in STAGES:
+            st, stamp = state(paths, cfg, split, stage)
+            print(row(split, stage, st, stamp))
+            if st != "done":
+                todo.append(f"{stage}-{split}")
+    if todo:
+        print(f"next: make {todo[0]}" + (" ..." if len(todo) > 1 else ""))
+    else:
+        print(f"all done: StreamingDataset(local='{paths.mds('<split>')}') reads the shards")
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,47 @@
+"""untar: unpack a verified archive into a torchvision ImageFolder tree
+$(DATA)/untar/ILSVRC2012_img_<split>/<wnid>/<image> (val sorted into classes by the ground truth)."""
+
+from __future__ import annotations
+
+from imagenet.archive import untar_train, untar_val
+from imagenet.core import (
+    Config,
+    Paths,
+    UserError,
+    building,
+    check_free_space,
+    du,
+    main,
+    parser,
+    run_stage,
+    setup,
+    upstream,
+)
+
+UNTAR = {"train": untar_train, "val": untar_val}
+
+
+def untar(cfg: Config, paths: Paths, split_name: str) -> dict:
+    split = cfg.split(split_name)
+    tar, out = paths.tar(split), paths.untar(split_name)
+    check_free_space(out.parent, split.bytes, f"unpacking {split.archive}")
+    with building(out) as tmp:
+        counts = UNTAR[split_name](tar, tmp)
+        total = sum(counts.values())
+        if total != split.images:
+            raise UserError(f"{tar}: holds {total} images, but splits.{split_name}.images in {cfg.path} "
+                            f"says {split.images}; fix the config or download the archive again")
+    return {"path": str(out), "images": total, "classes": len(counts), "per_class": counts,
+            "bytes_read": split.bytes, "bytes_written": du(out)}
+
+
+def run() -> None:
+    args = parser(__doc__).parse_args()
+    cfg, paths = setup(args)
+    split = cfg.split(args.split)
+    inputs = {"verify": upstream(paths, split.name, "verify"), "images": split.images}
+    run_stage(paths, split.name, "untar", inputs, lambda: untar(cfg, paths, split.name))
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,106 @@
+"""Shared fixtures: the ImageNet-shaped fixture built once per session in a temporary folder and
+served on 127.0.0.1 as its torrents' web seed, and helpers that drive the real interface (make)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from imagenet.core import PROJECT
+from imagenet.fixture import build
+from imagenet.webseed import serve
+
+# Nested under `make test`, the inner makes must not inherit the outer one's flags and job server.
+ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+ENV["IMAGENET_LOOPBACK_ONLY"] = "1"
+VENV = Path(sys.executable).parent.parent
+
+
+def make(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `make ARGS` in the project, as a user would; output captured as text."""
+    cmd = ["make", "--no-print-directory", f"VENV={VENV}", *args]
+    done = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, env={**ENV, **(env or {})})
+    if check and done.returncode != 0:
+        raise AssertionError(f"make {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@dataclass
+class Fixture:
+    root: Path
+    config: Path
+    url: str
+
+    def variant(self, name: str, **changes: object) -> Path:
+        """A copy of the fixture config beside it (so relative paths still hold) with `changes`
+        applied; keys are dotted paths, e.g. `**{"mds.size_limit": 4096}`."""
+        raw = yaml.safe_load(self.config.read_text())
+        for dotted, value in changes.items():
+            *parents, leaf = dotted.split(".")
+            node = raw
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        path = self.root / f"config-{name}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    def members(self, split: str) -> dict[str, bytes]:
+        """Image file name -> bytes, read straight from the fixture archive with tarfile."""
+        out = {}
+        with tarfile.open(self.root / f"ILSVRC2012_img_{split}.tar") as tar:
+            for m in tar:
+                data = tar.extractfile(m).read()
+                if split == "train":
+                    with tarfile.open(fileobj=io.BytesIO(data)) as inner:
+                        out.update({i.name: inner.extractfile(i).read() for i in inner})
+                else:
+                    out[m.name] = data
+        return out
+
+
+@pytest.fixture(scope="session")
+def fixture(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
+    root = tmp_path_factory.mktemp("fixture")
+    server = serve(root)
+    url = f"http://127.0.0.1:{server.server_port}/"
+    yield Fixture(root=root, config=build(root, url), url=url)
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def built(fixture: Fixture, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DATA after `make all` on the fixture (both splits, every stage); tests must not change it."""
+    data = tmp_path_factory.mktemp("data")
+    make("all", f"CONFIG={fixture.config}", f"DATA={data}")
+    return data
+
+
+def copy_data(src: Path, dst: Path) -> Path:
+    """A copy of a DATA folder with its timestamps, so Make sees the same state."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def read_mds(local: Path) -> list[dict]:
+    """Every sample of an MDS folder, read with an unmodified StreamingDataset; `raw` is the byte
+    string the `x` image was decoded from (PIL keeps the BytesIO it was opened from)."""
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    ds = StreamingDataset(local=str(local), remote=None, shuffle=False, batch_size=1)
+    samples = []
+    for i in range(len(ds)):
+        s = ds[i]
+        samples.append({**s, "raw": s["x"].fp.getvalue()})
+    return samples

@@ -1,0 +1,161 @@
+"""Each stage on its own: status at every step, verify failures, sources, clean, and the loopback guard."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ENV, Fixture, copy_data, make
+
+from imagenet.core import PROJECT
+
+
+def status(config: Path, data: Path) -> dict[tuple[str, str], str]:
+    """(split, stage) -> state, parsed from `make status`."""
+    out = make("status", f"CONFIG={config}", f"DATA={data}").stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith(("train ", "val "))]
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+def test_status_shows_every_state_step_by_step(fixture: Fixture, tmp_path: Path):
+    data, cfg = tmp_path / "data", fixture.config
+    states = status(cfg, data)
+    assert set(states.values()) == {"missing"} and len(states) == 8
+    assert "next: make download-train" in make("status", f"CONFIG={cfg}", f"DATA={data}").stdout
+    expected = {"download": "missing", "verify": "missing", "untar": "missing", "mds": "missing"}
+    for stage in ("download", "verify", "untar", "mds"):
+        make(f"{stage}-val", f"CONFIG={cfg}", f"DATA={data}")
+        expected[stage] = "done"
+        states = status(cfg, data)
+        assert {s: states[("val", s)] for s in expected} == expected
+        assert all(states[("train", s)] == "missing" for s in expected)
+    # A stage killed mid-way leaves `<out>.partial`; status calls it partial, never done.
+    make("clean-val", f"CONFIG={cfg}", f"DATA={data}")
+    (data / "untar" / "ILSVRC2012_img_val.partial").mkdir(parents=True)
+    states = status(cfg, data)
+    assert [states[("val", s)] for s in ("verify", "untar", "mds")] == ["done", "partial", "missing"]
+    # An interrupted download keeps aria2c's control file: partial too.
+    (data / "tar" / "ILSVRC2012_img_train.tar").write_bytes(b"\0" * 10)
+    (data / "tar" / "ILSVRC2012_img_train.tar.aria2").write_bytes(b"x")
+    assert status(cfg, data)[("train", "download")] == "partial"
+
+
+def test_a_wrong_checksum_fails_verify_with_expected_and_actual_and_no_stamp(fixture: Fixture, built: Path,
+                                                                              tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    sums = tmp_path / "bad-checksums"
+    shutil.copytree(fixture.root / "checksums", sums)
+    good = (sums / "MD5SUMS").read_text()
+    (sums / "MD5SUMS").write_text(good.replace(good.split()[2], "0" * 32, 1) if "val" in good.split()[3]
+                                  else good.replace(good.split()[0], "0" * 32, 1))
+    config = fixture.variant("bad-md5", checksums=str(sums))
+    (data / ".stamps" / "val.verify").unlink()
+    done = make("verify-val", f"CONFIG={config}", f"DATA={data}", check=False)
+    assert done.returncode != 0
+    assert "md5 mismatch: expected 00000000000000000000000000000000, actual " in done.stderr
+    assert not (data / ".stamps" / "val.verify").exists()
+    assert (data / "tar" / "ILSVRC2012_img_val.tar").exists()  # kept, not silently deleted
+    done = make("mds-val", f"CONFIG={config}", f"DATA={data}", check=False)
+    assert done.returncode != 0 and "untar.py" not in done.stdout  # nothing downstream ran
+
+
+def test_a_tar_of_the_wrong_size_fails_verify_with_expected_and_actual(fixture: Fixture, built: Path,
+                                                                        tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    tar = data / "tar" / "ILSVRC2012_img_val.tar"
+    size = tar.stat().st_size
+    with open(tar, "r+b") as f:
+        f.truncate(size - 512)
+    (data / ".stamps" / "val.verify").unlink()
+    done = make("verify-val", f"CONFIG={fixture.config}", f"DATA={data}", check=False)
+    assert done.returncode != 0
+    assert f"wrong size: expected {size} bytes, actual {size - 512}" in done.stderr
+    assert not (data / ".stamps" / "val.verify").exists()
+
+
+def test_an_http_source_downloads_through_aria2c(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("http", **{"splits.val.source": fixture.url + "ILSVRC2012_img_val.tar"})
+    data = tmp_path / "data"
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    tar = data / "tar" / "ILSVRC2012_img_val.tar"
+    assert not tar.is_symlink() and tar.read_bytes() == (fixture.root / "ILSVRC2012_img_val.tar").read_bytes()
+
+
+def test_a_local_file_source_is_linked_not_copied(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("local", **{"splits.val.source": "ILSVRC2012_img_val.tar"})
+    data = tmp_path / "data"
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    assert (data / "tar" / "ILSVRC2012_img_val.tar").resolve() == fixture.root / "ILSVRC2012_img_val.tar"
+
+
+def test_a_complete_tar_is_not_downloaded_again(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    (data / ".stamps" / "val.download").unlink()
+    done = make("download-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert "already complete; not downloading it again" in done.stderr
+    assert "aria2c -c" not in done.stderr
+
+
+def test_an_image_count_that_differs_from_the_config_fails_untar(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    config = fixture.variant("wrong-count", **{"splits.val.images": 16})
+    done = make("untar-val", f"CONFIG={config}", f"DATA={data}", check=False)
+    assert done.returncode != 0
+    assert "holds 15 images, but splits.val.images" in done.stderr and "says 16" in done.stderr
+    assert not (data / "untar" / "ILSVRC2012_img_val.partial").exists()
+
+
+def test_not_enough_disk_stops_download_with_required_and_available(fixture: Fixture, tmp_path: Path):
+    done = make("download-val", f"CONFIG={fixture.config}", f"DATA={tmp_path}", check=False,
+                env={"IMAGENET_FREE_BYTES": "1000"})
+    assert done.returncode != 0
+    assert "not enough free disk" in done.stderr and "available 1.0 KB" in done.stderr
+    assert not (tmp_path / "tar" / "ILSVRC2012_img_val.tar").exists()
+
+
+def test_clean_removes_outputs_and_stamps_but_keeps_the_tar(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    make("clean-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not (data / "untar" / "ILSVRC2012_img_val").exists() and not (data / "mds" / "ILSVRC2012_img_val").exists()
+    assert sorted(p.name for p in (data / ".stamps").iterdir() if p.name.startswith("val.")) == [
+        "val.download", "val.verify"]
+    assert (data / "tar" / "ILSVRC2012_img_val.tar").exists() and (data / "mds" / "ILSVRC2012_img_train").exists()
+    make("clean-val-tar", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not (data / "tar" / "ILSVRC2012_img_val.tar").exists()
+    assert not any(p.name.startswith("val.") for p in (data / ".stamps").iterdir())
+    make("val", f"CONFIG={fixture.config}", f"DATA={data}")  # and it all comes back
+
+
+def test_the_real_imagenet_torrents_are_refused_in_loopback_only_mode(tmp_path: Path):
+    # PATH without aria2c too: even a broken guard could not reach the network from here.
+    env = {**ENV, "PATH": str(Path(sys.executable).parent)}
+    for split in ("train", "val"):
+        done = subprocess.run([sys.executable, "scripts/download.py", "--data", str(tmp_path), split],
+                              cwd=PROJECT, capture_output=True, text=True, env=env)
+        assert done.returncode == 1
+        assert "IMAGENET_LOOPBACK_ONLY=1 but splits" in done.stderr and "academictorrents.com" in done.stderr
+
+
+@pytest.mark.parametrize("source", ["magnet:?xt=urn:btih:5d6d0df7ed81efd49ca99ea4737e0ae5e3a5f2e5",
+                                    "https://example.org/ILSVRC2012_img_val.tar"])
+def test_non_loopback_sources_are_refused_in_loopback_only_mode(fixture: Fixture, tmp_path: Path, source: str):
+    config = fixture.variant("remote", **{"splits.val.source": source})
+    done = make("download-val", f"CONFIG={config}", f"DATA={tmp_path}", check=False)
+    assert done.returncode != 0 and "IMAGENET_LOOPBACK_ONLY=1" in done.stderr
+
+
+def test_help_is_the_default_goal_and_lists_every_target_and_variable():
+    out = make().stdout
+    for target in ("all", "train", "val", "download-val", "verify-train", "untar-val", "mds-train", "status",
+                   "clean-val", "clean-val-tar", "demo", "test", "samples-val", "aria2c", "venv", "lint"):
+        assert f" {target} " in out.replace("\n", " \n"), target
+    for var in ("DATA", "CONFIG", "YES", "TORCH", "VENV"):
+        assert f"  {var} " in out
+
+
+def test_shipped_label_files_and_torrents_match_their_pinned_sha256():
+    done = subprocess.run(["sha256sum", "-c", "checksums/META.SHA256SUMS"], cwd=PROJECT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
