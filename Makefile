@@ -18,6 +18,8 @@ DATA ?= $(CONFIG_DATA)## data folder (default: the config's data_dir, ./data)
 YES ?= 0## YES=1: do not ask before a large download (asked only at a terminal)
 VENV ?= .venv## the virtual environment that make builds from requirements*.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
+WORKERS ?= $(shell nproc)## processes for mds and untar (default: the number of cores)
+MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
 DEMO ?= demo## folder for make demo (emptied first)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 
@@ -28,7 +30,7 @@ ARGS = --config $(CONFIG) --data $(DATA)
 # validates the config and writes what Make needs of it; Make includes that file, remaking it
 # first whenever the config changed. Only goals that touch the data need it.
 CONFIG_MK := .make/$(subst /,_,$(abspath $(CONFIG))).mk
-CONFIG_GOALS := all train val status download-% verify-% untar-% mds-% samples-% clean-%
+CONFIG_GOALS := all train val folders status download-% verify-% untar-% mds-% samples-% clean-%
 ifneq ($(filter $(CONFIG_GOALS),$(MAKECMDGOALS)),)
 include $(CONFIG_MK)
 ifneq ($(wildcard $(CONFIG_MK)),)
@@ -38,7 +40,7 @@ endif
 endif
 endif
 
-.PHONY: help all train val status demo test lint venv aria2c \
+.PHONY: help all train val folders status demo test lint venv aria2c \
 	download-train download-val verify-train verify-val untar-train untar-val mds-train mds-val \
 	samples-train samples-val clean-train clean-val clean-train-tar clean-val-tar
 
@@ -50,14 +52,15 @@ help: ## list targets and variables
 	@echo
 	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\3/p' $(MAKEFILE_LIST) | awk -F'|' 'NF < 2 {print; next} {printf "  %-12s %s\n", $$1, $$2}'
 
-all: train val ## both splits: download, verify, untar, MDS shards
-train: mds-train ## train split: download, verify, untar, MDS shards (shuffled with mds.shuffle_seed)
-val: mds-val ## val split: download, verify, untar (sorted by the ground truth), MDS shards (ImageFolder order)
+all: train val ## both splits: download, verify, MDS shards
+train: mds-train ## train split: download, verify, MDS shards (shuffled with mds.shuffle_seed)
+val: mds-val ## val split: download, verify, MDS shards (ImageFolder order)
+folders: untar-train untar-val ## both splits as ImageFolder trees (not needed for MDS)
 
 download-train download-val: download-%: $(STAMPS)/%.download ## aria2c fetches the archive into DATA/tar/ (resumable)
-verify-train verify-val: verify-%: $(STAMPS)/%.verify ## check size and every hash in checksums/ in one read
+verify-train verify-val: verify-%: $(STAMPS)/%.verify ## check size and hashes, and index the images, in one read
 untar-train untar-val: untar-%: $(STAMPS)/%.untar ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
-mds-train mds-val: mds-%: $(STAMPS)/%.mds ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/
+mds-train mds-val: mds-%: $(STAMPS)/%.mds ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ from the archive
 samples-train samples-val: samples-%: $(STAMPS)/%.mds ## print a few samples read back with StreamingDataset
 	$(PY) scripts/samples.py $(ARGS) $*
 
@@ -68,10 +71,10 @@ $(STAMPS)/%.verify: $(STAMPS)/%.download $(CONFIG_CHECKSUMS)
 	$(PY) scripts/verify.py $(ARGS) $*
 
 $(STAMPS)/%.untar: $(STAMPS)/%.verify
-	$(PY) scripts/untar.py $(ARGS) $*
+	$(PY) scripts/untar.py $(ARGS) --workers $(WORKERS) $*
 
-$(STAMPS)/%.mds: $(STAMPS)/%.untar $(CONFIG)
-	$(PY) scripts/mds.py $(ARGS) $*
+$(STAMPS)/%.mds: $(STAMPS)/%.$(if $(filter untar,$(MDS_FROM)),untar,verify) $(CONFIG)
+	$(PY) scripts/mds.py $(ARGS) --from $(MDS_FROM) --workers $(WORKERS) $*
 
 status: | venv ## table of every split and stage (done / partial / missing) and the next command
 	@$(PY) scripts/status.py $(ARGS)

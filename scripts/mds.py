@@ -2,15 +2,21 @@
 
 y is the wnid's index among all 1000 sorted wnids. val keeps ImageFolder order (class, then file
 name); train is a permutation of that order drawn from mds.shuffle_seed. JPEG bytes are stored as
-they are in the source (no decode, no re-encode)."""
+they are in the source (no decode, no re-encode), read by offset straight from the verified archive
+(or, with --from untar, from the unpacked folders: the same shards). WORKERS processes each write a
+contiguous part of the order into a sub-folder, and streaming's merge_index joins them."""
 
 from __future__ import annotations
 
+import itertools
+import logging
+import multiprocessing as mp
+import os
 import random
+from collections.abc import Callable
+from pathlib import Path
 
-from tqdm import tqdm
-
-from imagenet.archive import image_folder
+from imagenet.archive import Image, image_folder, read_index
 from imagenet.core import (
     Config,
     Paths,
@@ -40,41 +46,119 @@ def permutation(n: int, seed: int) -> list[int]:
     return order
 
 
-def write_mds(cfg: Config, paths: Paths, split: str) -> dict:
-    from streaming import MDSWriter  # imports torch: keep it out of --help and of other stages
-    from streaming.base.hashing import get_hashes
+def partitions(n: int, parts: int) -> list[range]:
+    """`parts` contiguous, near-equal ranges covering 0..n-1 (none empty)."""
+    parts = max(1, min(parts, n))
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]
 
+
+class Job:
+    """What every worker needs; set before the workers fork, so they share it without pickling."""
+
+    images: list[Image]
+    order: list[int]
+    read: Callable[[Image], bytes]
+    out: Path
+    cfg: Config
+    done: mp.Value  # type: ignore[valid-type]
+
+
+def write_part(k: int, part: range) -> int:
+    """Write samples order[part] into `<out>/<k:05d>/`; returns the bytes read."""
+    from streaming import MDSWriter
+
+    index = class_index()
+    read_bytes = unreported = 0
+    with MDSWriter(out=str(Job.out / f"{k:05d}"), columns=COLUMNS, compression=None, hashes=Job.cfg.hashes,
+                   size_limit=Job.cfg.size_limit) as writer:
+        for i in part:
+            image = Job.images[Job.order[i]]
+            data = Job.read(image)
+            read_bytes += len(data)
+            writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
+            unreported += 1
+            if unreported == 256 or i == part[-1]:
+                with Job.done.get_lock():
+                    Job.done.value += unreported
+                unreported = 0
+    return read_bytes
+
+
+def from_tar(tar: Path) -> Callable[[Image], bytes]:
+    fds: dict[int, int] = {}  # one descriptor per process: opened after the fork
+
+    def read(image: Image) -> bytes:
+        fd = fds.get(os.getpid())
+        if fd is None:
+            fd = fds[os.getpid()] = os.open(tar, os.O_RDONLY)
+        data = os.pread(fd, image.size, image.offset)
+        if len(data) != image.size:
+            raise UserError(f"{tar}: {image.name} ends past the end of the archive; run 'make verify-*' again")
+        return data
+
+    return read
+
+
+def from_folder(root: Path) -> Callable[[Image], bytes]:
+    return lambda image: (root / image.wnid / image.name).read_bytes()
+
+
+def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) -> dict:
+    from streaming import MDSWriter  # noqa: F401 - imports torch: load it once, before the workers fork
+    from streaming.base.hashing import get_hashes
+    from streaming.base.util import merge_index
+    from tqdm import tqdm
+
+    logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
     if bad := sorted(set(cfg.hashes) - get_hashes()):
         known = ", ".join(sorted(get_hashes()))
         raise UserError(f"{cfg.path}: mds.hashes has unknown algorithm {bad[0]!r} (known: {known})")
-    src, out = paths.untar(split), paths.mds(split)
-    samples = image_folder(src)
-    index = class_index()
-    if unknown := sorted({w for _, w in samples} - set(index)):
-        raise UserError(f"{src}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
-    order = permutation(len(samples), cfg.shuffle_seed) if split == "train" else list(range(len(samples)))
-    check_free_space(out.parent, du(src), f"writing MDS shards for {split}")
-    bytes_read = 0
-    with building(out) as tmp, MDSWriter(out=str(tmp), columns=COLUMNS, compression=None, hashes=cfg.hashes,
-                   size_limit=cfg.size_limit) as writer:
-        for i in tqdm(order, desc=f"mds {split}", unit="img", mininterval=0.5):
-            path, wnid = samples[i]
-            data = path.read_bytes()
-            bytes_read += len(data)
-            writer.write({"x": data, "y": index[wnid], "wnid": wnid})
-    return {"path": str(out), "images": len(samples), "bytes_read": bytes_read, "bytes_written": du(out),
-            "shards": sum(1 for f in out.iterdir() if f.suffix == ".mds")}
+    if source == "tar":
+        tar = Path(upstream(paths, split, "verify")["path"])
+        Job.images, Job.read = read_index(paths.index(split)), from_tar(tar)
+        need = sum(i.size for i in Job.images)
+    else:
+        root = paths.untar(split)
+        Job.images, Job.read = image_folder(root), from_folder(root)
+        need = du(root)
+        if unknown := sorted({i.wnid for i in Job.images} - set(class_index())):
+            raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
+    n = len(Job.images)
+    Job.order = permutation(n, cfg.shuffle_seed) if split == "train" else list(range(n))
+    Job.cfg, Job.done = cfg, mp.get_context("fork").Value("q", 0)
+    out = paths.mds(split)
+    check_free_space(out.parent, need, f"writing MDS shards for {split}")
+    parts = partitions(n, workers)
+    with building(out) as tmp:
+        Job.out = tmp
+        ctx = mp.get_context("fork")
+        with ctx.Pool(len(parts)) as pool, tqdm(total=n, desc=f"mds {split}", unit="img", mininterval=0.5) as bar:
+            result = pool.starmap_async(write_part, list(enumerate(parts)))
+            while not result.ready():
+                result.wait(0.25)
+                bar.update(Job.done.value - bar.n)
+            bytes_read = sum(result.get())
+            bar.update(Job.done.value - bar.n)
+        merge_index(str(tmp), keep_local=True)
+    return {"path": str(out), "images": n, "source": source, "workers": len(parts), "bytes_read": bytes_read,
+            "bytes_written": du(out), "shards": sum(1 for _ in out.glob("*/*.mds"))}
 
 
 def run() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
+                   help="read images from the verified archive (default) or the unpacked folders")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: cores)")
+    args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split).name
-    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes}
+    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "workers": args.workers}
     if split == "train":
         settings["shuffle_seed"] = cfg.shuffle_seed
-    inputs = {"untar": upstream(paths, split, "untar"), "mds": settings}
-    run_stage(paths, split, "mds", inputs, lambda: write_mds(cfg, paths, split))
+    stage = "verify" if args.source == "tar" else "untar"
+    inputs = {stage: upstream(paths, split, stage), "mds": settings}
+    run_stage(paths, split, "mds", inputs, lambda: write_mds(cfg, paths, split, args.source, args.workers))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from imagenet.core import STAGES, Config, Paths, human_bytes, main, parser, partial, read_stamp, setup
 
+OPTIONAL = ("untar",)  # mds reads the verified archive itself
+
 
 def output_of(paths: Paths, cfg: Config, split: str, stage: str) -> Path:
     if stage in ("download", "verify"):
@@ -47,12 +49,13 @@ def run() -> None:
         for stage in STAGES:
             st, stamp = state(paths, cfg, split, stage)
             print(row(split, stage, st, stamp))
-            if st != "done":
+            if st != "done" and stage not in OPTIONAL:
                 todo.append(f"{stage}-{split}")
     if todo:
         print(f"next: make {todo[0]}" + (" ..." if len(todo) > 1 else ""))
     else:
         print(f"all done: StreamingDataset(local='{paths.mds('<split>')}') reads the shards")
+    print("(untar makes ImageFolder trees, which MDS does not need: make folders)")
 
 
 if __name__ == "__main__":

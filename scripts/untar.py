@@ -3,7 +3,9 @@ $(DATA)/untar/ILSVRC2012_img_<split>/<wnid>/<image> (val sorted into classes by 
 
 from __future__ import annotations
 
-from imagenet.archive import untar_train, untar_val
+import os
+
+from imagenet.archive import UNTAR
 from imagenet.core import (
     Config,
     Paths,
@@ -18,15 +20,13 @@ from imagenet.core import (
     upstream,
 )
 
-UNTAR = {"train": untar_train, "val": untar_val}
 
-
-def untar(cfg: Config, paths: Paths, split_name: str) -> dict:
+def untar(cfg: Config, paths: Paths, split_name: str, workers: int) -> dict:
     split = cfg.split(split_name)
     tar, out = paths.tar(split), paths.untar(split_name)
     check_free_space(out.parent, split.bytes, f"unpacking {split.archive}")
     with building(out) as tmp:
-        counts = UNTAR[split_name](tar, tmp)
+        counts = UNTAR[split_name](tar, tmp, workers)
         total = sum(counts.values())
         if total != split.images:
             raise UserError(f"{tar}: holds {total} images, but splits.{split_name}.images in {cfg.path} "
@@ -36,11 +36,13 @@ def untar(cfg: Config, paths: Paths, split_name: str) -> dict:
 
 
 def run() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="class tars unpacked at once")
+    args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)
     inputs = {"verify": upstream(paths, split.name, "verify"), "images": split.images}
-    run_stage(paths, split.name, "untar", inputs, lambda: untar(cfg, paths, split.name))
+    run_stage(paths, split.name, "untar", inputs, lambda: untar(cfg, paths, split.name, args.workers))
 
 
 if __name__ == "__main__":

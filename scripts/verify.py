@@ -1,15 +1,19 @@
-"""verify: check a downloaded archive's size and every hash listed for it in checksums/
-(MD5SUMS, SHA256SUMS, XXH64SUMS) in one read, the hashes computed side by side in threads."""
+"""verify: check a downloaded archive's size and every hash listed for it in checksums/ (MD5SUMS,
+SHA256SUMS, XXH64SUMS), and index where each image's bytes are, all in one sequential read: the
+hashes run side by side in threads while the tar headers are walked from the pages just read."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import xxhash
-from tqdm import tqdm
 
+from imagenet.archive import INDEX, Image, progress, write_index
 from imagenet.core import (
     Config,
     Paths,
@@ -28,18 +32,20 @@ CHUNK = 8 << 20
 HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 
 
-def file_digests(path: Path, algorithms: list[str], desc: str) -> dict[str, str]:
-    """Hex digests of `path`: one sequential read; the next chunk is read while the last is hashed."""
+def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None]) -> dict[str, str]:
+    """Hex digests of `path` in one sequential read; the next chunk is read while the last is
+    hashed, and `on_read(bytes read so far)` runs after each chunk."""
     hashers = {alg: HASHERS[alg]() for alg in algorithms}
-    size = path.stat().st_size
-    with open(path, "rb") as f, ThreadPoolExecutor(len(hashers)) as pool, tqdm(
-        total=size, unit="B", unit_scale=True, unit_divisor=1000, desc=desc, mininterval=0.5
-    ) as bar:
+    done = 0
+    with open(path, "rb") as f, ThreadPoolExecutor(max(1, len(hashers))) as pool, \
+            progress(path.stat().st_size, desc) as bar:
         pending: list = []
         while chunk := f.read(CHUNK):
             for fut in pending:
                 fut.result()
             pending = [pool.submit(h.update, chunk) for h in hashers.values()]
+            done += len(chunk)
+            on_read(done)
             bar.update(len(chunk))
         for fut in pending:
             fut.result()
@@ -53,13 +59,46 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
     if size != split.bytes:
         raise UserError(f"{tar}: wrong size: expected {split.bytes} bytes, actual {size}; "
                         f"delete it and run 'make download-{split_name}' again")
-    actual = file_digests(tar, sorted(expected), f"verify {split_name}")
+    images: list[Image] = []
+    problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
+    with open(tar, "rb") as f:
+        members = INDEX[split_name](f.fileno(), size, str(tar))
+        header = 0  # where the next member header is: index up to the bytes hashed so far
+
+        def index_upto(pos: int) -> None:
+            nonlocal header, problem
+            try:
+                while header < pos and problem is None:
+                    found = next(members, None)
+                    if found is None:
+                        header = size + 1
+                    else:
+                        header, image = found
+                        images.append(image)
+            except UserError as e:
+                problem = e
+
+        actual = file_digests(tar, sorted(expected), f"verify {split_name}", index_upto)
+        index_upto(size + 1)
     for alg in sorted(expected):
         if actual[alg] != expected[alg]:
             raise UserError(f"{tar}: {alg} mismatch: expected {expected[alg]}, actual {actual[alg]}; "
                             f"the file is kept; delete it and run 'make download-{split_name}' again")
-    log(f"[verify {split_name}] {tar.name}: {human_bytes(size)}, {', '.join(sorted(actual))} OK")
-    return {"path": str(tar), "bytes": size, "bytes_read": size, **actual}
+    if problem is not None:
+        raise problem
+    images.sort(key=lambda i: (i.wnid, i.name))
+    if dup := next((k for k, n in Counter((i.wnid, i.name) for i in images).items() if n > 1), None):
+        raise UserError(f"{tar}: member {'/'.join(dup)} appears more than once")
+    if len(images) != split.images:
+        raise UserError(f"{tar}: holds {len(images)} images, but splits.{split_name}.images in {cfg.path} "
+                        f"says {split.images}; fix the config or download the archive again")
+    index = paths.index(split_name)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    write_index(index, images)
+    log(f"[verify {split_name}] {tar.name}: {human_bytes(size)}, {', '.join(sorted(actual))} OK, "
+        f"{len(images)} images indexed")
+    return {"path": str(tar), "bytes": size, "bytes_read": size, "images": len(images), "index": str(index),
+            "index_bytes": os.path.getsize(index), **actual}
 
 
 def run() -> None:
@@ -67,8 +106,9 @@ def run() -> None:
     cfg, paths = setup(args)
     split = cfg.split(args.split)
     expected = read_checksums(cfg, split.archive)
-    inputs = {"download": upstream(paths, split.name, "download"), "expected": expected}
-    run_stage(paths, split.name, "verify", inputs, lambda: verify(cfg, paths, split.name, expected))
+    inputs = {"download": upstream(paths, split.name, "download"), "expected": expected, "images": split.images}
+    run_stage(paths, split.name, "verify", inputs, lambda: verify(cfg, paths, split.name, expected),
+              lambda out: Path(out["path"]).exists() and Path(out["index"]).exists())
 
 
 if __name__ == "__main__":

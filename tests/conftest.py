@@ -79,9 +79,9 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
 
 @pytest.fixture(scope="session")
 def built(fixture: Fixture, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """DATA after `make all` on the fixture (both splits, every stage); tests must not change it."""
+    """DATA after `make all folders` on the fixture (both splits, every stage); tests must not change it."""
     data = tmp_path_factory.mktemp("data")
-    make("all", f"CONFIG={fixture.config}", f"DATA={data}")
+    make("all", "folders", f"CONFIG={fixture.config}", f"DATA={data}")
     return data
 
 

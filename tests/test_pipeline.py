@@ -10,6 +10,7 @@ from conftest import Fixture, copy_data, make, read_mds
 from mds import permutation
 from PIL import Image
 
+from imagenet.archive import read_index
 from imagenet.fixture import TRAIN_PER_CLASS, VAL_PER_CLASS, WNIDS
 from imagenet.labels import val_labels, wnids
 
@@ -80,7 +81,11 @@ def test_stamps_record_what_each_stage_produced(fixture: Fixture, built: Path):
         assert f"{stamp(built, split, 'verify')['outputs']['sha256']}  {tar.name}" in sums
         untar = stamp(built, split, "untar")["outputs"]
         assert untar["per_class"] == {w: per_class for w in WNIDS}
-        assert untar["images"] == stamp(built, split, "mds")["outputs"]["images"] == per_class * len(WNIDS)
+        mds = stamp(built, split, "mds")["outputs"]
+        n = per_class * len(WNIDS)
+        assert untar["images"] == mds["images"] == stamp(built, split, "verify")["outputs"]["images"] == n
+        assert stamp(built, split, "verify")["outputs"]["bytes_read"] == tar.stat().st_size  # one read
+        assert mds["source"] == "tar" and mds["bytes_read"] == sum(len(b) for b in fixture.members(split).values())
         assert all(stamp(built, split, s)["seconds"] >= 0 for s in ("download", "verify", "untar", "mds"))
 
 
@@ -97,10 +102,51 @@ def test_a_changed_mds_setting_redoes_only_mds(built: Path, fixture: Fixture, tm
     config = fixture.variant("small-shards", **{"mds.size_limit": 8192})
     before = {s: stamp(data, "val", s) for s in ("download", "verify", "untar", "mds")}
     done = make("val", f"CONFIG={config}", f"DATA={data}")
-    for s in ("download", "verify", "untar"):
+    for s in ("download", "verify"):
         assert f"[{s} val] up to date" in done.stderr
         assert stamp(data, "val", s) == before[s]
     after = stamp(data, "val", "mds")["outputs"]
     assert after["shards"] > before["mds"]["outputs"]["shards"]
     assert [s["raw"] for s in read_mds(data / "mds" / "ILSVRC2012_img_val")] == [
         s["raw"] for s in read_mds(built / "mds" / "ILSVRC2012_img_val")]
+
+
+def test_the_verify_index_locates_every_image_in_the_archive(fixture: Fixture, built: Path):
+    for split in ("train", "val"):
+        sources = fixture.members(split)
+        rows = read_index(built / "index" / f"ILSVRC2012_img_{split}.tsv")
+        assert [(r.wnid, r.name) for r in rows] == sorted((r.wnid, r.name) for r in rows)  # ImageFolder order
+        with open(built / "tar" / f"ILSVRC2012_img_{split}.tar", "rb") as f:
+            for r in rows:
+                f.seek(r.offset)
+                assert f.read(r.size) == sources[r.name]
+        assert len(rows) == len(sources)
+
+
+def mds_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_mds_from_the_tars_is_byte_identical_to_mds_from_the_folders(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    for split in ("train", "val"):
+        make(f"clean-{split}", f"CONFIG={fixture.config}", f"DATA={data}")  # keeps tar, verify and index
+        make(f"mds-{split}", "MDS_FROM=untar", f"CONFIG={fixture.config}", f"DATA={data}")
+        assert stamp(data, split, "mds")["outputs"]["source"] == "untar"
+        same = mds_files(data / "mds" / f"ILSVRC2012_img_{split}")
+        assert same == mds_files(built / "mds" / f"ILSVRC2012_img_{split}")  # same shards, same index.json
+        assert "index.json" in same and any(k.endswith(".mds") for k in same)
+
+
+def test_one_worker_and_three_give_the_same_samples_in_the_same_order(fixture: Fixture, built: Path,
+                                                                     tmp_path: Path):
+    config = fixture.variant("tiny-shards", **{"mds.size_limit": 4096})
+    results = {}
+    for workers in (1, 3):
+        data = copy_data(built, tmp_path / f"data{workers}")
+        make("mds-train", f"WORKERS={workers}", f"CONFIG={config}", f"DATA={data}")
+        out = stamp(data, "train", "mds")["outputs"]
+        assert out["workers"] == workers and out["shards"] > workers
+        results[workers] = [(s["raw"], s["y"], s["wnid"]) for s in read_mds(data / "mds" / "ILSVRC2012_img_train")]
+    assert results[1] == results[3]
+    assert len(results[1]) == TRAIN_PER_CLASS * len(WNIDS)

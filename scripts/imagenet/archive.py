@@ -1,9 +1,11 @@
 """The two ILSVRC2012 image archives, one function per kind (as torchvision's datasets/imagenet.py):
 
-- train: an outer tar of 1000 `<wnid>.tar` class tars, each of `<wnid>_<n>.JPEG`;
+- train: an outer tar of 1000 `<wnid>.tar` class tars, each of `<wnid>_<n>.JPEG`, stored
+  uncompressed inside it, so every image is a byte range of the outer file;
 - val: one flat tar of 50,000 `ILSVRC2012_val_XXXXXXXX.JPEG`, labelled by meta/ilsvrc2012_val_labels.txt.
 
-Both become a torchvision ImageFolder tree `<out>/<wnid>/<file>`. Extraction is GNU tar's.
+`index_<kind>` walks an archive's tar headers (through the class tars) and yields where each image's
+bytes are; `untar_<kind>` unpacks it with GNU tar into a torchvision ImageFolder tree `<out>/<wnid>/`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tarfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,38 +24,166 @@ from tqdm import tqdm
 from .core import UserError
 from .labels import class_index, val_wnid
 
+BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
+FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+MAX_META = 1 << 20  # the largest GNU long-name or pax header data accepted
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image: its class, its file name, and where its bytes are in the archive file."""
+
+    wnid: str
+    name: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    pos: int  # where the member's header starts in the archive file
+    name: str
+    type: bytes
+    offset: int  # where its data starts
+    size: int
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    """The records ("<len> <key>=<value>\n") of a pax extended header."""
+    out, i = {}, 0
+    while i < len(data) and data[i] != 0:
+        length = int(data[i : data.index(b" ", i)])
+        key, _, value = data[data.index(b" ", i) + 1 : i + length - 1].partition(b"=")
+        out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        i += length
+    return out
+
+
+def walk(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
+    """Every member of the tar stored in bytes [start, end) of the file `fd`, reading only headers.
+
+    GNU long names and pax headers are applied to the member they describe. A bad header, or a
+    member whose data runs past `end`, is an error naming `where` and the byte position.
+    """
+    pos, meta = start, {}
+    while pos + BLOCK <= end:
+        buf = os.pread(fd, BLOCK, pos)
+        if len(buf) < BLOCK or buf == ZERO_BLOCK:
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as e:
+            raise UserError(f"{where}: not a valid tar header at byte {pos} ({e})") from None
+        size = int(meta.get("size", info.size))
+        name = meta.get("path", info.name)
+        data = pos + BLOCK
+        if size < 0 or data + size > end:
+            raise UserError(f"{where}: member {name!r} declares {size} bytes, past the end of its archive")
+        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE):
+            if size > MAX_META:
+                raise UserError(f"{where}: member header at byte {pos} carries {size} bytes of metadata")
+            raw = os.pread(fd, size, data)
+            if info.type == tarfile.XHDTYPE:
+                meta.update(_pax(raw))
+            else:
+                meta["path"] = raw.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        elif info.type != tarfile.XGLTYPE:
+            yield Entry(pos, name, info.type, data, size)
+            meta = {}
+        pos = data + -(-size // BLOCK) * BLOCK
+
+
+def _images(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
+    """The regular-file members of a tar; directories are skipped, anything else is an error."""
+    for e in walk(fd, start, end, where):
+        if e.type in FILE_TYPES:
+            yield e
+        elif e.type != tarfile.DIRTYPE:
+            raise UserError(f"{where}: member {e.name!r} is not a regular file (tar type {e.type!r})")
+
+
+def index_val(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
+    """(header position, image) for every val image, labelled by the ground truth."""
+    for e in _images(fd, 0, size, where):
+        wnid = val_wnid(e.name)
+        if wnid is None:
+            raise UserError(f"{where}: member {e.name!r} is not a labelled val image "
+                            "(ILSVRC2012_val_XXXXXXXX.JPEG with a line in meta/ilsvrc2012_val_labels.txt)")
+        yield e.pos, Image(wnid, e.name, e.offset, e.size)
+
+
+def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
+    """(wnid, entry) for each class tar of the outer train tar."""
+    known = class_index()
+    for e in _images(fd, 0, size, where):
+        wnid = e.name.removesuffix(".tar")
+        if not e.name.endswith(".tar") or wnid not in known:
+            raise UserError(f"{where}: member {e.name!r} is not a class tar '<wnid>.tar' of a known wnid")
+        yield wnid, e
+
+
+def index_train(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
+    """(header position, image) for every train image, through the class tars."""
+    for wnid, outer in class_tars(fd, size, where):
+        pattern = re.compile(rf"{wnid}_\d+\.JPEG")
+        for e in _images(fd, outer.offset, outer.offset + outer.size, f"{where}: {outer.name}"):
+            if not pattern.fullmatch(e.name):
+                raise UserError(f"{where}: member {outer.name}/{e.name} is not a {wnid}_<n>.JPEG image")
+            yield e.pos, Image(wnid, e.name, e.offset, e.size)
+
+
+INDEX: dict[str, Callable[[int, int, str], Iterator[tuple[int, Image]]]] = {"train": index_train, "val": index_val}
+
+
+def read_index(path: Path) -> list[Image]:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return [Image(w, n, int(o), int(s)) for w, n, o, s in rows]
+
+
+def write_index(path: Path, images: list[Image]) -> None:
+    """A TSV of the images in ImageFolder order (class, then file name)."""
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w") as f:
+        f.write("wnid\tname\toffset\tsize\n")
+        f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\n" for i in images)
+    tmp.rename(path)
+
+
 TAR_ARGS = ["--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def extract(tar: Path, dest: Path, desc: str | None = None) -> None:
-    """GNU tar extracts `tar` into `dest`; with `desc`, the archive is fed through a pipe under a progress bar."""
-    cmd = ["tar", "-x", "-f", "-" if desc else str(tar), "-C", str(dest), *TAR_ARGS]
-    if desc is None:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        rc, err = done.returncode, done.stderr
-    else:
-        with subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False) as proc, \
-                open(tar, "rb") as f, tqdm(total=tar.stat().st_size, unit="B", unit_scale=True,
-                                           unit_divisor=1000, desc=desc, mininterval=0.5) as bar:
-            assert proc.stdin is not None and proc.stderr is not None
-            try:
-                while chunk := f.read(1 << 20):
-                    proc.stdin.write(chunk)
-                    bar.update(len(chunk))
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            err = proc.stderr.read().decode(errors="replace")
-            rc = proc.wait()
+def extract(tar: Path, dest: Path, offset: int, size: int, bar: tqdm) -> None:
+    """GNU tar extracts the tar stored in bytes [offset, offset+size) of the file `tar` into `dest`;
+    the kernel copies those bytes into tar's stdin (sendfile), and `bar` counts them."""
+    cmd = ["tar", "-x", "-f", "-", "-C", str(dest), *TAR_ARGS]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc, open(tar, "rb") as f:
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            end = offset + size
+            while offset < end and (sent := os.sendfile(proc.stdin.fileno(), f.fileno(), offset,
+                                                        min(end - offset, 8 << 20))):
+                offset += sent
+                bar.update(sent)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = proc.stderr.read().decode(errors="replace").strip()
+        rc = proc.wait()
     if rc != 0:
-        first = err.strip().splitlines()[0] if err.strip() else f"exit code {rc}"
-        raise UserError(f"{tar}: GNU tar could not extract it ({first})")
+        raise UserError(f"{tar}: GNU tar could not extract it ({err.splitlines()[0] if err else f'exit code {rc}'})")
 
 
-def untar_val(tar: Path, out: Path) -> dict[str, int]:
+def progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=desc, mininterval=0.5)
+
+
+def untar_val(tar: Path, out: Path, workers: int) -> dict[str, int]:
     """Extract the flat val tar into `out`, then move each image into its ground-truth class folder."""
-    extract(tar, out, "untar val")
+    size = tar.stat().st_size
+    with progress(size, "untar val") as bar:
+        extract(tar, out, 0, size, bar)
     counts: dict[str, int] = {}
     for entry in sorted(os.scandir(out), key=lambda e: e.name):
         wnid = val_wnid(entry.name) if entry.is_file(follow_symlinks=False) else None
@@ -62,31 +196,36 @@ def untar_val(tar: Path, out: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def untar_train(tar: Path, out: Path) -> dict[str, int]:
-    """Extract the outer train tar into `out`, then each class tar into `<out>/<wnid>/`, deleting it."""
-    extract(tar, out, "untar train")
-    known = class_index()
-    counts: dict[str, int] = {}
-    for entry in tqdm(sorted(os.scandir(out), key=lambda e: e.name), desc="class tars", unit="class"):
-        wnid = entry.name.removesuffix(".tar")
-        if not entry.is_file(follow_symlinks=False) or not entry.name.endswith(".tar") or wnid not in known:
-            raise UserError(f"{tar}: member {entry.name!r} is not a class tar '<wnid>.tar' of a known wnid")
+def untar_train(tar: Path, out: Path, workers: int) -> dict[str, int]:
+    """Extract each class tar, straight from its byte range of the outer tar, into `<out>/<wnid>/`,
+    `workers` at a time; no class tar is written to disk."""
+    size = tar.stat().st_size
+    with open(tar, "rb") as f:
+        classes = list(class_tars(f.fileno(), size, str(tar)))
+
+    def one(wnid: str, e: Entry) -> int:
         dest = out / wnid
         dest.mkdir()
-        extract(Path(entry.path), dest)
-        os.unlink(entry.path)
-        image = re.compile(rf"{wnid}_\d+\.JPEG")
-        for f in os.scandir(dest):
-            if not (f.is_file(follow_symlinks=False) and image.fullmatch(f.name)):
-                raise UserError(f"{tar}: member {entry.name}/{f.name} is not a {wnid}_<n>.JPEG image")
-        counts[wnid] = len(os.listdir(dest))
-    return counts
+        extract(tar, dest, e.offset, e.size, bar)
+        pattern = re.compile(rf"{wnid}_\d+\.JPEG")
+        names = os.listdir(dest)
+        for name in names:
+            if not (pattern.fullmatch(name) and (dest / name).is_file()):
+                raise UserError(f"{tar}: member {e.name}/{name} is not a {wnid}_<n>.JPEG image")
+        return len(names)
+
+    with progress(size, "untar train") as bar, ThreadPoolExecutor(workers) as pool:
+        counts = dict(zip([w for w, _ in classes], pool.map(lambda c: one(*c), classes), strict=True))
+    return dict(sorted(counts.items()))
 
 
-def image_folder(root: Path) -> list[tuple[Path, str]]:
-    """(path, wnid) of every image in ImageFolder order: classes sorted, then files sorted by name."""
-    samples = []
+UNTAR: dict[str, Callable[[Path, Path, int], dict[str, int]]] = {"train": untar_train, "val": untar_val}
+
+
+def image_folder(root: Path) -> list[Image]:
+    """Every image of an ImageFolder tree in ImageFolder order: classes sorted, then files sorted by name."""
+    images = []
     for cls in sorted(e.name for e in os.scandir(root) if e.is_dir()):
         files = sorted(f.name for f in os.scandir(root / cls) if f.name.lower().endswith(IMAGE_EXTENSIONS))
-        samples += [(root / cls / f, cls) for f in files]
-    return samples
+        images += [Image(cls, f, 0, -1) for f in files]
+    return images

@@ -176,6 +176,10 @@ class Paths:
     def tar(self, split: Split) -> Path:
         return self.data / "tar" / split.archive
 
+    def index(self, split: str) -> Path:
+        """Where each image's bytes are in the archive, written by verify."""
+        return self.data / "index" / f"ILSVRC2012_img_{split}.tsv"
+
     def untar(self, split: str) -> Path:
         return self.data / "untar" / f"ILSVRC2012_img_{split}"
 
