@@ -20,6 +20,7 @@ VENV ?= .venv## the virtual environment that make builds from requirements*.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
 WORKERS ?= $(shell nproc)## processes for mds and untar (default: the number of cores)
 MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
+BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 13600 is about 1.5 GB)
 DEMO ?= demo## folder for make demo (emptied first)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 
@@ -30,7 +31,7 @@ ARGS = --config $(CONFIG) --data $(DATA)
 # validates the config and writes what Make needs of it; Make includes that file, remaking it
 # first whenever the config changed. Only goals that touch the data need it.
 CONFIG_MK := .make/$(subst /,_,$(abspath $(CONFIG))).mk
-CONFIG_GOALS := all train val folders status download-% verify-% untar-% mds-% samples-% clean-%
+CONFIG_GOALS := all train val folders status bench download-% verify-% untar-% mds-% samples-% clean-%
 ifneq ($(filter $(CONFIG_GOALS),$(MAKECMDGOALS)),)
 include $(CONFIG_MK)
 ifneq ($(wildcard $(CONFIG_MK)),)
@@ -40,7 +41,7 @@ endif
 endif
 endif
 
-.PHONY: help all train val folders status demo test lint venv aria2c \
+.PHONY: help all train val folders status bench demo test lint venv aria2c \
 	download-train download-val verify-train verify-val untar-train untar-val mds-train mds-val \
 	samples-train samples-val clean-train clean-val clean-train-tar clean-val-tar
 
@@ -91,6 +92,9 @@ $(CONFIG_MK): $(CONFIG) | venv
 
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (about a minute)
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) scripts/demo.py --dir $(DEMO)
+
+bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
+	$(PY) scripts/bench.py --data $(DATA) --images $(BENCH_IMAGES) --workers $(WORKERS)
 
 test: | venv aria2c ## run the test suite (pytest) on fixtures built in temporary folders
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest $(PYTEST_ARGS)

@@ -105,12 +105,10 @@ def from_folder(root: Path) -> Callable[[Image], bytes]:
 
 
 def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) -> dict:
-    from streaming import MDSWriter  # noqa: F401 - imports torch: load it once, before the workers fork
     from streaming.base.hashing import get_hashes
     from streaming.base.util import merge_index
     from tqdm import tqdm
 
-    logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
     if bad := sorted(set(cfg.hashes) - get_hashes()):
         known = ", ".join(sorted(get_hashes()))
         raise UserError(f"{cfg.path}: mds.hashes has unknown algorithm {bad[0]!r} (known: {known})")
@@ -153,6 +151,9 @@ def run() -> None:
     args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split).name
+    import streaming  # noqa: F401 - imports torch (seconds): once, before the workers fork and the clock starts
+
+    logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
     settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "workers": args.workers}
     if split == "train":
         settings["shuffle_seed"] = cfg.shuffle_seed

@@ -10,7 +10,9 @@ import hashlib
 import io
 import random
 import tarfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 import yaml
@@ -53,69 +55,98 @@ def fake_photo(rng: random.Random) -> bytes:
     return buf.getvalue()
 
 
-def tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+def bench_photos(rng: random.Random, count: int = 48) -> list[bytes]:
+    """A pool of ImageNet-like JPEGs: about 400x350 pixels and 110 KB on average, of varied sizes."""
+    pool = []
+    for _ in range(count):
+        w, h = rng.randint(320, 500), rng.randint(280, 420)
+        img = Image.merge("RGB", [Image.effect_noise((w, h), rng.randint(20, 70)) for _ in range(3)])
+        buf = io.BytesIO()
+        img.filter(ImageFilter.GaussianBlur(rng.uniform(0.1, 0.6))).save(buf, "JPEG", quality=rng.randint(88, 96))
+        pool.append(buf.getvalue())
+    return pool
+
+
+def write_tar(f: BinaryIO, members: Iterable[tuple[str, bytes]]) -> None:
     """An uncompressed GNU tar with fixed metadata, so the same members give the same bytes."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 1_335_830_400, 0o644
             tar.addfile(info, io.BytesIO(data))
+
+
+def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    write_tar(buf, members)
     return buf.getvalue()
 
 
-def train_members(rng: random.Random) -> list[tuple[str, bytes]]:
+def train_members(rng: random.Random, wnids: Sequence[str], per_class: int,
+                  photo: Callable[[], bytes]) -> Iterator[tuple[str, bytes]]:
     """The outer train tar: one `<wnid>.tar` per class holding `<wnid>_<n>.JPEG` files."""
-    members = []
-    for wnid in WNIDS:
-        numbers = sorted(rng.sample(range(1, 30000), TRAIN_PER_CLASS))
-        members.append((f"{wnid}.tar", tar_bytes([(f"{wnid}_{n}.JPEG", fake_photo(rng)) for n in numbers])))
-    return members
+    for wnid in wnids:
+        numbers = sorted(rng.sample(range(1, 30000), per_class))
+        yield f"{wnid}.tar", tar_bytes((f"{wnid}_{n}.JPEG", photo()) for n in numbers)
 
 
-def val_members(rng: random.Random) -> list[tuple[str, bytes]]:
+def val_members(wnids: Sequence[str], per_class: int, photo: Callable[[], bytes]) -> Iterator[tuple[str, bytes]]:
     """The val tar: flat `ILSVRC2012_val_XXXXXXXX.JPEG`, the first files of each class by the ground truth."""
-    picked: dict[str, list[int]] = {w: [] for w in WNIDS}
+    picked: dict[str, list[int]] = {w: [] for w in wnids}
     for i, wnid in enumerate(val_labels(), 1):
-        if wnid in picked and len(picked[wnid]) < VAL_PER_CLASS:
+        if wnid in picked and len(picked[wnid]) < per_class:
             picked[wnid].append(i)
-    numbers = sorted(i for ids in picked.values() for i in ids)
-    return [(f"ILSVRC2012_val_{i:08d}.JPEG", fake_photo(rng)) for i in numbers]
+    for i in sorted(i for ids in picked.values() for i in ids):
+        yield f"ILSVRC2012_val_{i:08d}.JPEG", photo()
 
 
 def hexdigests(path: Path) -> dict[str, str]:
-    data = path.read_bytes()
-    return {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest(),
-            "xxh64": xxhash.xxh64(data).hexdigest()}
+    hashers = {"md5": hashlib.md5(), "sha256": hashlib.sha256(), "xxh64": xxhash.xxh64()}
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            for h in hashers.values():
+                h.update(chunk)
+    return {alg: h.hexdigest() for alg, h in hashers.items()}
 
 
-def build(out: Path, web_seed: str, seed: int = 0) -> Path:
-    """Write the fixture into `out` and return its config; `web_seed` is the URL serving `out`."""
+def build(out: Path, web_seed: str | None = None, seed: int = 0, wnids: Sequence[str] = WNIDS,
+          train_per_class: int = TRAIN_PER_CLASS, val_per_class: int = VAL_PER_CLASS,
+          photos: list[bytes] | None = None, mds: dict | None = None) -> Path:
+    """Write the fixture into `out` and return its config. With `web_seed` (the URL serving `out`)
+    the sources are torrents with that web seed; without, the archives themselves (local files).
+    `photos`: a pool to draw the images from, instead of a new small photo for each; `mds`: the
+    config's mds section (default: small shards, to get several from a few images)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "torrents").mkdir(exist_ok=True)
     (out / "checksums").mkdir(exist_ok=True)
     rng = random.Random(seed)
+    photo = (lambda: rng.choice(photos)) if photos else (lambda: fake_photo(rng))
     archives = {
-        "train": (out / "ILSVRC2012_img_train.tar", train_members(rng), TRAIN_PER_CLASS * len(WNIDS)),
-        "val": (out / "ILSVRC2012_img_val.tar", val_members(rng), VAL_PER_CLASS * len(WNIDS)),
+        "train": (train_members(rng, wnids, train_per_class, photo), train_per_class),
+        "val": (val_members(wnids, val_per_class, photo), val_per_class),
     }
     sums: dict[str, list[str]] = {alg: [] for alg in HASH_FILES}
     splits = {}
-    for split, (path, members, images) in archives.items():
-        path.write_bytes(tar_bytes(members))
-        torrent = out / "torrents" / f"{path.name}.torrent"
-        torrent.write_bytes(make_torrent(path, web_seed))
+    for split, (members, per_class) in archives.items():
+        path = out / f"ILSVRC2012_img_{split}.tar"
+        with open(path, "wb") as f:
+            write_tar(f, members)
+        source = path.name
+        if web_seed is not None:
+            torrent = out / "torrents" / f"{path.name}.torrent"
+            torrent.write_bytes(make_torrent(path, web_seed))
+            source = f"torrents/{torrent.name}"
         for alg, digest in hexdigests(path).items():
             sums[alg].append(f"{digest}  {path.name}\n")
-        splits[split] = {"archive": path.name, "source": f"torrents/{torrent.name}",
-                         "bytes": path.stat().st_size, "images": images}
+        splits[split] = {"archive": path.name, "source": source, "bytes": path.stat().st_size,
+                         "images": per_class * len(wnids)}
     for alg, lines in sums.items():
         (out / "checksums" / HASH_FILES[alg]).write_text("".join(lines))
     config = {
         "data_dir": "data",
         "checksums": "checksums",
         "splits": splits,
-        "mds": {"size_limit": 1 << 16, "shuffle_seed": 0, "hashes": ["sha1", "xxh64"]},
+        "mds": mds or {"size_limit": 1 << 16, "shuffle_seed": 0, "hashes": ["sha1", "xxh64"]},
         "aria2c_args": LOOPBACK_ARIA2C_ARGS,
     }
     path = out / "config.yaml"
