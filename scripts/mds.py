@@ -8,12 +8,12 @@ contiguous part of the order into a sub-folder, and streaming's merge_index join
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import multiprocessing as mp
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 from imagenet.archive import Image, image_folder, read_index
@@ -53,55 +53,86 @@ def partitions(n: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in itertools.pairwise(bounds)]
 
 
+class Source:
+    """Reads images by their index row: from the archive by offset, or from the ImageFolder tree.
+    `prefetch` asks the kernel to start reading images soon needed, so that the shuffled order's
+    random reads are in flight together rather than one after another."""
+
+    def __init__(self, tar: Path | None = None, root: Path | None = None) -> None:
+        self.tar, self.root = tar, root
+        self.fd: int | None = None  # opened in each worker, after the fork
+
+    def read(self, image: Image) -> bytes:
+        if self.root is not None:
+            return (self.root / image.wnid / image.name).read_bytes()
+        if self.fd is None:
+            self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
+        data = os.pread(self.fd, image.size, image.offset)
+        if len(data) != image.size:
+            raise UserError(f"{self.tar}: {image.name} ends past the end of the archive; run make verify again")
+        return data
+
+    def prefetch(self, images: list[Image]) -> None:
+        for image in images:
+            if self.root is not None:
+                fd = os.open(self.root / image.wnid / image.name, os.O_RDONLY)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                os.close(fd)
+            else:
+                if self.fd is None:
+                    self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
+                os.posix_fadvise(self.fd, image.offset, image.size, os.POSIX_FADV_WILLNEED)
+
+
 class Job:
     """What every worker needs; set before the workers fork, so they share it without pickling."""
 
     images: list[Image]
     order: list[int]
-    read: Callable[[Image], bytes]
+    source: Source
     out: Path
     cfg: Config
     done: mp.Value  # type: ignore[valid-type]
+
+
+PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
+
+
+def reuse_freed_memory() -> None:
+    """Let glibc keep and reuse freed large blocks instead of unmapping them: MDSWriter builds each
+    shard (tens of MB) in new buffers, and faulting in fresh pages for each cost more than the
+    copies themselves (bench: 5x on the joins). Peak memory is unchanged; it is only not returned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks under 1 GiB from the heap
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
 
 
 def write_part(k: int, part: range) -> int:
     """Write samples order[part] into `<out>/<k:05d>/`; returns the bytes read."""
     from streaming import MDSWriter
 
+    reuse_freed_memory()
     index = class_index()
+    images = [Job.images[Job.order[i]] for i in part]
     read_bytes = unreported = 0
     with MDSWriter(out=str(Job.out / f"{k:05d}"), columns=COLUMNS, compression=None, hashes=Job.cfg.hashes,
                    size_limit=Job.cfg.size_limit) as writer:
-        for i in part:
-            image = Job.images[Job.order[i]]
-            data = Job.read(image)
+        Job.source.prefetch(images[:PREFETCH])
+        for n, image in enumerate(images):
+            if n % PREFETCH == 0:
+                Job.source.prefetch(images[n + PREFETCH : n + 2 * PREFETCH])
+            data = Job.source.read(image)
             read_bytes += len(data)
             writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
             unreported += 1
-            if unreported == 256 or i == part[-1]:
+            if unreported == 256 or n == len(images) - 1:
                 with Job.done.get_lock():
                     Job.done.value += unreported
                 unreported = 0
     return read_bytes
-
-
-def from_tar(tar: Path) -> Callable[[Image], bytes]:
-    fds: dict[int, int] = {}  # one descriptor per process: opened after the fork
-
-    def read(image: Image) -> bytes:
-        fd = fds.get(os.getpid())
-        if fd is None:
-            fd = fds[os.getpid()] = os.open(tar, os.O_RDONLY)
-        data = os.pread(fd, image.size, image.offset)
-        if len(data) != image.size:
-            raise UserError(f"{tar}: {image.name} ends past the end of the archive; run 'make verify-*' again")
-        return data
-
-    return read
-
-
-def from_folder(root: Path) -> Callable[[Image], bytes]:
-    return lambda image: (root / image.wnid / image.name).read_bytes()
 
 
 def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) -> dict:
@@ -114,11 +145,11 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) 
         raise UserError(f"{cfg.path}: mds.hashes has unknown algorithm {bad[0]!r} (known: {known})")
     if source == "tar":
         tar = Path(upstream(paths, split, "verify")["path"])
-        Job.images, Job.read = read_index(paths.index(split)), from_tar(tar)
+        Job.images, Job.source = read_index(paths.index(split)), Source(tar=tar)
         need = sum(i.size for i in Job.images)
     else:
         root = paths.untar(split)
-        Job.images, Job.read = image_folder(root), from_folder(root)
+        Job.images, Job.source = image_folder(root), Source(root=root)
         need = du(root)
         if unknown := sorted({i.wnid for i in Job.images} - set(class_index())):
             raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")

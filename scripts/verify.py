@@ -29,6 +29,7 @@ from imagenet.core import (
 )
 
 CHUNK = 8 << 20
+LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
 HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 
 
@@ -63,23 +64,23 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
     problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
     with open(tar, "rb") as f:
         members = INDEX[split_name](f.fileno(), size, str(tar))
-        header = 0  # where the next member header is: index up to the bytes hashed so far
+        end = 0  # where the last image indexed ends; the next header is just after it
 
         def index_upto(pos: int) -> None:
-            nonlocal header, problem
+            """Walk the headers in bytes already read, never ahead: a read past the sequential
+            read would cost the disk a seek."""
+            nonlocal end, problem
             try:
-                while header < pos and problem is None:
+                while end + LOOKAHEAD <= pos and problem is None:
                     found = next(members, None)
-                    if found is None:
-                        header = size + 1
-                    else:
-                        header, image = found
-                        images.append(image)
+                    end = size + LOOKAHEAD if found is None else found[1].offset + found[1].size
+                    if found is not None:
+                        images.append(found[1])
             except UserError as e:
                 problem = e
 
         actual = file_digests(tar, sorted(expected), f"verify {split_name}", index_upto)
-        index_upto(size + 1)
+        index_upto(size + LOOKAHEAD)
     for alg in sorted(expected):
         if actual[alg] != expected[alg]:
             raise UserError(f"{tar}: {alg} mismatch: expected {expected[alg]}, actual {actual[alg]}; "
