@@ -104,7 +104,16 @@ def aria2c(cfg: Config, split: Split, kind: str, src: str, folder: Path) -> None
         cmd += ["-o", split.archive]
     cmd += cfg.aria2c_args + [a for a in LOOPBACK_ARGS if LOOPBACK_ONLY and a not in cfg.aria2c_args] + [src]
     log(f"[download {split.name}] {' '.join(cmd)}")
-    rc = subprocess.run(cmd).returncode
+    proc = subprocess.Popen(cmd)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        # aria2c got the same Ctrl-C: let it write its control file (<archive>.aria2) and stop.
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
     if rc != 0:
         raise UserError(f"aria2c exited with code {rc} for {src}; run the same command again to resume")
 

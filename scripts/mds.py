@@ -9,12 +9,15 @@ contiguous part of the order into a sub-folder, and streaming's merge_index join
 from __future__ import annotations
 
 import ctypes
+import io
 import itertools
 import logging
 import multiprocessing as mp
 import os
 import random
 from pathlib import Path
+
+import PIL.Image
 
 from imagenet.archive import Image, image_folder, read_index
 from imagenet.core import (
@@ -98,6 +101,15 @@ class Job:
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
 
 
+def check_image(image: Image, data: bytes) -> None:
+    """Parse the image header (no decode): a file that is not an image is never stored as a sample."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)):
+            pass
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UserError(f"{image.wnid}/{image.name}: not a readable image ({e}); it is not written") from None
+
+
 def reuse_freed_memory() -> None:
     """Let glibc keep and reuse freed large blocks instead of unmapping them: MDSWriter builds each
     shard (tens of MB) in new buffers, and faulting in fresh pages for each cost more than the
@@ -125,6 +137,7 @@ def write_part(k: int, part: range) -> int:
             if n % PREFETCH == 0:
                 Job.source.prefetch(images[n + PREFETCH : n + 2 * PREFETCH])
             data = Job.source.read(image)
+            check_image(image, data)
             read_bytes += len(data)
             writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
             unreported += 1

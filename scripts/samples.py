@@ -26,7 +26,7 @@ def run() -> None:
     p = parser(__doc__)
     p.add_argument("-n", type=int, default=5, help="how many samples")
     args = p.parse_args()
-    cfg, paths = setup(args)
+    cfg, paths = setup(args, lock=False)
     show(str(paths.mds(cfg.split(args.split).name)), args.n)
 
 

@@ -41,7 +41,7 @@ def row(split: str, stage: str, st: str, stamp: dict | None) -> str:
 
 def run() -> None:
     args = parser(__doc__, split=False).parse_args()
-    cfg, paths = setup(args)
+    cfg, paths = setup(args, lock=False)
     print(f"data: {paths.data}   config: {cfg.path}")
     print(f"{'split':<6} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
     todo = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,14 +52,25 @@ def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable
     return {alg: h.hexdigest() for alg, h in hashers.items()}
 
 
+def set_aside(paths: Paths, split: str, tar: Path) -> Path:
+    """Keep a damaged archive under another name (never delete 150 GB silently) and forget its
+    download, so the next run fetches or accepts a good copy."""
+    aside = tar.with_name(tar.name + ".corrupt")
+    tar.rename(aside)
+    paths.stamp(split, "download").unlink(missing_ok=True)
+    return aside
+
+
 def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str]) -> dict:
     split = cfg.split(split_name)
     tar = paths.tar(split)
     size = tar.stat().st_size
     if size != split.bytes:
-        raise UserError(f"{tar}: wrong size: expected {split.bytes} bytes, actual {size}; "
-                        f"delete it and run 'make download-{split_name}' again")
+        aside = set_aside(paths, split_name, tar)
+        raise UserError(f"{tar}: wrong size: expected {split.bytes} bytes, actual {size}; moved aside to "
+                        f"{aside.name}; run 'make download-{split_name}' to fetch it again or put a good copy at {tar}")
     images: list[Image] = []
+    seen: set[tuple[str, str]] = set()
     problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
     with open(tar, "rb") as f:
         members = INDEX[split_name](f.fileno(), size, str(tar))
@@ -73,9 +83,18 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
             try:
                 while end + LOOKAHEAD <= pos and problem is None:
                     found = next(members, None)
-                    end = size + LOOKAHEAD if found is None else found[1].offset + found[1].size
-                    if found is not None:
-                        images.append(found[1])
+                    if found is None:
+                        end = size + LOOKAHEAD
+                        continue
+                    image = found[1]
+                    end = image.offset + image.size
+                    if (image.wnid, image.name) in seen:
+                        raise UserError(f"{tar}: member {image.name} appears more than once")
+                    if len(images) == split.images:  # a flood of tiny members stops here
+                        raise UserError(f"{tar}: holds more than the {split.images} images of splits.{split_name}"
+                                        f".images in {cfg.path} (member {image.name} is one too many)")
+                    seen.add((image.wnid, image.name))
+                    images.append(image)
             except UserError as e:
                 problem = e
 
@@ -83,13 +102,13 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
         index_upto(size + LOOKAHEAD)
     for alg in sorted(expected):
         if actual[alg] != expected[alg]:
+            aside = set_aside(paths, split_name, tar)
             raise UserError(f"{tar}: {alg} mismatch: expected {expected[alg]}, actual {actual[alg]}; "
-                            f"the file is kept; delete it and run 'make download-{split_name}' again")
+                            f"moved aside to {aside.name}; run 'make download-{split_name}' to fetch it again "
+                            f"or put a good copy at {tar}")
     if problem is not None:
         raise problem
     images.sort(key=lambda i: (i.wnid, i.name))
-    if dup := next((k for k, n in Counter((i.wnid, i.name) for i in images).items() if n > 1), None):
-        raise UserError(f"{tar}: member {'/'.join(dup)} appears more than once")
     if len(images) != split.images:
         raise UserError(f"{tar}: holds {len(images)} images, but splits.{split_name}.images in {cfg.path} "
                         f"says {split.images}; fix the config or download the archive again")

@@ -104,3 +104,55 @@ def read_mds(local: Path) -> list[dict]:
         s = ds[i]
         samples.append({**s, "raw": s["x"].fp.getvalue()})
     return samples
+
+
+@pytest.fixture(scope="session")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
+    """A larger fixture (about 130 MB of 110 KB JPEGs, local sources), so a stage runs long enough
+    to be interrupted in the middle."""
+    import random
+
+    from imagenet.fixture import bench_photos
+    from imagenet.labels import wnids
+
+    root = tmp_path_factory.mktemp("big")
+    config = build(root, seed=2, wnids=wnids()[::50], train_per_class=60, val_per_class=5,
+                   photos=bench_photos(random.Random(2), 16),
+                   mds={"size_limit": 1 << 22, "shuffle_seed": 0, "hashes": ["xxh64"]})
+    return Fixture(root=root, config=config, url="")
+
+
+def craft(members: list[tuple[str, bytes] | tarfile.TarInfo | bytes]) -> bytes:
+    """Tar bytes with exactly these members: (name, data) files, TarInfo headers (links, devices,
+    odd modes; regular ones get `size` bytes of data), or raw bytes appended as they are."""
+    out = bytearray()
+    for m in members:
+        if isinstance(m, bytes):
+            out += m
+            continue
+        if isinstance(m, tuple):
+            info = tarfile.TarInfo(m[0])
+            info.size, info.mode, data = len(m[1]), 0o644, m[1]
+        else:
+            info, data = m, b"x" * m.size if m.isreg() else b""
+        out += info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + data
+        out += bytes(-len(data) % 512)
+    return bytes(out + bytes(1024))
+
+
+def custom(root: Path, split: str, archive: bytes, images: int) -> Path:
+    """A config whose only split is `split`, with `archive` as its local source, and its real checksum."""
+    from imagenet.fixture import hexdigests
+
+    root.mkdir(parents=True, exist_ok=True)
+    tar = root / f"ILSVRC2012_img_{split}.tar"
+    tar.write_bytes(archive)
+    (root / "checksums").mkdir(exist_ok=True)
+    (root / "checksums" / "SHA256SUMS").write_text(f"{hexdigests(tar)['sha256']}  {tar.name}\n")
+    config = {"data_dir": "data", "checksums": "checksums",
+              "splits": {split: {"archive": tar.name, "source": tar.name, "bytes": tar.stat().st_size,
+                                 "images": images}},
+              "mds": {"size_limit": 1 << 16, "shuffle_seed": 0, "hashes": ["xxh64"]}, "aria2c_args": []}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

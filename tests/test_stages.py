@@ -57,7 +57,8 @@ def test_a_wrong_checksum_fails_verify_with_expected_and_actual_and_no_stamp(fix
     assert done.returncode != 0
     assert "md5 mismatch: expected 00000000000000000000000000000000, actual " in done.stderr
     assert not (data / ".stamps" / "val.verify").exists()
-    assert (data / "tar" / "ILSVRC2012_img_val.tar").exists()  # kept, not silently deleted
+    assert (data / "tar" / "ILSVRC2012_img_val.tar.corrupt").exists()  # kept aside, not silently deleted
+    assert "moved aside to ILSVRC2012_img_val.tar.corrupt" in done.stderr
     done = make("mds-val", f"CONFIG={config}", f"DATA={data}", check=False)
     assert done.returncode != 0
     assert "scripts/mds.py" not in done.stdout and "scripts/untar.py" not in done.stdout  # nothing downstream ran
@@ -75,6 +76,10 @@ def test_a_tar_of_the_wrong_size_fails_verify_with_expected_and_actual(fixture: 
     assert done.returncode != 0
     assert f"wrong size: expected {size} bytes, actual {size - 512}" in done.stderr
     assert not (data / ".stamps" / "val.verify").exists()
+    # A good copy put in its place is accepted.
+    shutil.copy(fixture.root / "ILSVRC2012_img_val.tar", tar)
+    make("verify-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert (data / "tar" / "ILSVRC2012_img_val.tar.corrupt").stat().st_size == size - 512
 
 
 def test_an_http_source_downloads_through_aria2c(fixture: Fixture, tmp_path: Path):

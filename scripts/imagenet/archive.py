@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterator
@@ -116,10 +117,14 @@ def index_val(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
 def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
     """(wnid, entry) for each class tar of the outer train tar."""
     known = class_index()
+    seen = set()
     for e in _images(fd, 0, size, where):
         wnid = e.name.removesuffix(".tar")
         if not e.name.endswith(".tar") or wnid not in known:
             raise UserError(f"{where}: member {e.name!r} is not a class tar '<wnid>.tar' of a known wnid")
+        if wnid in seen:
+            raise UserError(f"{where}: member {e.name} appears more than once")
+        seen.add(wnid)
         yield wnid, e
 
 
@@ -157,6 +162,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 def extract(tar: Path, dest: Path, offset: int, size: int, bar: tqdm) -> None:
     """GNU tar extracts the tar stored in bytes [offset, offset+size) of the file `tar` into `dest`;
     the kernel copies those bytes into tar's stdin (sendfile), and `bar` counts them."""
+    if shutil.which("tar") is None:
+        raise UserError("GNU tar not found; install it with 'apt-get install tar'")
     cmd = ["tar", "-x", "-f", "-", "-C", str(dest), *TAR_ARGS]
     with subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc, open(tar, "rb") as f:
         assert proc.stdin is not None and proc.stderr is not None
@@ -208,11 +215,11 @@ def untar_train(tar: Path, out: Path, workers: int) -> dict[str, int]:
         dest.mkdir()
         extract(tar, dest, e.offset, e.size, bar)
         pattern = re.compile(rf"{wnid}_\d+\.JPEG")
-        names = os.listdir(dest)
-        for name in names:
-            if not (pattern.fullmatch(name) and (dest / name).is_file()):
-                raise UserError(f"{tar}: member {e.name}/{name} is not a {wnid}_<n>.JPEG image")
-        return len(names)
+        found = list(os.scandir(dest))
+        for f in found:
+            if not (pattern.fullmatch(f.name) and f.is_file(follow_symlinks=False)):
+                raise UserError(f"{tar}: member {e.name}/{f.name} is not a {wnid}_<n>.JPEG image")
+        return len(found)
 
     with progress(size, "untar train") as bar, ThreadPoolExecutor(workers) as pool:
         counts = dict(zip([w for w, _ in classes], pool.map(lambda c: one(*c), classes), strict=True))

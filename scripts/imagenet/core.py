@@ -6,6 +6,7 @@ Stdlib and PyYAML only: `make status` and `make help` import this and must stay 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -306,9 +307,34 @@ def parser(description: str, split: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def setup(args: argparse.Namespace) -> tuple[Config, Paths]:
+def setup(args: argparse.Namespace, lock: bool = True) -> tuple[Config, Paths]:
+    """Load the config; with `lock`, hold DATA/.lock until the process ends (see `lock_data`)."""
     cfg = load_config(args.config)
-    return cfg, Paths(Path(args.data).resolve() if args.data else cfg.data_dir)
+    paths = Paths(Path(args.data).resolve() if args.data else cfg.data_dir)
+    if lock:
+        lock_data(paths.data)
+    return cfg, paths
+
+
+_held: list[Any] = []  # the open lock file: the flock lasts as long as it stays open
+
+
+def lock_data(data: Path) -> None:
+    """Take an exclusive flock on DATA/.lock for the rest of this process, so that two runs on the
+    same data never interleave: a second one waits, saying which process holds the lock."""
+    data.mkdir(parents=True, exist_ok=True)
+    f = open(data / ".lock", "a+")  # noqa: SIM115 - kept open on purpose: closing it releases the lock
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        log(f"waiting: {data / '.lock'} is held by {f.read().strip() or 'another process'}")
+        fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} ({' '.join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))})\n")
+    f.flush()
+    _held.append(f)
 
 
 def main(fn: Callable[[], None]) -> None:

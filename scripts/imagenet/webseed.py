@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +17,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
     """Serves files like http.server, plus single `Range: bytes=a-b` requests (what aria2c sends)."""
 
     def send_head(self):  # type: ignore[no-untyped-def]
+        self.server.ranges.append(self.headers.get("Range", ""))  # type: ignore[attr-defined]
         m = RANGE.fullmatch(self.headers.get("Range", "").strip())
         path = self.translate_path(self.path)
         if not m or not os.path.isfile(path):
@@ -38,12 +40,18 @@ class RangeHandler(SimpleHTTPRequestHandler):
         return f
 
     def copyfile(self, source, outputfile):  # type: ignore[no-untyped-def]
-        remaining = getattr(self, "_remaining", None)
-        if remaining is None:
-            return super().copyfile(source, outputfile)
-        while remaining > 0 and (chunk := source.read(min(remaining, 1 << 16))):
-            outputfile.write(chunk)
+        """Copy the (range of the) file, throttled to `server.rate` bytes/s when set, counting bytes."""
+        remaining = getattr(self, "_remaining", None) or float("inf")
+        rate = self.server.rate  # type: ignore[attr-defined]
+        while remaining > 0 and (chunk := source.read(int(min(remaining, 4096 if rate else 1 << 16)))):
+            try:
+                outputfile.write(chunk)
+            except ConnectionError:  # the client went away (an interrupted download)
+                break
             remaining -= len(chunk)
+            self.server.bytes_sent += len(chunk)  # type: ignore[attr-defined]
+            if rate:
+                time.sleep(len(chunk) / rate)
         self._remaining = None
 
     def log_message(self, format: str, *args: object) -> None:
@@ -54,5 +62,8 @@ def serve(directory: Path, port: int = 0) -> ThreadingHTTPServer:
     """Serve `directory` on 127.0.0.1 from a daemon thread; `server.server_port` is the port."""
     server = ThreadingHTTPServer(("127.0.0.1", port), partial(RangeHandler, directory=str(directory)))
     server.daemon_threads = True
+    server.rate = 0  # type: ignore[attr-defined]  # bytes/s per range request; 0: unthrottled (tests set it)
+    server.bytes_sent = 0  # type: ignore[attr-defined]  # bytes sent, to see a download progress
+    server.ranges = []  # type: ignore[attr-defined]  # the Range header of each request ("" if none)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -1,0 +1,329 @@
+"""Nothing lost, nothing let in: real signals, real concurrent runs, real broken and hostile archives."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ENV, VENV, Fixture, copy_data, craft, custom, make
+from test_pipeline import mds_files
+
+from imagenet.core import PROJECT
+from imagenet.fixture import fake_photo
+from imagenet.webseed import serve
+
+JPEG = fake_photo(random.Random(0))
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    """`make ARGS` in its own process group, as a terminal would run it."""
+    return subprocess.Popen(["make", "--no-print-directory", f"VENV={VENV}", *args], cwd=PROJECT, env=ENV,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, proc: subprocess.Popen[str], what: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert proc.poll() is None, f"finished before {what}:\n{proc.stdout.read()}\n{proc.stderr.read()}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def has_content(path: Path) -> bool:
+    try:
+        return any(path.iterdir())
+    except FileNotFoundError:
+        return False
+
+
+def states(config: Path, data: Path) -> dict[tuple[str, str], str]:
+    out = make("status", f"CONFIG={config}", f"DATA={data}").stdout
+    return {(r[0], r[1]): r[2] for r in (line.split() for line in out.splitlines()) if r and r[0] in ("train", "val")}
+
+
+# ---------------------------------------------------------------- interrupts and resume
+
+
+def test_sigkill_in_the_middle_of_untar_then_a_rerun_gives_the_full_tree(big: Fixture, tmp_path: Path):
+    data, cfg = tmp_path / "data", f"CONFIG={big.config}"
+    make("verify-train", cfg, f"DATA={data}")
+    partial = data / "untar" / "ILSVRC2012_img_train.partial"
+    proc = start("untar-train", "WORKERS=1", cfg, f"DATA={data}")
+    wait_for(lambda: has_content(partial), proc, "untar had begun")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (data / ".stamps" / "train.untar").exists()
+    assert states(big.config, data)[("train", "untar")] == "partial"
+    make("untar-train", cfg, f"DATA={data}")
+    root = data / "untar" / "ILSVRC2012_img_train"
+    files = {p.name: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert files == big.members("train") and not partial.exists()
+    assert states(big.config, data)[("train", "untar")] == "done"
+
+
+def test_sigkill_in_the_middle_of_mds_then_a_rerun_gives_identical_shards(big: Fixture, tmp_path: Path):
+    data, cfg = tmp_path / "data", f"CONFIG={big.config}"
+    make("verify-train", cfg, f"DATA={data}")
+    reference = copy_data(data, tmp_path / "reference")
+    make("mds-train", "WORKERS=2", cfg, f"DATA={reference}")
+    partial = data / "mds" / "ILSVRC2012_img_train.partial"
+    proc = start("mds-train", "WORKERS=2", cfg, f"DATA={data}")
+    wait_for(lambda: any(partial.glob("*/*.mds")), proc, "a first shard was written")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert states(big.config, data)[("train", "mds")] == "partial"
+    make("mds-train", "WORKERS=2", cfg, f"DATA={data}")
+    assert mds_files(data / "mds" / "ILSVRC2012_img_train") == mds_files(reference / "mds" / "ILSVRC2012_img_train")
+
+
+def test_ctrl_c_stops_within_seconds_leaves_no_stamp_and_says_how_to_resume(big: Fixture, tmp_path: Path):
+    data, cfg = tmp_path / "data", f"CONFIG={big.config}"
+    make("verify-train", cfg, f"DATA={data}")
+    partial = data / "mds" / "ILSVRC2012_img_train.partial"
+    proc = start("mds-train", "WORKERS=2", cfg, f"DATA={data}")
+    wait_for(lambda: has_content(partial), proc, "mds had begun")
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.time() - t0 < 5
+    assert proc.returncode != 0
+    assert "interrupted" in err and "run the same command again to resume" in err
+    assert not (data / ".stamps" / "train.mds").exists() and not partial.exists()
+    make("mds-train", cfg, f"DATA={data}")
+
+
+def test_an_interrupted_download_resumes_from_where_it_stopped(fixture: Fixture, tmp_path: Path):
+    server = serve(fixture.root)
+    server.rate = 8000  # bytes/s: the 60 KB val tar takes several seconds
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/ILSVRC2012_img_val.tar"
+        config = fixture.variant("slow-http", **{"splits.val.source": url})
+        data = tmp_path / "data"
+        tar = data / "tar" / "ILSVRC2012_img_val.tar"
+        proc = start("download-val", f"CONFIG={config}", f"DATA={data}")
+        wait_for(lambda: server.bytes_sent > 16000, proc, "part of the download arrived")
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+        assert proc.returncode != 0
+        assert tar.with_name(tar.name + ".aria2").exists()  # aria2c's control file is kept
+        assert states(config, data)[("val", "download")] == "partial"
+        before, server.rate = len(server.ranges), 0
+        make("verify-val", f"CONFIG={config}", f"DATA={data}")
+        # aria2c probes with one plain GET, which it drops after the headers, then asks for the rest.
+        resumed = [int(r.removeprefix("bytes=").split("-")[0]) for r in server.ranges[before:] if r]
+        assert resumed and min(resumed) >= 16000, server.ranges  # the first part was not fetched again
+        assert tar.read_bytes() == (fixture.root / "ILSVRC2012_img_val.tar").read_bytes()
+    finally:
+        server.shutdown()
+
+
+def test_two_runs_on_the_same_data_wait_for_each_other(big: Fixture, tmp_path: Path):
+    data, cfg = tmp_path / "data", f"CONFIG={big.config}"
+    make("verify-train", cfg, f"DATA={data}")
+    runs = [start("mds-train", "WORKERS=1", cfg, f"DATA={data}") for _ in range(2)]
+    errs = [run.communicate(timeout=300)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errs
+    waited = [e for e in errs if "waiting: " in e]
+    assert len(waited) == 1, errs  # one ran, the other waited for it, then found the work done
+    assert f"waiting: {data}/.lock is held by pid " in waited[0] and "(mds.py " in waited[0]
+    assert "[mds train] up to date" in waited[0]
+    assert "[mds train] done" in next(e for e in errs if e is not waited[0])
+    index = json.loads((data / "mds" / "ILSVRC2012_img_train" / "index.json").read_text())
+    assert sum(shard["samples"] for shard in index["shards"]) == 20 * 60  # big: 20 classes of 60
+
+
+# ---------------------------------------------------------------- broken input
+
+
+def test_a_flipped_byte_fails_verify_and_a_fresh_download_is_then_accepted(fixture: Fixture, built: Path,
+                                                                          tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    tar = data / "tar" / "ILSVRC2012_img_val.tar"
+    raw = bytearray(tar.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    tar.write_bytes(raw)
+    (data / ".stamps" / "val.verify").unlink()
+    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}", check=False)
+    assert done.returncode != 0 and "md5 mismatch: expected " in done.stderr
+    assert (data / "tar" / "ILSVRC2012_img_val.tar.corrupt").read_bytes() == raw
+    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}")  # aria2c fetches it again from the web seed
+    assert "aria2c -c" in done.stderr
+    assert tar.read_bytes() == (fixture.root / "ILSVRC2012_img_val.tar").read_bytes()
+
+
+VAL1, VAL2, VAL3 = (f"ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2, 3))
+
+
+@pytest.mark.parametrize(("split", "members", "images", "message"), [
+    ("val", [(VAL1, JPEG), (VAL2, JPEG)], 3, "holds 2 images, but splits.val.images"),
+    ("val", [(VAL1, JPEG), (VAL2, JPEG), (VAL3, JPEG), ("README.txt", b"hi")], 3,
+     "member 'README.txt' is not a labelled val image"),
+    ("val", [(VAL1, JPEG), ("ILSVRC2012_val_00099999.JPEG", JPEG)], 2,
+     "member 'ILSVRC2012_val_00099999.JPEG' is not a labelled val image"),
+    ("train", [("n01440764.tar", craft([("n01440764_1.JPEG", JPEG), ("notes.txt", b"hi")]))], 2,
+     "member n01440764.tar/notes.txt is not a n01440764_<n>.JPEG image"),
+    ("train", [("n01440764.tar", craft([("n01440764_1.JPEG", JPEG), ("n01443537_7.JPEG", JPEG)]))], 2,
+     "member n01440764.tar/n01443537_7.JPEG is not a n01440764_<n>.JPEG image"),
+    ("train", [("n01440764.tar", craft([("n01440764_1.JPEG", JPEG)])), ("n99999999.tar", craft([]))], 1,
+     "member 'n99999999.tar' is not a class tar"),
+])
+def test_an_archive_with_missing_extra_or_misfiled_images_fails_verify_naming_the_member(
+        tmp_path: Path, split: str, members: list, images: int, message: str):
+    config = custom(tmp_path / "src", split, craft(members), images)
+    done = make(f"mds-{split}", f"CONFIG={config}", f"DATA={tmp_path / 'data'}", check=False)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data" / ".stamps" / f"{split}.verify").exists()
+
+
+def test_a_file_that_is_not_an_image_is_reported_by_name_and_never_stored(tmp_path: Path):
+    config = custom(tmp_path / "src", "val", craft([(VAL1, JPEG), (VAL2, b"garbage, not a JPEG")]), 2)
+    done = make("mds-val", f"CONFIG={config}", f"DATA={tmp_path / 'data'}", check=False)
+    assert done.returncode != 0
+    assert f"n01751748/{VAL2}: not a readable image" not in done.stderr  # VAL2's class is not n01751748
+    assert f"/{VAL2}: not a readable image" in done.stderr
+    assert not (tmp_path / "data" / "mds" / "ILSVRC2012_img_val").exists()
+
+
+@pytest.mark.parametrize("stage", ["untar", "mds"])
+def test_a_stage_without_enough_disk_stops_with_required_and_available(fixture: Fixture, built: Path,
+                                                                       tmp_path: Path, stage: str):
+    data = copy_data(built, tmp_path / "data")
+    make("clean-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    done = make(f"{stage}-val", f"CONFIG={fixture.config}", f"DATA={data}", check=False,
+                env={"IMAGENET_FREE_BYTES": "100"})
+    assert done.returncode != 0
+    assert re.search(r"not enough free disk in .* required \d+\.\d KB, available 100 B", done.stderr), done.stderr
+    assert not (data / ".stamps" / f"val.{stage}").exists()
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    return errors[0]
+
+
+def script(name: str, config: Path, data: Path, split: str, path: str | None = None) -> subprocess.CompletedProcess:
+    env = {**ENV, "PATH": path} if path is not None else ENV
+    return subprocess.run([sys.executable, f"scripts/{name}.py", "--config", str(config), "--data", str(data), split],
+                          cwd=PROJECT, capture_output=True, text=True, env=env)
+
+
+def test_missing_aria2c_or_tar_is_one_clear_line(fixture: Fixture, built: Path, tmp_path: Path):
+    bare = str(Path(sys.executable).parent)  # no aria2c, no tar
+    assert "aria2c not found" in one_line_error(script("download", fixture.config, tmp_path / "d1", "val", bare))
+    data = copy_data(built, tmp_path / "d2")
+    make("clean-train", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert "GNU tar not found" in one_line_error(script("untar", fixture.config, data, "train", bare))
+
+
+def test_a_source_that_does_not_exist_is_one_clear_line(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("nope", **{"splits.val.source": "torrents/nope.torrent"})
+    line = one_line_error(make("download-val", f"CONFIG={config}", f"DATA={tmp_path}", check=False))
+    assert "nope.torrent does not exist" in line
+
+
+def test_an_unreachable_url_gives_up_in_bounded_time_with_one_line(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("unreachable", **{"splits.val.source": "http://127.0.0.1:9/ILSVRC2012_img_val.tar"})
+    t0 = time.time()
+    line = one_line_error(make("download-val", f"CONFIG={config}", f"DATA={tmp_path}", check=False))
+    assert time.time() - t0 < 120
+    assert "aria2c exited with code" in line
+
+
+# ---------------------------------------------------------------- hostile archives
+
+
+def hostile(case: str, names, outside: Path) -> list:
+    """Members for one attack; `names(k)` is the k-th member name valid at that level."""
+    def info(n: str, kind: bytes, **kw) -> tarfile.TarInfo:
+        i = tarfile.TarInfo(n)
+        i.type = kind
+        for k, v in kw.items():
+            setattr(i, k, v)
+        return i
+
+    name = names(1)
+    data = JPEG if name.endswith(".JPEG") else craft([])
+    return {
+        "absolute": [(str(outside / name), data)],
+        "traversal": [(f"../../outside/{name}", data)],
+        "symlink": [info(name, tarfile.SYMTYPE, linkname=str(outside)), (f"{name}/evil", data)],
+        "hardlink": [info(name, tarfile.LNKTYPE, linkname=str(outside / "sentinel.txt"))],
+        "device": [info(name, tarfile.CHRTYPE, devmajor=1, devminor=3)],
+        "fifo": [info(name, tarfile.FIFOTYPE)],
+        "oversize": [info(name, tarfile.REGTYPE, size=1 << 30).tobuf(tarfile.GNU_FORMAT) + data],
+        "flood": [(names(k), b"") for k in range(1, 3001)],
+        "duplicate": [(name, data), (name, data)],
+    }[case]
+
+
+CASES = ["absolute", "traversal", "symlink", "hardlink", "device", "fifo", "oversize", "flood", "duplicate"]
+EXPECTED = {"absolute": "is not a", "traversal": "is not a", "symlink": "is not a regular file",
+            "hardlink": "is not a regular file", "device": "is not a regular file", "fifo": "is not a regular file",
+            "oversize": "past the end of its archive", "flood": "", "duplicate": "more than once"}
+
+
+def archive_for(level: str, case: str, outside: Path) -> tuple[str, bytes, int]:
+    if level == "val":
+        return "val", craft(hostile(case, lambda k: f"ILSVRC2012_val_{k:08d}.JPEG", outside)), 3
+    if level == "train-outer":
+        good = ("n01440764.tar", craft([("n01440764_1.JPEG", JPEG)]))
+        names = (lambda k: f"n{k:08d}.tar") if case == "flood" else (lambda k: "n01443537.tar")
+        return "train", craft([good, *hostile(case, names, outside)]), 3
+    inner = craft(hostile(case, lambda k: f"n01440764_{k}.JPEG", outside))
+    return "train", craft([("n01440764.tar", inner)]), 3
+
+
+def special_or_setuid(root: Path) -> list[str]:
+    bad = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            mode = os.lstat(os.path.join(dirpath, n)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or mode & (stat.S_ISUID | stat.S_ISGID):
+                bad.append(os.path.join(dirpath, n))
+    return bad
+
+
+@pytest.mark.parametrize("level", ["val", "train-outer", "train-inner"])
+@pytest.mark.parametrize("case", CASES)
+def test_a_hostile_archive_is_refused_and_nothing_outside_changes(tmp_path: Path, level: str, case: str):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "sentinel.txt").write_text("keep")
+    split, archive, images = archive_for(level, case, outside)
+    config = custom(tmp_path / "src", split, archive, images)
+    data = tmp_path / "data"
+    done = make(f"untar-{split}", f"mds-{split}", f"CONFIG={config}", f"DATA={data}", check=False)
+    line = one_line_error(done)
+    assert EXPECTED[case] in line and ("member" in line or "images" in line), line
+    if case == "flood":
+        assert "one too many" in line or "is not a class tar" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "outside", "src"]
+    assert [p.name for p in outside.iterdir()] == ["sentinel.txt"] and (outside / "sentinel.txt").read_text() == "keep"
+    assert not (data / "untar").exists() and not (data / "mds").exists()
+    archive = data / "tar" / f"ILSVRC2012_img_{split}.tar"
+    assert list((data / "tar").iterdir()) == [archive] and archive.resolve().parent == tmp_path / "src"
+    assert special_or_setuid(data) == [str(archive)]  # only the link to the local source
+
+
+def test_setuid_bits_are_dropped_on_unpacking(tmp_path: Path):
+    member = tarfile.TarInfo(VAL1)
+    member.size, member.mode = len(JPEG), 0o6755
+    config = custom(tmp_path / "src", "val", craft([member.tobuf(tarfile.GNU_FORMAT) + JPEG + bytes(-len(JPEG) % 512)]),
+                    1)
+    make("untar-val", f"CONFIG={config}", f"DATA={tmp_path / 'data'}")
+    root = tmp_path / "data" / "untar" / "ILSVRC2012_img_val"
+    assert (root / "n01751748" / VAL1).read_bytes() == JPEG
+    assert special_or_setuid(root) == []
