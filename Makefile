@@ -20,6 +20,7 @@ VENV ?= .venv## the virtual environment that make builds from requirements*.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
 WORKERS ?= $(shell nproc)## processes for mds and untar (default: the number of cores)
 MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
+DECODE ?= 0## DECODE=1: make check also decodes every image and checks it is RGB
 BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 13600 is about 1.5 GB)
 DEMO ?= demo## folder for make demo (emptied first)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
@@ -31,7 +32,7 @@ ARGS = --config $(CONFIG) --data $(DATA)
 # validates the config and writes what Make needs of it; Make includes that file, remaking it
 # first whenever the config changed. Only goals that touch the data need it.
 CONFIG_MK := .make/$(subst /,_,$(abspath $(CONFIG))).mk
-CONFIG_GOALS := all train val folders status bench download-% verify-% untar-% mds-% samples-% clean-%
+CONFIG_GOALS := all train val folders status bench check check-% download-% verify-% untar-% mds-% samples-% clean-%
 ifneq ($(filter $(CONFIG_GOALS),$(MAKECMDGOALS)),)
 include $(CONFIG_MK)
 ifneq ($(wildcard $(CONFIG_MK)),)
@@ -41,7 +42,7 @@ endif
 endif
 endif
 
-.PHONY: help all train val folders status bench demo test lint venv aria2c \
+.PHONY: help all train val folders status bench check check-train check-val demo test lint venv aria2c \
 	download-train download-val verify-train verify-val untar-train untar-val mds-train mds-val \
 	samples-train samples-val clean-train clean-val clean-train-tar clean-val-tar
 
@@ -62,6 +63,10 @@ download-train download-val: download-%: $(STAMPS)/%.download ## aria2c fetches 
 verify-train verify-val: verify-%: $(STAMPS)/%.verify ## check size and hashes, and index the images, in one read
 untar-train untar-val: untar-%: $(STAMPS)/%.untar ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
 mds-train mds-val: mds-%: $(STAMPS)/%.mds ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ from the archive
+check: $(addprefix check-,$(CONFIG_SPLITS)) ## check every split (below)
+check-train check-val: check-%: $(STAMPS)/%.mds ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
+	$(PY) scripts/check.py $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $*
+
 samples-train samples-val: samples-%: $(STAMPS)/%.mds ## print a few samples read back with StreamingDataset
 	$(PY) scripts/samples.py $(ARGS) $*
 

@@ -1,5 +1,6 @@
 """demo: build the ImageNet-shaped fixture, serve it on 127.0.0.1 as the torrents' web seed, run the
-whole pipeline (`make all`) through real aria2c, then `make status` and a few samples read back."""
+whole pipeline (`make all`) through real aria2c, then `make status`, `make check` and a few samples
+read back."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def run() -> None:
     common = [f"CONFIG={config}", f"DATA={data}"]
     make("all", *common)
     make("status", *common)
+    make("check", *common)
     make("samples-val", *common)
     server.shutdown()
     print(f"\ndemo finished in {time.time() - t0:.0f} s; try: make status CONFIG={config} DATA={data}",

@@ -9,17 +9,18 @@ contiguous part of the order into a sub-folder, and streaming's merge_index join
 from __future__ import annotations
 
 import ctypes
-import io
 import itertools
 import logging
 import multiprocessing as mp
 import os
+import platform
 import random
+from collections import Counter
 from pathlib import Path
 
-import PIL.Image
+import PIL
 
-from imagenet.archive import Image, image_folder, read_index
+from imagenet.archive import Image, Source, image_folder, read_index
 from imagenet.core import (
     Config,
     Paths,
@@ -27,13 +28,16 @@ from imagenet.core import (
     building,
     check_free_space,
     du,
+    log,
     main,
     parser,
     run_stage,
     setup,
     upstream,
+    write_json,
 )
-from imagenet.labels import class_index
+from imagenet.images import normalise
+from imagenet.labels import class_index, classes
 
 COLUMNS = {"x": "jpeg", "y": "int", "wnid": "str"}
 
@@ -56,37 +60,6 @@ def partitions(n: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in itertools.pairwise(bounds)]
 
 
-class Source:
-    """Reads images by their index row: from the archive by offset, or from the ImageFolder tree.
-    `prefetch` asks the kernel to start reading images soon needed, so that the shuffled order's
-    random reads are in flight together rather than one after another."""
-
-    def __init__(self, tar: Path | None = None, root: Path | None = None) -> None:
-        self.tar, self.root = tar, root
-        self.fd: int | None = None  # opened in each worker, after the fork
-
-    def read(self, image: Image) -> bytes:
-        if self.root is not None:
-            return (self.root / image.wnid / image.name).read_bytes()
-        if self.fd is None:
-            self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
-        data = os.pread(self.fd, image.size, image.offset)
-        if len(data) != image.size:
-            raise UserError(f"{self.tar}: {image.name} ends past the end of the archive; run make verify again")
-        return data
-
-    def prefetch(self, images: list[Image]) -> None:
-        for image in images:
-            if self.root is not None:
-                fd = os.open(self.root / image.wnid / image.name, os.O_RDONLY)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-                os.close(fd)
-            else:
-                if self.fd is None:
-                    self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
-                os.posix_fadvise(self.fd, image.offset, image.size, os.POSIX_FADV_WILLNEED)
-
-
 class Job:
     """What every worker needs; set before the workers fork, so they share it without pickling."""
 
@@ -101,15 +74,6 @@ class Job:
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
 
 
-def check_image(image: Image, data: bytes) -> None:
-    """Parse the image header (no decode): a file that is not an image is never stored as a sample."""
-    try:
-        with PIL.Image.open(io.BytesIO(data)):
-            pass
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise UserError(f"{image.wnid}/{image.name}: not a readable image ({e}); it is not written") from None
-
-
 def reuse_freed_memory() -> None:
     """Let glibc keep and reuse freed large blocks instead of unmapping them: MDSWriter builds each
     shard (tens of MB) in new buffers, and faulting in fresh pages for each cost more than the
@@ -122,14 +86,16 @@ def reuse_freed_memory() -> None:
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
 
 
-def write_part(k: int, part: range) -> int:
-    """Write samples order[part] into `<out>/<k:05d>/`; returns the bytes read."""
+def write_part(k: int, part: range) -> tuple[int, list[dict]]:
+    """Write samples order[part] into `<out>/<k:05d>/`; returns the bytes read and the images
+    re-encoded to RGB JPEG (with their original format and mode)."""
     from streaming import MDSWriter
 
     reuse_freed_memory()
     index = class_index()
     images = [Job.images[Job.order[i]] for i in part]
     read_bytes = unreported = 0
+    reencoded = []
     with MDSWriter(out=str(Job.out / f"{k:05d}"), columns=COLUMNS, compression=None, hashes=Job.cfg.hashes,
                    size_limit=Job.cfg.size_limit) as writer:
         Job.source.prefetch(images[:PREFETCH])
@@ -137,15 +103,17 @@ def write_part(k: int, part: range) -> int:
             if n % PREFETCH == 0:
                 Job.source.prefetch(images[n + PREFETCH : n + 2 * PREFETCH])
             data = Job.source.read(image)
-            check_image(image, data)
             read_bytes += len(data)
+            data, original = normalise(data, f"{image.wnid}/{image.name}", Job.cfg.rgb)
+            if original is not None:
+                reencoded.append({"sample": part[n], "file": f"{image.wnid}/{image.name}", **original})
             writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
             unreported += 1
             if unreported == 256 or n == len(images) - 1:
                 with Job.done.get_lock():
                     Job.done.value += unreported
                 unreported = 0
-    return read_bytes
+    return read_bytes, reencoded
 
 
 def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) -> dict:
@@ -180,11 +148,28 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) 
             while not result.ready():
                 result.wait(0.25)
                 bar.update(Job.done.value - bar.n)
-            bytes_read = sum(result.get())
+            results = result.get()
             bar.update(Job.done.value - bar.n)
         merge_index(str(tmp), keep_local=True)
-    return {"path": str(out), "images": n, "source": source, "workers": len(parts), "bytes_read": bytes_read,
-            "bytes_written": du(out), "shards": sum(1 for _ in out.glob("*/*.mds"))}
+        counts = Counter(i.wnid for i in Job.images)
+        write_json(tmp / "classes.json", classes(counts))
+    reencoded = [r for _, part in results for r in part]
+    report = {"split": split, "images": n, "per_class": dict(sorted(counts.items())), "rgb": cfg.rgb,
+              "reencoded": reencoded, "versions": versions()}
+    write_json(paths.report(split, "mds"), report)
+    log(f"[mds {split}] {n} images; re-encoded as RGB JPEG: "
+        + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
+    return {"path": str(out), "images": n, "source": source, "workers": len(parts),
+            "bytes_read": sum(b for b, _ in results), "bytes_written": du(out),
+            "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
+            "report": str(paths.report(split, "mds")), "versions": report["versions"]}
+
+
+def versions() -> dict[str, str]:
+    import streaming
+
+    return {"mosaicml-streaming": streaming.__version__, "Pillow": PIL.__version__,
+            "python": platform.python_version()}
 
 
 def run() -> None:
@@ -198,7 +183,7 @@ def run() -> None:
     import streaming  # noqa: F401 - imports torch (seconds): once, before the workers fork and the clock starts
 
     logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
-    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "workers": args.workers}
+    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "rgb": cfg.rgb, "workers": args.workers}
     if split == "train":
         settings["shuffle_seed"] = cfg.shuffle_seed
     stage = "verify" if args.source == "tar" else "untar"

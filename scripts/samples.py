@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imagenet.core import main, parser, setup
-from imagenet.labels import synsets
+from imagenet.labels import class_name
 
 
 def show(local: str, count: int) -> None:
@@ -12,14 +12,13 @@ def show(local: str, count: int) -> None:
 
     clean_stale_shared_memory()
     ds = StreamingDataset(local=local, remote=None, shuffle=False, batch_size=1)
-    names = synsets()
     print(f"{local}: {len(ds)} samples")
     print(f"{'index':>6} {'y':>4}  {'wnid':<10} {'size':<9} name")
     step = max(1, len(ds) // count)
     for i in range(0, len(ds), step)[:count]:
         s = ds[i]
         size = "x".join(map(str, s["x"].size))
-        print(f"{i:>6} {s['y']:>4}  {s['wnid']:<10} {size:<9} {names[s['wnid']].split(',')[0]}")
+        print(f"{i:>6} {s['y']:>4}  {s['wnid']:<10} {size:<9} {class_name(s['wnid'])}")
 
 
 def run() -> None:

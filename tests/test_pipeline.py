@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ from mds import permutation
 from PIL import Image
 
 from imagenet.archive import read_index
-from imagenet.fixture import TRAIN_PER_CLASS, VAL_PER_CLASS, WNIDS
+from imagenet.fixture import QUIRKS, TRAIN_PER_CLASS, VAL_PER_CLASS, WNIDS
 from imagenet.labels import val_labels, wnids
 
 
@@ -30,15 +31,25 @@ def test_val_mds_is_imagefolder_order_with_source_bytes_and_ground_truth_labels(
         name = Path(path).name
         truth = val_labels()[int(name[15:23]) - 1]
         assert Path(path).parent.name == truth  # untar sorted it by the ground truth
-        assert s["raw"] == sources[name]  # byte for byte, no re-encode
+        assert_stored_as_source(s, name, sources[name])
         assert (s["wnid"], s["y"]) == (truth, wnids().index(truth))
         assert isinstance(s["x"], Image.Image) and s["x"].size == Image.open(path).size
+
+
+def assert_stored_as_source(sample: dict, name: str, source: bytes) -> None:
+    """An RGB JPEG is stored byte for byte; a quirk (CMYK, grayscale, PNG) as an RGB JPEG of it."""
+    if name not in QUIRKS:
+        assert sample["raw"] == source
+        return
+    assert sample["raw"] != source and sample["x"].format == "JPEG"
+    assert sample["x"].mode == "RGB" and sample["x"].size == Image.open(io.BytesIO(source)).size
 
 
 def test_y_is_the_index_among_all_1000_sorted_wnids_not_among_the_classes_present(built: Path):
     samples = read_mds(built / "mds" / "ILSVRC2012_img_val")
     assert {s["wnid"]: s["y"] for s in samples} == {
-        "n01440764": 0, "n01443537": 1, "n02012849": 134, "n03126707": 517, "n15075141": 999}
+        "n01440764": 0, "n01443537": 1, "n01739381": 59, "n02012849": 134, "n02105855": 230, "n03126707": 517,
+        "n13133613": 998, "n15075141": 999}
 
 
 def test_train_mds_is_the_seeded_permutation_of_imagefolder_order(fixture: Fixture, built: Path):
@@ -52,10 +63,11 @@ def test_train_mds_is_the_seeded_permutation_of_imagefolder_order(fixture: Fixtu
     assert order != sorted(order)
     for s, i in zip(samples, order, strict=True):
         path = Path(folder.samples[i][0])
-        assert s["raw"] == sources[path.name]
+        assert_stored_as_source(s, path.name, sources[path.name])
         assert s["wnid"] == path.parent.name == path.name.split("_")[0]
         assert s["y"] == wnids().index(s["wnid"])
-    assert sorted(s["raw"] for s in samples) == sorted(sources.values())  # each source image exactly once
+    plain = sorted(b for n, b in sources.items() if n not in QUIRKS)
+    assert sorted(s["raw"] for s in samples if s["raw"] in set(plain)) == plain  # each source image exactly once
 
 
 def test_permutation_is_fixed_by_the_seed():
@@ -86,6 +98,7 @@ def test_stamps_record_what_each_stage_produced(fixture: Fixture, built: Path):
         assert untar["images"] == mds["images"] == stamp(built, split, "verify")["outputs"]["images"] == n
         assert stamp(built, split, "verify")["outputs"]["bytes_read"] == tar.stat().st_size  # one read
         assert mds["source"] == "tar" and mds["bytes_read"] == sum(len(b) for b in fixture.members(split).values())
+        assert mds["versions"]["mosaicml-streaming"] and mds["versions"]["Pillow"]
         assert all(stamp(built, split, s)["seconds"] >= 0 for s in ("download", "verify", "untar", "mds"))
 
 

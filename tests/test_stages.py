@@ -107,10 +107,10 @@ def test_a_complete_tar_is_not_downloaded_again(fixture: Fixture, built: Path, t
 
 def test_an_image_count_that_differs_from_the_config_fails_untar(fixture: Fixture, built: Path, tmp_path: Path):
     data = copy_data(built, tmp_path / "data")
-    config = fixture.variant("wrong-count", **{"splits.val.images": 16})
+    config = fixture.variant("wrong-count", **{"splits.val.images": 25})
     done = make("untar-val", f"CONFIG={config}", f"DATA={data}", check=False)
     assert done.returncode != 0
-    assert "holds 15 images, but splits.val.images" in done.stderr and "says 16" in done.stderr
+    assert "holds 24 images, but splits.val.images" in done.stderr and "says 25" in done.stderr
     assert not (data / "untar" / "ILSVRC2012_img_val.partial").exists()
 
 

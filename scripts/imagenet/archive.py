@@ -236,3 +236,34 @@ def image_folder(root: Path) -> list[Image]:
         files = sorted(f.name for f in os.scandir(root / cls) if f.name.lower().endswith(IMAGE_EXTENSIONS))
         images += [Image(cls, f, 0, -1) for f in files]
     return images
+
+
+class Source:
+    """Reads images by their index row: from the archive by offset, or from the ImageFolder tree.
+    `prefetch` asks the kernel to start reading images soon needed, so that the shuffled order's
+    random reads are in flight together rather than one after another."""
+
+    def __init__(self, tar: Path | None = None, root: Path | None = None) -> None:
+        self.tar, self.root = tar, root
+        self.fd: int | None = None  # opened in each worker, after the fork
+
+    def read(self, image: Image) -> bytes:
+        if self.root is not None:
+            return (self.root / image.wnid / image.name).read_bytes()
+        if self.fd is None:
+            self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
+        data = os.pread(self.fd, image.size, image.offset)
+        if len(data) != image.size:
+            raise UserError(f"{self.tar}: {image.name} ends past the end of the archive; run make verify again")
+        return data
+
+    def prefetch(self, images: list[Image]) -> None:
+        for image in images:
+            if self.root is not None:
+                fd = os.open(self.root / image.wnid / image.name, os.O_RDONLY)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                os.close(fd)
+            else:
+                if self.fd is None:
+                    self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
+                os.posix_fadvise(self.fd, image.offset, image.size, os.POSIX_FADV_WILLNEED)

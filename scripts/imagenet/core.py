@@ -48,15 +48,15 @@ def human_bytes(n: float) -> str:
 
 # ---------------------------------------------------------------- config
 
-_SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int}
+_SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int, "per_class": [int]}
 SCHEMA: dict[str, Any] = {
     "data_dir": str,
     "checksums": str,
     "splits": {"train": _SPLIT_SCHEMA, "val": _SPLIT_SCHEMA},
-    "mds": {"size_limit": int, "shuffle_seed": int, "hashes": [str]},
+    "mds": {"size_limit": int, "shuffle_seed": int, "hashes": [str], "rgb": bool},
     "aria2c_args": [str],
 }
-OPTIONAL = {"splits.train", "splits.val"}
+OPTIONAL = {"splits.train", "splits.val", "splits.train.per_class", "splits.val.per_class", "mds.rgb"}
 
 
 def _check(value: Any, schema: Any, key: str, where: Path) -> None:
@@ -77,7 +77,7 @@ def _check(value: Any, schema: Any, key: str, where: Path) -> None:
     elif isinstance(schema, list):
         if not isinstance(value, list) or not all(isinstance(v, schema[0]) for v in value):
             raise UserError(f"{where}: '{key}' must be a list of {schema[0].__name__}, got {value!r}")
-    elif not isinstance(value, schema) or (schema is int and isinstance(value, bool)):
+    elif not isinstance(value, schema) or (schema is not bool and isinstance(value, bool)):
         raise UserError(f"{where}: '{key}' must be {schema.__name__}, got {type(value).__name__} {value!r}")
 
 
@@ -88,6 +88,7 @@ class Split:
     source: str
     bytes: int
     images: int
+    per_class: tuple[int, int] | None = None  # the fewest and the most images a class may have
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Config:
     size_limit: int
     shuffle_seed: int
     hashes: list[str]
+    rgb: bool
     aria2c_args: list[str]
 
     def split(self, name: str) -> Split:
@@ -124,6 +126,10 @@ def load_config(path: str | Path) -> Config:
         for key in ("bytes", "images"):
             if s[key] <= 0:
                 raise UserError(f"{path}: 'splits.{name}.{key}' must be positive, got {s[key]}")
+        if "per_class" in s:
+            if len(s["per_class"]) != 2 or not 0 <= s["per_class"][0] <= s["per_class"][1]:
+                raise UserError(f"{path}: 'splits.{name}.per_class' must be [fewest, most], got {s['per_class']}")
+            s["per_class"] = tuple(s["per_class"])
     if raw["mds"]["size_limit"] <= 0:
         raise UserError(f"{path}: 'mds.size_limit' must be positive")
     base = path.resolve().parent
@@ -135,6 +141,7 @@ def load_config(path: str | Path) -> Config:
         size_limit=raw["mds"]["size_limit"],
         shuffle_seed=raw["mds"]["shuffle_seed"],
         hashes=raw["mds"]["hashes"],
+        rgb=raw["mds"].get("rgb", True),
         aria2c_args=raw["aria2c_args"],
     )
 
@@ -186,6 +193,9 @@ class Paths:
 
     def mds(self, split: str) -> Path:
         return self.data / "mds" / f"ILSVRC2012_img_{split}"
+
+    def report(self, split: str, kind: str) -> Path:
+        return self.data / "reports" / f"{split}.{kind}.json"
 
 
 def partial(path: Path) -> Path:

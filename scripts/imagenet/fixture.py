@@ -22,8 +22,13 @@ from .core import HASH_FILES
 from .labels import val_labels
 from .torrent import make_torrent
 
-# The first and the last of the 1000 classes, and the two "crane"s (bird and machine).
-WNIDS = ("n01440764", "n01443537", "n02012849", "n03126707", "n15075141")
+# The first and the last of the 1000 classes, the two "crane"s (bird and machine), and the classes
+# of the real quirks below.
+WNIDS = ("n01440764", "n01443537", "n01739381", "n02012849", "n02105855", "n03126707", "n13133613", "n15075141")
+# Files that are not RGB JPEGs, under their real names (meta/ilsvrc2012_quirks.txt); no public list
+# names a grayscale one, so the fixture makes the first tench image grayscale.
+QUIRKS = {"n01739381_1309.JPEG": "CMYK", "n02105855_2933.JPEG": "PNG", "ILSVRC2012_val_00019877.JPEG": "CMYK",
+          "n01440764_10026.JPEG": "L"}
 TRAIN_PER_CLASS = 6
 VAL_PER_CLASS = 3
 LOOPBACK_ARIA2C_ARGS = [
@@ -52,6 +57,17 @@ def fake_photo(rng: random.Random) -> bytes:
     img = Image.blend(img.filter(ImageFilter.GaussianBlur(1)), noise, 0.15)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=rng.randint(70, 95))
+    return buf.getvalue()
+
+
+def quirk(data: bytes, kind: str) -> bytes:
+    """The same picture as a CMYK JPEG, a grayscale (L) JPEG, or a PNG (the name stays .JPEG)."""
+    img = Image.open(io.BytesIO(data))
+    buf = io.BytesIO()
+    if kind == "PNG":
+        img.save(buf, "PNG")
+    else:
+        img.convert(kind).save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 
@@ -86,18 +102,26 @@ def train_members(rng: random.Random, wnids: Sequence[str], per_class: int,
                   photo: Callable[[], bytes]) -> Iterator[tuple[str, bytes]]:
     """The outer train tar: one `<wnid>.tar` per class holding `<wnid>_<n>.JPEG` files."""
     for wnid in wnids:
-        numbers = sorted(rng.sample(range(1, 30000), per_class))
-        yield f"{wnid}.tar", tar_bytes((f"{wnid}_{n}.JPEG", photo()) for n in numbers)
+        special = [int(q[10:-5]) for q in QUIRKS if q.startswith(f"{wnid}_")]
+        others = [n for n in range(1, 30000) if n not in special]
+        numbers = sorted(special + rng.sample(others, per_class - len(special)))
+        names = [f"{wnid}_{n}.JPEG" for n in numbers]
+        yield f"{wnid}.tar", tar_bytes((n, quirk(photo(), QUIRKS[n]) if n in QUIRKS else photo()) for n in names)
 
 
 def val_members(wnids: Sequence[str], per_class: int, photo: Callable[[], bytes]) -> Iterator[tuple[str, bytes]]:
     """The val tar: flat `ILSVRC2012_val_XXXXXXXX.JPEG`, the first files of each class by the ground truth."""
+    labels = val_labels()
     picked: dict[str, list[int]] = {w: [] for w in wnids}
-    for i, wnid in enumerate(val_labels(), 1):
-        if wnid in picked and len(picked[wnid]) < per_class:
+    for q in QUIRKS:
+        if q.startswith("ILSVRC2012_val_") and labels[int(q[15:23]) - 1] in picked:
+            picked[labels[int(q[15:23]) - 1]].append(int(q[15:23]))
+    for i, wnid in enumerate(labels, 1):
+        if wnid in picked and len(picked[wnid]) < per_class and i not in picked[wnid]:
             picked[wnid].append(i)
     for i in sorted(i for ids in picked.values() for i in ids):
-        yield f"ILSVRC2012_val_{i:08d}.JPEG", photo()
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        yield name, quirk(photo(), QUIRKS[name]) if name in QUIRKS else photo()
 
 
 def hexdigests(path: Path) -> dict[str, str]:
@@ -139,7 +163,7 @@ def build(out: Path, web_seed: str | None = None, seed: int = 0, wnids: Sequence
         for alg, digest in hexdigests(path).items():
             sums[alg].append(f"{digest}  {path.name}\n")
         splits[split] = {"archive": path.name, "source": source, "bytes": path.stat().st_size,
-                         "images": per_class * len(wnids)}
+                         "images": per_class * len(wnids), "per_class": [per_class, per_class]}
     for alg, lines in sums.items():
         (out / "checksums" / HASH_FILES[alg]).write_text("".join(lines))
     config = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from functools import cache
 
 from .core import META
@@ -45,3 +47,26 @@ def val_wnid(file_name: str) -> str | None:
     i = int(m.group(1))
     labels = val_labels()
     return labels[i - 1] if 1 <= i <= len(labels) else None
+
+
+# The first WordNet names are not unique: torchvision (prototype datasets) renames these two.
+RENAMED = {"n03126707": "construction crane", "n03710721": "tank suit"}
+
+
+@cache
+def short_names() -> list[str]:
+    """A short, unique, human-friendly name per class index (imagenet-simple-labels)."""
+    return json.loads((META / "imagenet_simple_labels.json").read_text())
+
+
+def class_name(wnid: str) -> str:
+    """The first WordNet name, made unique."""
+    return RENAMED.get(wnid, synsets()[wnid].split(", ")[0])
+
+
+def classes(counts: Mapping[str, int]) -> list[dict]:
+    """classes.json: every class with its index, wnid, a unique name, the WordNet names, a short
+    name, and how many images of it the split holds."""
+    return [{"index": i, "wnid": w, "name": class_name(w),
+             "wordnet": synsets()[w], "short": short_names()[i], "images": counts.get(w, 0)}
+            for i, w in enumerate(wnids())]

@@ -1,0 +1,40 @@
+"""Image bytes: what an image is (from its header alone) and the RGB guarantee.
+
+ImageNet holds 22 CMYK JPEGs and a PNG named .JPEG in train, a CMYK JPEG in val
+(meta/ilsvrc2012_quirks.txt), and grayscale JPEGs. With rgb on, those (and only those) are
+re-encoded as RGB JPEG at quality 95; every RGB JPEG keeps its exact bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import PIL.Image
+
+from .core import UserError
+
+QUALITY = 95
+
+
+def header(data: bytes, name: str) -> tuple[str, str]:
+    """(format, mode) from the header; no pixel is decoded. Not an image: a UserError naming it."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as im:
+            return str(im.format), im.mode
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UserError(f"{name}: not a readable image ({e}); it is not written") from None
+
+
+def to_rgb_jpeg(data: bytes) -> bytes:
+    with PIL.Image.open(io.BytesIO(data)) as im:
+        out = io.BytesIO()
+        im.convert("RGB").save(out, "JPEG", quality=QUALITY)
+        return out.getvalue()
+
+
+def normalise(data: bytes, name: str, rgb: bool) -> tuple[bytes, dict[str, str] | None]:
+    """The bytes to store, and what the original was when they had to be re-encoded."""
+    fmt, mode = header(data, name)
+    if not rgb or (fmt == "JPEG" and mode == "RGB"):
+        return data, None
+    return to_rgb_jpeg(data), {"format": fmt, "mode": mode}
