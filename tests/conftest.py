@@ -108,7 +108,7 @@ def read_mds(local: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
-    """A larger fixture (about 130 MB of 110 KB JPEGs, local sources), so a stage runs long enough
+    """A larger fixture (about 220 MB of 110 KB JPEGs, local sources), so a stage runs long enough
     to be interrupted in the middle."""
     import random
 
@@ -116,7 +116,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     from imagenet.labels import wnids
 
     root = tmp_path_factory.mktemp("big")
-    config = build(root, seed=2, wnids=wnids()[::50], train_per_class=60, val_per_class=5,
+    config = build(root, seed=2, wnids=wnids()[::50], train_per_class=100, val_per_class=5,
                    photos=bench_photos(random.Random(2), 16),
                    mds={"size_limit": 1 << 22, "shuffle_seed": 0, "hashes": ["xxh64"]})
     return Fixture(root=root, config=config, url="")

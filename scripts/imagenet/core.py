@@ -337,8 +337,13 @@ def lock_data(data: Path) -> None:
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        f.seek(0)
-        log(f"waiting: {data / '.lock'} is held by {f.read().strip() or 'another process'}")
+        holder = ""
+        for _ in range(20):  # the holder writes its name just after taking the lock
+            f.seek(0)
+            if holder := f.read().strip():
+                break
+            time.sleep(0.05)
+        log(f"waiting: {data / '.lock'} is held by {holder or 'another process'}")
         fcntl.flock(f, fcntl.LOCK_EX)
     f.seek(0)
     f.truncate()
