@@ -20,12 +20,20 @@ VENV ?= .venv## the virtual environment that make builds from requirements*.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
 WORKERS ?= $(shell nproc)## processes for mds and untar (default: the number of cores)
 MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
+RESIZE ?=## short side in pixels: mds/check/samples work on the variant ILSVRC2012_img_SPLIT_r<RESIZE>/
+QUALITY ?= 90## JPEG quality of the RESIZE variant
+REMOTE ?=## object-store folder, e.g. s3://bucket/imagenet/mds: mds uploads shards as written, check reads it
 DECODE ?= 0## DECODE=1: make check also decodes every image and checks it is RGB
 BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 13600 is about 1.5 GB)
 DEMO ?= demo## folder for make demo (emptied first)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 
 PY := $(VENV)/bin/python
+# mds writes the full-size dataset (stage mds) or, with RESIZE, a low-resolution one (mds_r<RESIZE>).
+MDS_STAGE = mds$(if $(RESIZE),_r$(RESIZE))
+VARIANT_ARGS = $(if $(RESIZE),--resize $(RESIZE) --quality $(QUALITY)) $(if $(REMOTE),--remote $(REMOTE))
+MDS_OPTIONS = --from $(MDS_FROM) --workers $(WORKERS) $(VARIANT_ARGS)
+MDS_VARS = $(STAMPS)/.$(MDS_STAGE).options
 STAMPS = $(DATA)/.stamps
 ARGS = --config $(CONFIG) --data $(DATA)
 # Make's stage targets are paths under DATA, which may come from the config: the config script
@@ -62,13 +70,13 @@ folders: untar-train untar-val ## both splits as ImageFolder trees (not needed f
 download-train download-val: download-%: $(STAMPS)/%.download ## aria2c fetches the archive into DATA/tar/ (resumable)
 verify-train verify-val: verify-%: $(STAMPS)/%.verify ## check size and hashes, and index the images, in one read
 untar-train untar-val: untar-%: $(STAMPS)/%.untar ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
-mds-train mds-val: mds-%: $(STAMPS)/%.mds ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ from the archive
+mds-train mds-val: mds-%: $(STAMPS)/%.$(MDS_STAGE) ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ from the archive
 check: $(addprefix check-,$(CONFIG_SPLITS)) ## check every split (below)
-check-train check-val: check-%: $(STAMPS)/%.mds ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
-	$(PY) scripts/check.py $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $*
+check-train check-val: check-%: $(STAMPS)/%.$(MDS_STAGE) ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
+	$(PY) scripts/check.py $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS) $*
 
-samples-train samples-val: samples-%: $(STAMPS)/%.mds ## print a few samples read back with StreamingDataset
-	$(PY) scripts/samples.py $(ARGS) $*
+samples-train samples-val: samples-%: $(STAMPS)/%.$(MDS_STAGE) ## print a few samples read back with StreamingDataset
+	$(PY) scripts/samples.py $(ARGS) $(if $(RESIZE),--resize $(RESIZE)) $*
 
 $(STAMPS)/%.download: $(CONFIG) | venv aria2c
 	$(PY) scripts/download.py $(ARGS) $(if $(filter 1,$(YES)),--yes) $*
@@ -79,8 +87,16 @@ $(STAMPS)/%.verify: $(STAMPS)/%.download $(CONFIG_CHECKSUMS)
 $(STAMPS)/%.untar: $(STAMPS)/%.verify
 	$(PY) scripts/untar.py $(ARGS) --workers $(WORKERS) $*
 
-$(STAMPS)/%.mds: $(STAMPS)/%.$(if $(filter untar,$(MDS_FROM)),untar,verify) $(CONFIG)
-	$(PY) scripts/mds.py $(ARGS) --from $(MDS_FROM) --workers $(WORKERS) $*
+$(STAMPS)/%.$(MDS_STAGE): $(STAMPS)/%.$(if $(filter untar,$(MDS_FROM)),untar,verify) $(CONFIG) $(MDS_VARS)
+	$(PY) scripts/mds.py $(ARGS) $(MDS_OPTIONS) $*
+
+# The variables that change what mds writes, in a file rewritten only when they change, so that
+# Make reruns mds for `make val WORKERS=4` or REMOTE=... as it does for a changed config.
+$(MDS_VARS): FORCE
+	@mkdir -p $(@D) && { echo '$(MDS_OPTIONS)' | cmp -s - $@ || echo '$(MDS_OPTIONS)' > $@; }
+
+.PHONY: FORCE
+FORCE:
 
 status: | venv ## table of every split and stage (done / partial / missing) and the next command
 	@$(PY) scripts/status.py $(ARGS)

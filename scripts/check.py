@@ -2,7 +2,8 @@
 the archive, independently of how it was written: every shard's hashes in index.json; the image
 count per class and in total against the config; that y is the sorted-wnid index of wnid; that
 val is in ImageFolder order and train holds each source image exactly once, with its class; and,
-with --decode, that every image decodes to RGB. Writes DATA/reports/<split>.check.json."""
+with --decode, that every image decodes to RGB. Checks a --resize variant or a --remote copy too.
+Writes DATA/reports/<split>.check.json."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import xxhash
 
 from imagenet.archive import Source, read_index
-from imagenet.core import Config, Paths, UserError, log, main, parser, setup, upstream, write_json
-from imagenet.images import normalise
+from imagenet.core import Config, Paths, UserError, log, main, parser, remove, setup, upstream, write_json
+from imagenet.images import stored
 from imagenet.labels import class_index
 
 SHOWN = 10  # failures printed; the report keeps up to 1000
@@ -47,25 +48,31 @@ def raw_bytes(image: object) -> bytes:
     return image.fp.getvalue()  # type: ignore[attr-defined]
 
 
-def check(cfg: Config, paths: Paths, split: str, decode: bool) -> dict:
+def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | None, quality: int,
+          remote: str | None) -> dict:
     from streaming import StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
     spec = cfg.split(split)
-    local = paths.mds(split)
-    if not (local / "index.json").exists():
+    local = paths.mds(split, resize)
+    if remote:  # read it all from the store, into a fresh cache
+        remote = f"{remote.rstrip('/')}/{local.name}"
+        local = paths.data / "cache" / local.name
+        remove(local)
+    elif not (local / "index.json").exists():
         raise UserError(f"{local} holds no MDS dataset; run 'make mds-{split}' first")
     t0 = time.time()
-    shards, failures = shard_failures(local)
     # What the archive says each sample must be: its class and the hash of the bytes mds must store.
     images = read_index(paths.index(split))
     source = Source(tar=Path(upstream(paths, split, "verify")["path"]))
-    expected = [(xxhash.xxh64(normalise(source.read(i), i.name, cfg.rgb)[0]).intdigest(), i) for i in images]
+    expected = [(xxhash.xxh64(stored(source.read(i), i.name, cfg.rgb, resize, quality)[0]).intdigest(), i)
+                for i in images]
     clean_stale_shared_memory()
-    ds = StreamingDataset(local=str(local), remote=None, shuffle=False, batch_size=1)
+    ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
     index = class_index()
     counts: Counter[str] = Counter()
     got = []
+    failures: list[str] = []
     for n in range(len(ds)):
         s = ds[n]
         wnid, y = s["wnid"], s["y"]
@@ -77,6 +84,8 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool) -> dict:
             s["x"].load()
             if s["x"].mode != "RGB":
                 failures.append(f"sample {n} ({wnid}) decodes to mode {s['x'].mode}, not RGB")
+    shards, shard_problems = shard_failures(local)  # after the reads, which fetched any remote shard
+    failures = shard_problems + failures
     if len(ds) != spec.images:
         failures.append(f"{len(ds)} samples, but splits.{split}.images is {spec.images}")
     for wnid, want in sorted(Counter(i.wnid for i in images).items()):
@@ -96,7 +105,8 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool) -> dict:
         failures += [f"{named[k]} is missing or mislabelled" for k in sorted(want - have)]
         failures += [f"a sample labelled {k[1]} is no image of that class in the archive" for k in sorted(have - want)]
         failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if have[k] > 1 and k in want]
-    report = {"split": split, "ok": not failures, "samples": len(ds), "shards": shards, "decode": decode,
+    report = {"split": split, "dataset": local.name, "remote": remote, "ok": not failures, "samples": len(ds),
+              "shards": shards, "decode": decode,
               "per_class": {"fewest": min(counts.values(), default=0), "most": max(counts.values(), default=0)},
               "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}
     return report
@@ -105,11 +115,14 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool) -> dict:
 def run() -> None:
     p = parser(__doc__)
     p.add_argument("--decode", action="store_true", help="also decode every image and check it is RGB")
+    p.add_argument("--resize", type=int, help="check the low-resolution variant made with mds --resize")
+    p.add_argument("--quality", type=int, default=90, help="its JPEG quality")
+    p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
     args = p.parse_args()
     cfg, paths = setup(args, lock=False)
     split = cfg.split(args.split).name
-    report = check(cfg, paths, split, args.decode)
-    out = paths.report(split, "check")
+    report = check(cfg, paths, split, args.decode, args.resize, args.quality, args.remote)
+    out = paths.report(split, "check" + (f"_r{args.resize}" if args.resize else ""))
     write_json(out, report)
     pc, failures = report["per_class"], report["failures"]
     verdict = "OK" if report["ok"] else f"{len(failures)} FAILURES"

@@ -16,6 +16,7 @@ import os
 import platform
 import random
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import PIL
@@ -36,7 +37,7 @@ from imagenet.core import (
     upstream,
     write_json,
 )
-from imagenet.images import normalise
+from imagenet.images import stored
 from imagenet.labels import class_index, classes
 
 COLUMNS = {"x": "jpeg", "y": "int", "wnid": "str"}
@@ -60,6 +61,21 @@ def partitions(n: int, parts: int) -> list[range]:
     return [range(a, b) for a, b in itertools.pairwise(bounds)]
 
 
+@dataclass(frozen=True)
+class Output:
+    """Which dataset mds writes: the full-size one, or a low-resolution variant; local, or also remote."""
+
+    resize: int | None = None
+    quality: int = 90
+    remote: str | None = None  # the object-store folder holding the ILSVRC2012_img_* datasets
+
+    def stage(self) -> str:
+        return f"mds_r{self.resize}" if self.resize else "mds"
+
+    def remote_dir(self, paths: Paths, split: str) -> str | None:
+        return f"{self.remote.rstrip('/')}/{paths.mds(split, self.resize).name}" if self.remote else None
+
+
 class Job:
     """What every worker needs; set before the workers fork, so they share it without pickling."""
 
@@ -67,6 +83,8 @@ class Job:
     order: list[int]
     source: Source
     out: Path
+    remote: str | None
+    output: Output
     cfg: Config
     done: mp.Value  # type: ignore[valid-type]
 
@@ -96,15 +114,18 @@ def write_part(k: int, part: range) -> tuple[int, list[dict]]:
     images = [Job.images[Job.order[i]] for i in part]
     read_bytes = unreported = 0
     reencoded = []
-    with MDSWriter(out=str(Job.out / f"{k:05d}"), columns=COLUMNS, compression=None, hashes=Job.cfg.hashes,
-                   size_limit=Job.cfg.size_limit) as writer:
+    local = str(Job.out / f"{k:05d}")
+    out = (local, f"{Job.remote}/{k:05d}") if Job.remote else local
+    with MDSWriter(out=out, columns=COLUMNS, compression=None, hashes=Job.cfg.hashes, size_limit=Job.cfg.size_limit,
+                   keep_local=True) as writer:
         Job.source.prefetch(images[:PREFETCH])
         for n, image in enumerate(images):
             if n % PREFETCH == 0:
                 Job.source.prefetch(images[n + PREFETCH : n + 2 * PREFETCH])
             data = Job.source.read(image)
             read_bytes += len(data)
-            data, original = normalise(data, f"{image.wnid}/{image.name}", Job.cfg.rgb)
+            data, original = stored(data, f"{image.wnid}/{image.name}", Job.cfg.rgb, Job.output.resize,
+                                    Job.output.quality)
             if original is not None:
                 reencoded.append({"sample": part[n], "file": f"{image.wnid}/{image.name}", **original})
             writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
@@ -116,7 +137,7 @@ def write_part(k: int, part: range) -> tuple[int, list[dict]]:
     return read_bytes, reencoded
 
 
-def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) -> dict:
+def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, output: Output) -> dict:
     from streaming.base.hashing import get_hashes
     from streaming.base.util import merge_index
     from tqdm import tqdm
@@ -136,33 +157,48 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int) 
             raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
     n = len(Job.images)
     Job.order = permutation(n, cfg.shuffle_seed) if split == "train" else list(range(n))
-    Job.cfg, Job.done = cfg, mp.get_context("fork").Value("q", 0)
-    out = paths.mds(split)
+    Job.cfg, Job.done, Job.output = cfg, mp.get_context("fork").Value("q", 0), output
+    Job.remote = output.remote_dir(paths, split)
+    out, stage = paths.mds(split, output.resize), output.stage()
     check_free_space(out.parent, need, f"writing MDS shards for {split}")
     parts = partitions(n, workers)
     with building(out) as tmp:
         Job.out = tmp
         ctx = mp.get_context("fork")
-        with ctx.Pool(len(parts)) as pool, tqdm(total=n, desc=f"mds {split}", unit="img", mininterval=0.5) as bar:
-            result = pool.starmap_async(write_part, list(enumerate(parts)))
-            while not result.ready():
-                result.wait(0.25)
+        try:
+            with ctx.Pool(len(parts)) as pool, tqdm(total=n, desc=f"{stage} {split}", unit="img",
+                                                    mininterval=0.5) as bar:
+                result = pool.starmap_async(write_part, list(enumerate(parts)))
+                while not result.ready():
+                    result.wait(0.25)
+                    bar.update(Job.done.value - bar.n)
+                results = result.get()
                 bar.update(Job.done.value - bar.n)
-            results = result.get()
-            bar.update(Job.done.value - bar.n)
-        merge_index(str(tmp), keep_local=True)
-        counts = Counter(i.wnid for i in Job.images)
-        write_json(tmp / "classes.json", classes(counts))
+            counts = Counter(i.wnid for i in Job.images)
+            write_json(tmp / "classes.json", classes(counts))
+            merge_index((str(tmp), Job.remote) if Job.remote else str(tmp), keep_local=True)
+            if Job.remote:
+                from streaming.base.storage.upload import CloudUploader
+
+                CloudUploader.get((str(tmp), Job.remote), exist_ok=True, keep_local=True).upload_file("classes.json")
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if not Job.remote:
+                raise
+            raise UserError(f"uploading {split} to {Job.remote} failed: {str(e).splitlines()[0]}; "
+                            "check REMOTE, the credentials and the endpoint, then run the same command again") from None
     reencoded = [r for _, part in results for r in part]
-    report = {"split": split, "images": n, "per_class": dict(sorted(counts.items())), "rgb": cfg.rgb,
+    report = {"split": split, "dataset": out.name, "images": n, "per_class": dict(sorted(counts.items())),
+              "rgb": cfg.rgb, "resize": output.resize, "quality": output.quality if output.resize else None,
               "reencoded": reencoded, "versions": versions()}
-    write_json(paths.report(split, "mds"), report)
-    log(f"[mds {split}] {n} images; re-encoded as RGB JPEG: "
+    write_json(paths.report(split, stage), report)
+    log(f"[{stage} {split}] {n} images; re-encoded as RGB JPEG: "
         + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
-    return {"path": str(out), "images": n, "source": source, "workers": len(parts),
+    return {"path": str(out), "remote": Job.remote, "images": n, "source": source, "workers": len(parts),
             "bytes_read": sum(b for b, _ in results), "bytes_written": du(out),
             "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
-            "report": str(paths.report(split, "mds")), "versions": report["versions"]}
+            "report": str(paths.report(split, stage)), "versions": report["versions"]}
 
 
 def versions() -> dict[str, str]:
@@ -177,18 +213,24 @@ def run() -> None:
     p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
                    help="read images from the verified archive (default) or the unpacked folders")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: cores)")
+    p.add_argument("--resize", type=int, help="write the low-resolution variant: shorter side at most this")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the --resize variant")
+    p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
     args = p.parse_args()
+    output = Output(args.resize, args.quality, args.remote)
     cfg, paths = setup(args)
     split = cfg.split(args.split).name
     import streaming  # noqa: F401 - imports torch (seconds): once, before the workers fork and the clock starts
 
     logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
-    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "rgb": cfg.rgb, "workers": args.workers}
+    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "rgb": cfg.rgb, "workers": args.workers,
+                **asdict(output)}
     if split == "train":
         settings["shuffle_seed"] = cfg.shuffle_seed
     stage = "verify" if args.source == "tar" else "untar"
     inputs = {stage: upstream(paths, split, stage), "mds": settings}
-    run_stage(paths, split, "mds", inputs, lambda: write_mds(cfg, paths, split, args.source, args.workers))
+    run_stage(paths, split, output.stage(), inputs,
+              lambda: write_mds(cfg, paths, split, args.source, args.workers, output))
 
 
 if __name__ == "__main__":

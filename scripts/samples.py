@@ -24,9 +24,10 @@ def show(local: str, count: int) -> None:
 def run() -> None:
     p = parser(__doc__)
     p.add_argument("-n", type=int, default=5, help="how many samples")
+    p.add_argument("--resize", type=int, help="read the low-resolution variant made with mds --resize")
     args = p.parse_args()
     cfg, paths = setup(args, lock=False)
-    show(str(paths.mds(cfg.split(args.split).name)), args.n)
+    show(str(paths.mds(cfg.split(args.split).name, args.resize)), args.n)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,18 @@ def state(paths: Paths, cfg: Config, split: str, stage: str) -> tuple[str, dict 
     return ("partial" if any(p.exists() for p in begun) else "missing"), None
 
 
+def variants(paths: Paths, split: str) -> list[tuple[str, str, dict | None]]:
+    """The low-resolution datasets (mds --resize N, stage mds_rN): done, or partial if begun."""
+    found: dict[str, tuple[str, dict | None]] = {}
+    for folder in sorted(paths.mds(split).parent.glob(f"{paths.mds(split).name}_r*")):
+        resize = folder.name.removesuffix(".partial").rsplit("_r", 1)[1]
+        stamp = read_stamp(paths.stamp(split, f"mds_r{resize}"))
+        done = stamp is not None and not folder.name.endswith(".partial")
+        if done or f"mds_r{resize}" not in found:
+            found[f"mds_r{resize}"] = ("done" if done else "partial", stamp if done else None)
+    return [(stage, st, stamp) for stage, (st, stamp) in sorted(found.items())]
+
+
 def row(split: str, stage: str, st: str, stamp: dict | None) -> str:
     out = (stamp or {}).get("outputs", {})
     size = out.get("bytes_written", out.get("bytes"))
@@ -44,18 +56,25 @@ def run() -> None:
     cfg, paths = setup(args, lock=False)
     print(f"data: {paths.data}   config: {cfg.path}")
     print(f"{'split':<6} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
-    todo = []
+    todo, remotes = [], []
     for split in cfg.splits:
         for stage in STAGES:
             st, stamp = state(paths, cfg, split, stage)
             print(row(split, stage, st, stamp))
             if st != "done" and stage not in OPTIONAL:
                 todo.append(f"{stage}-{split}")
+        for stage, st, stamp in variants(paths, split):
+            print(row(split, stage, st, stamp))
+        stages = ["mds", *(v[0] for v in variants(paths, split))]
+        remotes += [f"{split}: {stamp['outputs']['remote']}" for stage in stages
+                    if (stamp := read_stamp(paths.stamp(split, stage))) and stamp["outputs"].get("remote")]
     if todo:
         print(f"next: make {todo[0]}" + (" ..." if len(todo) > 1 else ""))
     else:
         print(f"all done: StreamingDataset(local='{paths.mds('<split>')}') reads the shards")
     print("(untar makes ImageFolder trees, which MDS does not need: make folders)")
+    for line in remotes:
+        print(f"remote copy of {line}")
 
 
 if __name__ == "__main__":

@@ -191,8 +191,8 @@ class Paths:
     def untar(self, split: str) -> Path:
         return self.data / "untar" / f"ILSVRC2012_img_{split}"
 
-    def mds(self, split: str) -> Path:
-        return self.data / "mds" / f"ILSVRC2012_img_{split}"
+    def mds(self, split: str, resize: int | None = None) -> Path:
+        return self.data / "mds" / f"ILSVRC2012_img_{split}{f'_r{resize}' if resize else ''}"
 
     def report(self, split: str, kind: str) -> Path:
         return self.data / "reports" / f"{split}.{kind}.json"

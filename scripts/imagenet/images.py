@@ -1,4 +1,4 @@
-"""Image bytes: what an image is (from its header alone) and the RGB guarantee.
+"""Image bytes: what an image is (from its header alone), the RGB guarantee, and resizing.
 
 ImageNet holds 22 CMYK JPEGs and a PNG named .JPEG in train, a CMYK JPEG in val
 (meta/ilsvrc2012_quirks.txt), and grayscale JPEGs. With rgb on, those (and only those) are
@@ -38,3 +38,25 @@ def normalise(data: bytes, name: str, rgb: bool) -> tuple[bytes, dict[str, str] 
     if not rgb or (fmt == "JPEG" and mode == "RGB"):
         return data, None
     return to_rgb_jpeg(data), {"format": fmt, "mode": mode}
+
+
+def shrink(data: bytes, size: int, quality: int) -> bytes:
+    """An RGB JPEG whose shorter side is at most `size`: resized with Lanczos (the JPEG decoder first
+    scales by a power of two while it stays above the target, which is faster and as sharp), or the
+    bytes unchanged if already small enough (callers pass RGB JPEG bytes, see `normalise`)."""
+    with PIL.Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+        if min(w, h) <= size:
+            return data
+        target = (size, max(1, round(h * size / w))) if w <= h else (max(1, round(w * size / h)), size)
+        im.draft("RGB", target)
+        out = io.BytesIO()
+        im.convert("RGB").resize(target, PIL.Image.Resampling.LANCZOS).save(out, "JPEG", quality=quality)
+        return out.getvalue()
+
+
+def stored(data: bytes, name: str, rgb: bool, resize: int | None, quality: int) -> tuple[bytes, dict[str, str] | None]:
+    """What mds stores for an image's bytes (and what it was, if re-encoded for RGB): the same
+    function serves mds and make check."""
+    data, original = normalise(data, name, rgb or resize is not None)
+    return (shrink(data, resize, quality) if resize else data), original
