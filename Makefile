@@ -23,6 +23,7 @@ MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unp
 RESIZE ?=## short side in pixels: mds/check/samples work on the variant ILSVRC2012_img_SPLIT_r<RESIZE>/
 QUALITY ?= 90## JPEG quality of the RESIZE variant
 REMOTE ?=## object-store folder, e.g. s3://bucket/imagenet/mds: mds uploads shards as written, check reads it
+BENCH_REPEAT ?= 2## runs of each make bench row; the fastest counts (the machine may be shared)
 DECODE ?= 0## DECODE=1: make check also decodes every image and checks it is RGB
 BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 13600 is about 1.5 GB)
 DEMO ?= demo## folder for make demo (emptied first)
@@ -115,7 +116,7 @@ demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole p
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) scripts/demo.py --dir $(DEMO)
 
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
-	$(PY) scripts/bench.py --data $(DATA) --images $(BENCH_IMAGES) --workers $(WORKERS)
+	$(PY) scripts/bench.py --data $(DATA) --images $(BENCH_IMAGES) --workers $(WORKERS) --repeat $(BENCH_REPEAT)
 
 test: | venv aria2c ## run the test suite (pytest) on fixtures built in temporary folders
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest $(PYTEST_ARGS)

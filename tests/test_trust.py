@@ -132,3 +132,23 @@ def test_the_same_archives_and_config_give_byte_identical_shards(fixture: Fixtur
         again = mds_files(data / "mds" / f"ILSVRC2012_img_{split}")
         assert again == mds_files(built / "mds" / f"ILSVRC2012_img_{split}")
         assert {"index.json", "classes.json", "00000/index.json"} <= set(again)
+
+
+def test_the_quick_jpeg_header_reader_agrees_with_pil():
+    import io
+    import random
+
+    from PIL import Image
+
+    from imagenet.fixture import bench_photos, fake_photo, quirk
+    from imagenet.images import header, jpeg_mode
+
+    rng = random.Random(3)
+    photos = [fake_photo(rng) for _ in range(20)] + bench_photos(rng, 4)
+    progressive = io.BytesIO()
+    Image.open(io.BytesIO(photos[0])).save(progressive, "JPEG", progressive=True)
+    cases = photos + [quirk(p, k) for p in photos[:6] for k in ("CMYK", "L", "PNG")] + [progressive.getvalue()]
+    for data in cases:
+        with Image.open(io.BytesIO(data)) as im:
+            assert header(data, "x") == (im.format, im.mode)
+            assert jpeg_mode(data) == (im.mode if im.format == "JPEG" else None)

