@@ -23,9 +23,9 @@ MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unp
 RESIZE ?=## short side in pixels: mds/check/samples work on the variant ILSVRC2012_img_SPLIT_r<RESIZE>/
 QUALITY ?= 90## JPEG quality of the RESIZE variant
 REMOTE ?=## object-store folder, e.g. s3://bucket/imagenet/mds: mds uploads shards as written, check reads it
-BENCH_REPEAT ?= 2## runs of each make bench row; the fastest counts (the machine may be shared)
 DECODE ?= 0## DECODE=1: make check also decodes every image and checks it is RGB
 BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 13600 is about 1.5 GB)
+BENCH_REPEAT ?= 2## runs of each make bench row; the fastest counts (the machine may be shared)
 DEMO ?= demo## folder for make demo (emptied first)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 
@@ -63,10 +63,10 @@ help: ## list targets and variables
 	@echo
 	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\3/p' $(MAKEFILE_LIST) | awk -F'|' 'NF < 2 {print; next} {printf "  %-12s %s\n", $$1, $$2}'
 
-all: train val ## both splits: download, verify, MDS shards
+all: $(CONFIG_SPLITS) ## every split in the config (train and val): download, verify, MDS shards
 train: mds-train ## train split: download, verify, MDS shards (shuffled with mds.shuffle_seed)
 val: mds-val ## val split: download, verify, MDS shards (ImageFolder order)
-folders: untar-train untar-val ## both splits as ImageFolder trees (not needed for MDS)
+folders: $(addprefix untar-,$(CONFIG_SPLITS)) ## every split as an ImageFolder tree (not needed for MDS)
 
 download-train download-val: download-%: $(STAMPS)/%.download ## aria2c fetches the archive into DATA/tar/ (resumable)
 verify-train verify-val: verify-%: $(STAMPS)/%.verify ## check size and hashes, and index the images, in one read
@@ -112,7 +112,7 @@ $(CONFIG_MK): $(CONFIG) | venv
 	@mkdir -p $(@D)
 	$(PY) scripts/config.py $(CONFIG) > $@
 
-demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (about a minute)
+demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) scripts/demo.py --dir $(DEMO)
 
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png

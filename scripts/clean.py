@@ -1,4 +1,5 @@
-"""clean: remove a split's unpacked folder, MDS shards and their stamps (and partial leftovers).
+"""clean: remove a split's unpacked folder, MDS shards (and RESIZE variants) and their stamps, and
+partial leftovers.
 The downloaded archive and its download/verify stamps stay, unless --tar is given."""
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ def run() -> None:
     args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)
-    stages = ["untar", "mds"] + (["download", "verify"] if args.tar else [])
-    targets = [paths.untar(split.name), paths.mds(split.name)]
+    mds = paths.mds(split.name)
+    variants = sorted(mds.parent.glob(f"{mds.name}_r*[0-9]"))  # RESIZE datasets, ILSVRC2012_img_<split>_r<N>
+    stages = ["untar", "mds", *(f"mds_r{v.name.rsplit('_r', 1)[1]}" for v in variants)]
+    stages += ["download", "verify"] if args.tar else []
+    targets = [paths.untar(split.name), mds, *variants]
     if args.tar:
         tar = paths.tar(split)
         targets += [tar, tar.with_name(tar.name + ".aria2")]

@@ -165,3 +165,24 @@ def test_help_is_the_default_goal_and_lists_every_target_and_variable():
 def test_shipped_label_files_and_torrents_match_their_pinned_sha256():
     done = subprocess.run(["sha256sum", "-c", "checksums/META.SHA256SUMS"], cwd=PROJECT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_large_download_asks_first_only_at_a_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from download import confirm
+
+    from imagenet.core import UserError, load_config
+
+    split = load_config(PROJECT / "config.yaml").split("val")
+    tar = tmp_path / split.archive
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "n")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    confirm(split, tar, yes=False)  # no terminal: no question
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    confirm(split, tar, yes=True)  # YES=1: no question
+    assert asked == []
+    with pytest.raises(UserError, match="download cancelled; run with YES=1"):
+        confirm(split, tar, yes=False)
+    assert asked == [f"Download 6.7 GB (ILSVRC2012_img_val.tar) into {tmp_path}? [y/N] "]
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    confirm(split, tar, yes=False)

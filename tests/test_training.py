@@ -112,6 +112,9 @@ def test_a_low_resolution_variant_keeps_labels_and_order(fixture: Fixture, built
     status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
     assert any(line.split()[:3] == ["train", "mds_r64", "done"] for line in status.splitlines())
     assert (data / "mds" / "ILSVRC2012_img_train" / "index.json").exists()  # the full-size one stays
+    make("clean-train", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not (data / "mds" / "ILSVRC2012_img_train_r64").exists()
+    assert not (data / ".stamps" / "train.mds_r64").exists()
 
 
 # ---------------------------------------------------------------- object store
