@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,7 +99,9 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
             except UserError as e:
                 problem = e
 
+        t0 = time.perf_counter()
         actual = file_digests(tar, sorted(expected), f"verify {split_name}", index_upto)
+        rate = size / max(time.perf_counter() - t0, 1e-9) / 1e6
         index_upto(size + LOOKAHEAD)
     for alg in sorted(expected):
         if actual[alg] != expected[alg]:
@@ -115,7 +118,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
     index = paths.index(split_name)
     index.parent.mkdir(parents=True, exist_ok=True)
     write_index(index, images)
-    log(f"[verify {split_name}] {tar.name}: {human_bytes(size)}, {', '.join(sorted(actual))} OK, "
+    log(f"[verify {split_name}] {tar.name}: {human_bytes(size)} at {rate:.0f} MB/s, {', '.join(sorted(actual))} OK, "
         f"{len(images)} images indexed")
     return {"path": str(tar), "bytes": size, "bytes_read": size, "images": len(images), "index": str(index),
             "index_bytes": os.path.getsize(index), **actual}
