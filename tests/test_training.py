@@ -72,23 +72,31 @@ def test_two_ranks_each_read_their_own_part_and_together_every_sample_once(built
     assert Counter(tuple(s) for part in parts for s in part) == identities(built / "mds" / "ILSVRC2012_img_train")
 
 
-def test_the_readme_streamingdataset_subclass_works_unchanged(built: Path):
+def test_the_seed_projects_loading_example_works_unchanged_and_gives_three_channels(built: Path):
+    """The seed (josejg/how-to-imagenet) README's usage: StreamingDataset(local=...) with no other
+    argument, and a subclass applying ToTensor to sample['x'] without converting it to RGB."""
     from streaming import StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
     from torchvision import transforms
 
-    class ImageNet(StreamingDataset):  # as in the README
-        def __init__(self, local, transform, **kwargs):
-            super().__init__(local=local, **kwargs)
-            self.transform = transform
+    class SeedImageNetMDS(StreamingDataset):
+        def __init__(self, local=None, remote=None, transform=None):
+            super().__init__(local=local, remote=remote)
+            self.transform = transform or transforms.ToTensor()
 
         def __getitem__(self, idx):
-            s = super().__getitem__(idx)
-            return self.transform(s["x"].convert("RGB")), s["y"]
+            sample = super().__getitem__(idx)
+            return self.transform(sample["x"]), sample["y"]
 
-    clean_stale_shared_memory()
-    ds = ImageNet(str(built / "mds" / "ILSVRC2012_img_val"), transforms.ToTensor(), batch_size=1)
-    assert [ds[i][1] for i in range(len(ds))] == [s["y"] for s in read_mds(built / "mds" / "ILSVRC2012_img_val")]
+    for split in ("train", "val"):
+        clean_stale_shared_memory()
+        plain = StreamingDataset(local=str(built / "mds" / f"ILSVRC2012_img_{split}"))
+        assert 0 <= plain[0]["y"] < 1000 and plain[0]["wnid"].startswith("n")
+        clean_stale_shared_memory()
+        ds = SeedImageNetMDS(local=str(built / "mds" / f"ILSVRC2012_img_{split}"))
+        items = [ds[i] for i in range(len(ds))]
+        assert all(x.shape[0] == 3 for x, _ in items)  # the CMYK and grayscale quirks too
+        assert [y for _, y in items] == [s["y"] for s in read_mds(built / "mds" / f"ILSVRC2012_img_{split}")]
 
 
 def test_a_low_resolution_variant_keeps_labels_and_order(fixture: Fixture, built: Path, tmp_path: Path):
