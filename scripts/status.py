@@ -3,6 +3,7 @@ then the next command to run. Reads no image and imports neither torch nor strea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from imagenet.core import STAGES, Config, Paths, human_bytes, main, parser, partial, read_stamp, setup
@@ -75,6 +76,13 @@ def run() -> None:
     print("(untar makes ImageFolder trees, which MDS does not need: make folders)")
     for line in remotes:
         print(f"remote copy of {line}")
+    for report in sorted(paths.data.glob("reports/*.check*.json")):
+        r = json.loads(report.read_text())
+        verdict = "OK" if r["ok"] else f"FAILED ({len(r['failures'])}: {r['failures'][0]})"
+        stamp = paths.stamp(r["split"], "mds" + r["dataset"].removeprefix(f"ILSVRC2012_img_{r['split']}"))
+        stale = stamp.exists() and stamp.stat().st_mtime > report.stat().st_mtime
+        print(f"make check of {r['dataset']}{' at ' + r['remote'] if r.get('remote') else ''}: {r['samples']} "
+              f"samples, {verdict}{' (older than the shards: run it again)' if stale else ''}")
 
 
 if __name__ == "__main__":

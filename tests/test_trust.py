@@ -51,6 +51,11 @@ def test_check_passes_on_good_data_decodes_to_rgb_and_writes_a_report(fixture: F
     for split, n in (("train", 48), ("val", 24)):
         r = report(data, split, "check")
         assert r["ok"] and r["samples"] == n and r["failures"] == [] and r["decode"] and r["classes"] == 8
+    status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    assert "make check of ILSVRC2012_img_val: 24 samples, OK\n" in status
+    (data / ".stamps" / "val.mds").touch()  # shards rewritten since
+    status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    assert "make check of ILSVRC2012_img_val: 24 samples, OK (older than the shards: run it again)" in status
 
 
 def rewrite(local: Path, edit) -> None:
