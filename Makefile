@@ -73,16 +73,16 @@ verify-train verify-val: verify-%: $(STAMPS)/%.verify ## check size and hashes, 
 untar-train untar-val: untar-%: $(STAMPS)/%.untar ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
 mds-train mds-val: mds-%: $(STAMPS)/%.$(MDS_STAGE) ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ from the archive
 check: $(addprefix check-,$(CONFIG_SPLITS)) ## check every split (below)
-check-train check-val: check-%: $(STAMPS)/%.$(MDS_STAGE) ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
+check-train check-val: check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
 	$(PY) scripts/check.py $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS) $*
 
-samples-train samples-val: samples-%: $(STAMPS)/%.$(MDS_STAGE) ## print a few samples read back with StreamingDataset
+samples-train samples-val: samples-%: | venv ## print a few samples read back with StreamingDataset
 	$(PY) scripts/samples.py $(ARGS) $(if $(RESIZE),--resize $(RESIZE)) $*
 
 $(STAMPS)/%.download: $(CONFIG) | venv aria2c
 	$(PY) scripts/download.py $(ARGS) $(if $(filter 1,$(YES)),--yes) $*
 
-$(STAMPS)/%.verify: $(STAMPS)/%.download $(CONFIG_CHECKSUMS)
+$(STAMPS)/%.verify: $(STAMPS)/%.download $(wildcard $(addprefix $(CONFIG_CHECKSUMS)/,MD5SUMS SHA256SUMS XXH64SUMS))
 	$(PY) scripts/verify.py $(ARGS) $*
 
 $(STAMPS)/%.untar: $(STAMPS)/%.verify

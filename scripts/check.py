@@ -15,7 +15,19 @@ from pathlib import Path
 import xxhash
 
 from imagenet.archive import Source, read_index
-from imagenet.core import Config, Paths, UserError, log, main, parser, remove, setup, upstream, write_json
+from imagenet.core import (
+    Config,
+    Paths,
+    UserError,
+    log,
+    main,
+    parser,
+    read_stamp,
+    remove,
+    setup,
+    upstream,
+    write_json,
+)
 from imagenet.images import stored
 from imagenet.labels import class_index
 
@@ -105,7 +117,9 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
         failures += [f"{named[k]} is missing or mislabelled" for k in sorted(want - have)]
         failures += [f"a sample labelled {k[1]} is no image of that class in the archive" for k in sorted(have - want)]
         failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if have[k] > 1 and k in want]
-    report = {"split": split, "dataset": local.name, "remote": remote, "ok": not failures, "samples": len(ds),
+    stamp = read_stamp(paths.stamp(split, "mds" + (f"_r{resize}" if resize else "")))
+    report = {"split": split, "dataset": paths.mds(split, resize).name, "remote": remote,
+              "of_shards_finished": stamp and stamp["finished"], "ok": not failures, "samples": len(ds),
               "shards": shards, "decode": decode,
               "per_class": {"fewest": min(counts.values(), default=0), "most": max(counts.values(), default=0)},
               "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}

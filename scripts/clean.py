@@ -21,7 +21,8 @@ def run() -> None:
     if args.tar:
         tar = paths.tar(split)
         targets += [tar, tar.with_name(tar.name + ".aria2")]
-    for path in targets + [partial(t) for t in targets] + [paths.stamp(split.name, s) for s in stages]:
+    reports = sorted(paths.report(split.name, "x").parent.glob(f"{split.name}.*.json"))
+    for path in targets + [partial(t) for t in targets] + [paths.stamp(split.name, s) for s in stages] + reports:
         if path.exists() or path.is_symlink():
             log(f"[clean {split.name}] removing {path}")
             remove(path)

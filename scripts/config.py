@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import argparse
 
-from imagenet.core import HASH_FILES, UserError, load_config, main
+from imagenet.core import UserError, load_config, main
 
 
 def run() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("config")
     cfg = load_config(p.parse_args().config)
-    checksums = [cfg.checksums / f for f in HASH_FILES.values() if (cfg.checksums / f).exists()]
-    for path in [cfg.data_dir, *checksums]:
+    for path in [cfg.data_dir, cfg.checksums]:
         if any(c.isspace() for c in str(path)):
             raise UserError(f"{cfg.path}: Make cannot handle white space in the path {path}; choose another")
     print(f"CONFIG_DATA := {cfg.data_dir}")
     print(f"CONFIG_SPLITS := {' '.join(cfg.splits)}")
-    print(f"CONFIG_CHECKSUMS := {' '.join(map(str, checksums))}")
+    print(f"CONFIG_CHECKSUMS := {cfg.checksums}")  # the folder; Make looks for the *SUMS files in it each run
 
 
 if __name__ == "__main__":

@@ -59,7 +59,10 @@ def source_kind(cfg: Config, split: Split) -> tuple[str, str]:
             raise UserError(f"splits.{split.name}.source: {path} does not exist; fix the path in {cfg.path}")
         if path.suffix != ".torrent":
             return "file", str(path)
-        t = read_torrent(path)
+        try:
+            t = read_torrent(path)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise UserError(f"{path} is not a single-file .torrent; check splits.{split.name}.source") from None
         if t.name != split.archive or t.length != split.bytes:
             raise UserError(f"{path} holds {t.name} ({t.length} bytes) but {cfg.path} expects "
                             f"{split.archive} ({split.bytes} bytes); fix splits.{split.name}")
@@ -124,8 +127,12 @@ def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
     if kind == "file":
         # A local archive is linked, not copied: verify reads it where it is.
         tar.parent.mkdir(parents=True, exist_ok=True)
-        tar.unlink(missing_ok=True)
-        tar.symlink_to(src)
+        if tar.is_symlink():
+            tar.unlink()
+        elif tar.exists() and not tar.samefile(src):
+            raise UserError(f"{tar} exists and is not splits.{split.name}.source {src}; move one of them away")
+        if not tar.exists():
+            tar.symlink_to(src)
     elif not is_complete(tar, split):
         have = tar.stat().st_blocks * 512 if tar.exists() else 0
         check_free_space(tar.parent, max(0, split.bytes - have), f"downloading {split.archive}")
@@ -135,6 +142,9 @@ def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
         log(f"[download {split.name}] {tar} is already complete; not downloading it again")
     if not is_complete(tar, split):
         size = tar.stat().st_size if tar.exists() else 0
+        if size != split.bytes and not tar.with_name(tar.name + ".aria2").exists():
+            raise UserError(f"{tar} has {size} bytes but splits.{split.name}.bytes in {cfg.path} says "
+                            f"{split.bytes}: the source is not the expected archive; fix the config or the source")
         raise UserError(f"{tar} is incomplete ({size} of {split.bytes} bytes); run the same command again to resume")
     st = tar.stat()
     return {"path": str(tar), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "source": kind}

@@ -32,6 +32,7 @@ from imagenet.core import (
     log,
     main,
     parser,
+    positive,
     run_stage,
     setup,
     upstream,
@@ -176,7 +177,14 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
                 bar.update(Job.done.value - bar.n)
             counts = Counter(i.wnid for i in Job.images)
             write_json(tmp / "classes.json", classes(counts))
-            merge_index((str(tmp), Job.remote) if Job.remote else str(tmp), keep_local=True)
+            # Name this run's parts: merging "every sub-folder" would take in a remote folder's
+            # leftovers from an earlier run with more WORKERS.
+            names = [f"{k:05d}/index.json" for k in range(len(parts))]
+            if Job.remote:
+                merge_index([(str(tmp / n), f"{Job.remote}/{n}") for n in names], (str(tmp), Job.remote),
+                            keep_local=True)
+            else:
+                merge_index([str(tmp / n) for n in names], str(tmp), keep_local=True)
             if Job.remote:
                 from streaming.base.storage.upload import CloudUploader
 
@@ -212,7 +220,7 @@ def run() -> None:
     p = parser(__doc__)
     p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
                    help="read images from the verified archive (default) or the unpacked folders")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: cores)")
+    p.add_argument("--workers", type=positive, default=os.cpu_count() or 1, help="processes (default: cores)")
     p.add_argument("--resize", type=int, help="write the low-resolution variant: shorter side at most this")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the --resize variant")
     p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
@@ -223,8 +231,8 @@ def run() -> None:
     import streaming  # noqa: F401 - imports torch (seconds): once, before the workers fork and the clock starts
 
     logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
-    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "rgb": cfg.rgb, "workers": args.workers,
-                **asdict(output)}
+    # WORKERS changes how the shards are cut, not what the samples are: no reason to redo the work.
+    settings = {"size_limit": cfg.size_limit, "hashes": cfg.hashes, "rgb": cfg.rgb, **asdict(output)}
     if split == "train":
         settings["shuffle_seed"] = cfg.shuffle_seed
     stage = "verify" if args.source == "tar" else "untar"

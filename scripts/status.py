@@ -79,8 +79,10 @@ def run() -> None:
     for report in sorted(paths.data.glob("reports/*.check*.json")):
         r = json.loads(report.read_text())
         verdict = "OK" if r["ok"] else f"FAILED ({len(r['failures'])}: {r['failures'][0]})"
-        stamp = paths.stamp(r["split"], "mds" + r["dataset"].removeprefix(f"ILSVRC2012_img_{r['split']}"))
-        stale = stamp.exists() and stamp.stat().st_mtime > report.stat().st_mtime
+        stamp = read_stamp(paths.stamp(r["split"], "mds" + r["dataset"].removeprefix(f"ILSVRC2012_img_{r['split']}")))
+        if stamp is None:  # the dataset is gone (cleaned)
+            continue
+        stale = stamp["finished"] != r.get("of_shards_finished")
         print(f"make check of {r['dataset']}{' at ' + r['remote'] if r.get('remote') else ''}: {r['samples']} "
               f"samples, {verdict}{' (older than the shards: run it again)' if stale else ''}")
 

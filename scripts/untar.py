@@ -15,6 +15,7 @@ from imagenet.core import (
     du,
     main,
     parser,
+    positive,
     run_stage,
     setup,
     upstream,
@@ -37,7 +38,7 @@ def untar(cfg: Config, paths: Paths, split_name: str, workers: int) -> dict:
 
 def run() -> None:
     p = parser(__doc__)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="class tars unpacked at once")
+    p.add_argument("--workers", type=positive, default=os.cpu_count() or 1, help="class tars unpacked at once")
     args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)

@@ -57,6 +57,9 @@ def set_aside(paths: Paths, split: str, tar: Path) -> Path:
     """Keep a damaged archive under another name (never delete 150 GB silently) and forget its
     download, so the next run fetches or accepts a good copy."""
     aside = tar.with_name(tar.name + ".corrupt")
+    n = 1
+    while aside.exists() or aside.is_symlink():  # an earlier damaged copy is kept too
+        aside, n = tar.with_name(f"{tar.name}.corrupt.{n}"), n + 1
     tar.rename(aside)
     paths.stamp(split, "download").unlink(missing_ok=True)
     return aside

@@ -186,3 +186,29 @@ def test_a_large_download_asks_first_only_at_a_terminal(monkeypatch: pytest.Monk
     assert asked == [f"Download 6.7 GB (ILSVRC2012_img_val.tar) into {tmp_path}? [y/N] "]
     monkeypatch.setattr("builtins.input", lambda prompt: "y")
     confirm(split, tar, yes=False)
+
+
+def test_a_local_source_already_in_the_data_folder_is_kept(fixture: Fixture, tmp_path: Path):
+    data = tmp_path / "data"
+    tar = data / "tar" / "ILSVRC2012_img_val.tar"
+    tar.parent.mkdir(parents=True)
+    shutil.copy(fixture.root / "ILSVRC2012_img_val.tar", tar)
+    config = fixture.variant("in-place", **{"splits.val.source": str(tar)})
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    assert not tar.is_symlink() and tar.read_bytes() == (fixture.root / "ILSVRC2012_img_val.tar").read_bytes()
+
+
+def test_a_checksum_file_removed_or_in_binary_mode_is_fine(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    sums = tmp_path / "sums"
+    shutil.copytree(fixture.root / "checksums", sums)
+    (sums / "XXH64SUMS").unlink()
+    md5 = (sums / "MD5SUMS").read_text()
+    (sums / "MD5SUMS").write_text(md5.replace("  ILSVRC", " *ILSVRC"))  # md5sum -b writes this
+    config = fixture.variant("two-sums", checksums=str(sums))
+    done = make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    assert "md5, sha256 OK" in done.stderr
+    (sums / "SHA256SUMS").unlink()
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")  # a file gone is no missing prerequisite
+    (data / ".stamps" / "val.verify").unlink()
+    assert "md5 OK" in make("verify-val", f"CONFIG={config}", f"DATA={data}").stderr

@@ -168,7 +168,13 @@ def test_mds_uploads_to_s3_and_check_and_the_loader_read_it_back(fixture: Fixtur
 
     data = copy_data(built, tmp_path / "data")
     remote = "s3://imagenet/run1/mds"
-    make("mds-val", f"REMOTE={remote}", f"CONFIG={fixture.config}", f"DATA={data}", env=s3)
+    # A first upload in 3 parts, then the real one in 1: the merged index must not take in the
+    # leftover parts 00001 and 00002 of the first.
+    make("mds-val", "WORKERS=3", f"REMOTE={remote}", f"CONFIG={fixture.variant('tiny', **{'mds.size_limit': 8192})}",
+         f"DATA={data}", env=s3)
+    make("mds-val", "WORKERS=1", f"REMOTE={remote}", f"CONFIG={fixture.config}", f"DATA={data}", env=s3)
+    index = json.loads((data / "mds" / "ILSVRC2012_img_val" / "index.json").read_text())
+    assert {sh["raw_data"]["basename"].split("/")[0] for sh in index["shards"]} == {"00000"}
     client = boto3.client("s3", endpoint_url=s3["S3_ENDPOINT_URL"], region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     keys = {o["Key"] for o in client.list_objects_v2(Bucket="imagenet", Prefix="run1/")["Contents"]}

@@ -46,16 +46,25 @@ def test_rgb_false_keeps_every_byte_as_it_came(fixture: Fixture, built: Path, tm
 def test_check_passes_on_good_data_decodes_to_rgb_and_writes_a_report(fixture: Fixture, built: Path,
                                                                       tmp_path: Path):
     data = copy_data(built, tmp_path / "data")
-    done = make("check", "DECODE=1", f"CONFIG={fixture.config}", f"DATA={data}")
+    before = (data / ".stamps" / "val.mds").read_text()
+    done = make("check", "DECODE=1", "WORKERS=1", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert "scripts/mds.py" not in done.stdout and (data / ".stamps" / "val.mds").read_text() == before
     assert "[check train] 48 samples" in done.stderr and "all decoded to RGB: OK" in done.stderr
     for split, n in (("train", 48), ("val", 24)):
         r = report(data, split, "check")
         assert r["ok"] and r["samples"] == n and r["failures"] == [] and r["decode"] and r["classes"] == 8
     status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
     assert "make check of ILSVRC2012_img_val: 24 samples, OK\n" in status
-    (data / ".stamps" / "val.mds").touch()  # shards rewritten since
+    (data / ".stamps" / "val.mds").touch()  # an up-to-date run touches the stamp: the check still holds
+    assert "make check of ILSVRC2012_img_val: 24 samples, OK\n" in make("status", f"CONFIG={fixture.config}",
+                                                                        f"DATA={data}").stdout
+    make("mds-val", "WORKERS=1", f"CONFIG={config_variant(fixture)}", f"DATA={data}")  # shards written again
     status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
     assert "make check of ILSVRC2012_img_val: 24 samples, OK (older than the shards: run it again)" in status
+
+
+def config_variant(fixture: Fixture) -> Path:
+    return fixture.variant("bigger-shards", **{"mds.size_limit": 1 << 17})
 
 
 def rewrite(local: Path, edit) -> None:

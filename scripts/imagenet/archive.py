@@ -29,6 +29,8 @@ BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 MAX_META = 1 << 20  # the largest GNU long-name or pax header data accepted
+DATA_TYPES = (*FILE_TYPES, tarfile.CONTTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE,
+              tarfile.GNUTYPE_SPARSE)
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,22 @@ class Entry:
     size: int
 
 
-def _pax(data: bytes) -> dict[str, str]:
-    """The records ("<len> <key>=<value>\n") of a pax extended header."""
+def _pax(data: bytes, where: str) -> dict[str, str]:
+    """The records ("<len> <key>=<value>\n") of a pax extended header; a malformed one is an error."""
     out, i = {}, 0
-    while i < len(data) and data[i] != 0:
-        length = int(data[i : data.index(b" ", i)])
-        key, _, value = data[data.index(b" ", i) + 1 : i + length - 1].partition(b"=")
-        out[key.decode()] = value.decode("utf-8", "surrogateescape")
-        i += length
+    try:
+        while i < len(data) and data[i] != 0:
+            space = data.index(b" ", i)
+            length = int(data[i:space])
+            if length <= space - i + 1 or i + length > len(data):
+                raise ValueError(f"record length {length}")
+            key, _, value = data[space + 1 : i + length - 1].partition(b"=")
+            out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+            i += length
+        if "size" in out:
+            int(out["size"])
+    except ValueError as e:
+        raise UserError(f"{where}: malformed pax header ({e})") from None
     return out
 
 
@@ -86,13 +96,14 @@ def walk(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
                 raise UserError(f"{where}: member header at byte {pos} carries {size} bytes of metadata")
             raw = os.pread(fd, size, data)
             if info.type == tarfile.XHDTYPE:
-                meta.update(_pax(raw))
+                meta.update(_pax(raw, f"{where}: byte {pos}"))
             else:
                 meta["path"] = raw.rstrip(b"\0").decode("utf-8", "surrogateescape")
         elif info.type != tarfile.XGLTYPE:
             yield Entry(pos, name, info.type, data, size)
             meta = {}
-        pos = data + -(-size // BLOCK) * BLOCK
+        # As GNU tar and tarfile do, only these carry data; a directory's or a link's size is ignored.
+        pos = data + -(-size // BLOCK) * BLOCK if info.type in DATA_TYPES else data
 
 
 def _images(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
@@ -100,6 +111,8 @@ def _images(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
     for e in walk(fd, start, end, where):
         if e.type in FILE_TYPES:
             yield e
+        elif e.type == tarfile.DIRTYPE and e.size:
+            raise UserError(f"{where}: member {e.name!r} is a directory declaring {e.size} bytes of data")
         elif e.type != tarfile.DIRTYPE:
             raise UserError(f"{where}: member {e.name!r} is not a regular file (tar type {e.type!r})")
 

@@ -9,6 +9,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -25,6 +26,7 @@ META = PROJECT / "meta"
 SPLITS = ("train", "val")
 STAGES = ("download", "verify", "untar", "mds")
 HASH_FILES = {"md5": "MD5SUMS", "sha256": "SHA256SUMS", "xxh64": "XXH64SUMS"}
+SUMS_LINE = re.compile(r"([0-9a-fA-F]+) [ *](.+)")  # as md5sum -c reads it: text or binary mode
 
 
 class UserError(Exception):
@@ -156,11 +158,11 @@ def read_checksums(cfg: Config, archive: str) -> dict[str, str]:
         for n, line in enumerate(f.read_text().splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
-            digest, sep, name = line.partition("  ")
-            if not sep:
+            m = SUMS_LINE.fullmatch(line)
+            if not m:
                 raise UserError(f"{f}:{n}: not in '<hex>  <file name>' format: {line!r}")
-            if name.lstrip("*") == archive:
-                found[alg] = digest.strip().lower()
+            if m.group(2) == archive:
+                found[alg] = m.group(1).lower()
     if not found:
         files = ", ".join(HASH_FILES.values())
         raise UserError(f"no checksum for {archive} in {cfg.checksums} ({files}); add its hash to verify it")
@@ -315,6 +317,13 @@ def parser(description: str, split: bool = True) -> argparse.ArgumentParser:
     if split:
         p.add_argument("split", choices=SPLITS)
     return p
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (WORKERS=0 is a mistake, not a request)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def setup(args: argparse.Namespace, lock: bool = True) -> tuple[Config, Paths]:
