@@ -117,14 +117,25 @@ def _images(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
             raise UserError(f"{where}: member {e.name!r} is not a regular file (tar type {e.type!r})")
 
 
+def val_label(where: str, name: str) -> str:
+    """The ground-truth wnid of a val member; a member with none is an error naming it."""
+    wnid = val_wnid(name)
+    if wnid is None:
+        raise UserError(f"{where}: member {name!r} is not a labelled val image "
+                        "(ILSVRC2012_val_XXXXXXXX.JPEG with a line in meta/ilsvrc2012_val_labels.txt)")
+    return wnid
+
+
+def check_class_image(where: str, class_tar: str, wnid: str, name: str) -> None:
+    """A class tar holds only `<wnid>_<n>.JPEG` files of its own class."""
+    if not re.fullmatch(rf"{wnid}_\d+\.JPEG", name):
+        raise UserError(f"{where}: member {class_tar}/{name} is not a {wnid}_<n>.JPEG image")
+
+
 def index_val(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
     """(header position, image) for every val image, labelled by the ground truth."""
     for e in _images(fd, 0, size, where):
-        wnid = val_wnid(e.name)
-        if wnid is None:
-            raise UserError(f"{where}: member {e.name!r} is not a labelled val image "
-                            "(ILSVRC2012_val_XXXXXXXX.JPEG with a line in meta/ilsvrc2012_val_labels.txt)")
-        yield e.pos, Image(wnid, e.name, e.offset, e.size)
+        yield e.pos, Image(val_label(where, e.name), e.name, e.offset, e.size)
 
 
 def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
@@ -144,10 +155,8 @@ def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
 def index_train(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
     """(header position, image) for every train image, through the class tars."""
     for wnid, outer in class_tars(fd, size, where):
-        pattern = re.compile(rf"{wnid}_\d+\.JPEG")
         for e in _images(fd, outer.offset, outer.offset + outer.size, f"{where}: {outer.name}"):
-            if not pattern.fullmatch(e.name):
-                raise UserError(f"{where}: member {outer.name}/{e.name} is not a {wnid}_<n>.JPEG image")
+            check_class_image(where, outer.name, wnid, e.name)
             yield e.pos, Image(wnid, e.name, e.offset, e.size)
 
 
@@ -206,10 +215,9 @@ def untar_val(tar: Path, out: Path, workers: int) -> dict[str, int]:
         extract(tar, out, 0, size, bar)
     counts: dict[str, int] = {}
     for entry in sorted(os.scandir(out), key=lambda e: e.name):
-        wnid = val_wnid(entry.name) if entry.is_file(follow_symlinks=False) else None
-        if wnid is None:
-            raise UserError(f"{tar}: member {entry.name!r} is not a labelled val image "
-                            "(ILSVRC2012_val_XXXXXXXX.JPEG with a line in meta/ilsvrc2012_val_labels.txt)")
+        if not entry.is_file(follow_symlinks=False):
+            raise UserError(f"{tar}: member {entry.name!r} is not a regular file")
+        wnid = val_label(str(tar), entry.name)
         (out / wnid).mkdir(exist_ok=True)
         os.rename(entry.path, out / wnid / entry.name)
         counts[wnid] = counts.get(wnid, 0) + 1
@@ -227,11 +235,11 @@ def untar_train(tar: Path, out: Path, workers: int) -> dict[str, int]:
         dest = out / wnid
         dest.mkdir()
         extract(tar, dest, e.offset, e.size, bar)
-        pattern = re.compile(rf"{wnid}_\d+\.JPEG")
         found = list(os.scandir(dest))
         for f in found:
-            if not (pattern.fullmatch(f.name) and f.is_file(follow_symlinks=False)):
-                raise UserError(f"{tar}: member {e.name}/{f.name} is not a {wnid}_<n>.JPEG image")
+            check_class_image(str(tar), e.name, wnid, f.name)
+            if not f.is_file(follow_symlinks=False):
+                raise UserError(f"{tar}: member {e.name}/{f.name} is not a regular file")
         return len(found)
 
     with progress(size, "untar train") as bar, ThreadPoolExecutor(workers) as pool:
@@ -263,9 +271,7 @@ class Source:
     def read(self, image: Image) -> bytes:
         if self.root is not None:
             return (self.root / image.wnid / image.name).read_bytes()
-        if self.fd is None:
-            self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
-        data = os.pread(self.fd, image.size, image.offset)
+        data = os.pread(self.archive(), image.size, image.offset)
         if len(data) != image.size:
             raise UserError(f"{self.tar}: {image.name} ends past the end of the archive; run make verify again")
         return data
@@ -277,6 +283,10 @@ class Source:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
                 os.close(fd)
             else:
-                if self.fd is None:
-                    self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
-                os.posix_fadvise(self.fd, image.offset, image.size, os.POSIX_FADV_WILLNEED)
+                os.posix_fadvise(self.archive(), image.offset, image.size, os.POSIX_FADV_WILLNEED)
+
+    def archive(self) -> int:
+        """The archive's descriptor, opened on first use: in each worker, after the fork."""
+        if self.fd is None:
+            self.fd = os.open(self.tar, os.O_RDONLY)  # type: ignore[arg-type]
+        return self.fd
