@@ -142,6 +142,28 @@ def test_two_runs_on_the_same_data_wait_for_each_other(big: Fixture, tmp_path: P
     assert sum(shard["samples"] for shard in index["shards"]) == 20 * 100  # big: 20 classes of 100
 
 
+def test_the_wait_message_names_the_process_holding_the_lock_not_an_earlier_one(tmp_path: Path):
+    # The lock file still names an earlier, finished holder (as after SIGKILL, or in the moment
+    # between a new holder taking the lock and writing its name): the message must not trust it.
+    (tmp_path / ".lock").write_text("pid 1 (verify.py --config old.yaml train)\n")
+    hold = "import sys, time; from pathlib import Path; from imagenet.core import lock_data; " \
+           "lock_data(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], env=ENV, cwd=PROJECT / "scripts",
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (tmp_path / ".lock").write_text("pid 1 (verify.py --config old.yaml train)\n")  # stale again
+        wait = "import sys; from pathlib import Path; from imagenet.core import lock_data; lock_data(Path(sys.argv[1]))"
+        waiter = subprocess.Popen([sys.executable, "-c", wait, str(tmp_path)], env=ENV, cwd=PROJECT / "scripts",
+                                  stderr=subprocess.PIPE, text=True)
+        line = waiter.stderr.readline()
+        assert line.startswith(f"waiting: {tmp_path}/.lock is held by pid {holder.pid} (-c import sys"), line
+        holder.kill()
+        assert waiter.wait(timeout=30) == 0  # and it goes on once the holder is gone
+    finally:
+        holder.kill()
+
+
 # ---------------------------------------------------------------- broken input
 
 

@@ -338,6 +338,33 @@ def setup(args: argparse.Namespace, lock: bool = True) -> tuple[Config, Paths]:
 _held: list[Any] = []  # the open lock file: the flock lasts as long as it stays open
 
 
+def lock_holder(lock: Path) -> str:
+    """Who holds the flock on `lock`, from the kernel's table (/proc/locks), not from the file's
+    text, which may still name an earlier holder: `pid N (script args)`."""
+    st = lock.stat()
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        rows = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    except OSError:
+        return "another process"
+    for row in rows:
+        if "FLOCK" in row and key in row:
+            pid = row[row.index(key) - 1]
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            except OSError:
+                argv = []
+            return f"pid {pid} ({command_line(argv)})" if argv else f"pid {pid}"
+    return "another process"
+
+
+def command_line(argv: list[str]) -> str:
+    """`script.py args`: the command without the interpreter and the script's folder."""
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python"):
+        argv = argv[1:]
+    return " ".join(Path(a).name if i == 0 else a for i, a in enumerate(argv))
+
+
 def lock_data(data: Path) -> None:
     """Take an exclusive flock on DATA/.lock for the rest of this process, so that two runs on the
     same data never interleave: a second one waits, saying which process holds the lock."""
@@ -346,17 +373,11 @@ def lock_data(data: Path) -> None:
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = ""
-        for _ in range(20):  # the holder writes its name just after taking the lock
-            f.seek(0)
-            if holder := f.read().strip():
-                break
-            time.sleep(0.05)
-        log(f"waiting: {data / '.lock'} is held by {holder or 'another process'}")
+        log(f"waiting: {data / '.lock'} is held by {lock_holder(data / '.lock')}")
         fcntl.flock(f, fcntl.LOCK_EX)
     f.seek(0)
     f.truncate()
-    f.write(f"pid {os.getpid()} ({' '.join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))})\n")
+    f.write(f"pid {os.getpid()} ({command_line(sys.argv)})\n")  # for people; lock_holder asks the kernel
     f.flush()
     _held.append(f)
 
