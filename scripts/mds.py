@@ -108,7 +108,7 @@ def reuse_freed_memory() -> None:
 def write_part(k: int, part: range) -> tuple[int, list[dict]]:
     """Write samples order[part] into `<out>/<k:05d>/`; returns the bytes read and the images
     re-encoded to RGB JPEG (with their original format and mode)."""
-    from streaming import MDSWriter
+    from imagenet.shards import ShardWriter
 
     reuse_freed_memory()
     index = class_index()
@@ -117,7 +117,7 @@ def write_part(k: int, part: range) -> tuple[int, list[dict]]:
     reencoded = []
     local = str(Job.out / f"{k:05d}")
     out = (local, f"{Job.remote}/{k:05d}") if Job.remote else local
-    with MDSWriter(out=out, columns=COLUMNS, compression=None, hashes=Job.cfg.hashes, size_limit=Job.cfg.size_limit,
+    with ShardWriter(out=out, columns=COLUMNS, compression=None, hashes=Job.cfg.hashes, size_limit=Job.cfg.size_limit,
                    keep_local=True) as writer:
         Job.source.prefetch(images[:PREFETCH])
         for n, image in enumerate(images):
