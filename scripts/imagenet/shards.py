@@ -3,10 +3,11 @@
 MDSWriter joins a sample's columns into one byte string, then a shard's samples into another, then
 prepends the shard header to that: three copies of every image in user space, then a fourth into
 the page cache, the costliest (bench: a buffered write runs at a third of the disk's speed here).
-ShardWriter keeps each sample as the byte strings it came in, gathers a shard once into a reused,
-page-aligned buffer and writes that with O_DIRECT, straight to the disk; where the filesystem
-refuses O_DIRECT it writes the pieces with writev. The file, index.json, the shard hashes and the
-uploads (MDSWriter's own machinery) are the same; tests compare both writers byte for byte.
+ShardWriter keeps each sample as the byte strings it came in, gathers a shard once into one of two
+reused, page-aligned buffers and has a thread write it with O_DIRECT, straight to the disk, while
+the next shard is read; where the filesystem refuses O_DIRECT it writes the pieces with writev.
+The file, index.json, the shard hashes and the uploads (MDSWriter's own machinery) are the same;
+tests compare both writers byte for byte.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import errno
 import hashlib
 import mmap
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,10 @@ class ShardWriter(MDSWriter):
             raise ValueError("ShardWriter writes uncompressed shards; use MDSWriter for compression")
         self.pieces: list[list[bytes]] = []  # each cached sample's byte strings, in order
         self.direct = direct  # turned off at the first refusal of O_DIRECT
-        self.buffer = mmap.mmap(-1, ALIGN)  # page-aligned; grown to the largest shard, then reused
+        # Shard k is gathered into buffers[k % 2] while shard k - 1 is written from the other one.
+        self.buffers = [mmap.mmap(-1, ALIGN), mmap.mmap(-1, ALIGN)]  # page-aligned; grown as needed
+        self.io = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
+        self.writing: Future | None = None  # the write of the last shard flushed
 
     def _reset_cache(self) -> None:
         super()._reset_cache()
@@ -73,40 +78,51 @@ class ShardWriter(MDSWriter):
         offsets = np.array([0, *sizes]).cumsum().astype(np.uint32)
         offsets += len(num) + offsets.nbytes + len(self.config_data)
         buffers = [num, offsets.tobytes(), self.config_data, *(b for p in self.pieces for b in p)]
-        nbytes = sum(map(len, buffers))
-        path = os.path.join(self.local, basename)
-        if self.direct and (data := self.write_direct(path, buffers, nbytes)):
-            buffers = [data]
+        info = {"basename": basename, "bytes": sum(map(len, buffers)), "hashes": {}}
+        padded = self.gather(buffers, info["bytes"]) if self.direct else None
+        self.wait()  # for the shard before: one write at a time, and its buffer is the next one's
+        self.shards.append({"samples": len(sizes), "raw_data": info, "zip_data": None, **self.get_config()})
+        self.writing = self.io.submit(self.write_shard, buffers, padded, info)
+
+    def gather(self, buffers: list[bytes], nbytes: int) -> memoryview:
+        """Copy `buffers` into the free aligned buffer; the bytes padded to the block size."""
+        k = len(self.shards) % 2
+        padded = -(-nbytes // ALIGN) * ALIGN
+        if len(self.buffers[k]) < padded:
+            self.buffers[k] = mmap.mmap(-1, padded)
+        view = memoryview(self.buffers[k])[:padded]
+        at = 0
+        for b in buffers:
+            view[at : at + len(b)] = b
+            at += len(b)
+        return view
+
+    def write_shard(self, buffers: list[bytes], padded: memoryview | None, info: dict) -> None:
+        """In the writer thread: write one shard, record its hashes, queue its upload."""
+        path, nbytes = os.path.join(self.local, info["basename"]), info["bytes"]
+        if padded is not None:
+            buffers = [padded[:nbytes]]
+            if not self.write_direct(path, padded, nbytes):
+                write_buffered(path, buffers)
         else:
             write_buffered(path, buffers)
         hashes = {algo: hasher(algo) for algo in self.hashes}
         for h in hashes.values():
             for b in buffers:
                 h.update(b)
-        info = {"basename": basename, "bytes": nbytes, "hashes": {a: h.hexdigest() for a, h in hashes.items()}}
-        self.shards.append({"samples": len(sizes), "raw_data": info, "zip_data": None, **self.get_config()})
-        future = self.executor.submit(self.cloud_writer.upload_file, basename)
+        info["hashes"] = {algo: h.hexdigest() for algo, h in hashes.items()}
+        future = self.executor.submit(self.cloud_writer.upload_file, info["basename"])
         future.add_done_callback(self.exception_callback)
 
-    def write_direct(self, path: str, buffers: list[bytes], nbytes: int) -> memoryview | None:
-        """Gather `buffers` into the aligned buffer and write it to `path` with O_DIRECT, padded to
-        the block size, then truncated to `nbytes`; the shard's bytes, or None (and O_DIRECT off
-        from now on) if the filesystem refuses O_DIRECT."""
-        padded = -(-nbytes // ALIGN) * ALIGN
-        if len(self.buffer) < padded:
-            self.buffer.close()
-            self.buffer = mmap.mmap(-1, padded)
-        view = memoryview(self.buffer)
-        at = 0
-        for b in buffers:
-            view[at : at + len(b)] = b
-            at += len(b)
+    def write_direct(self, path: str, padded: memoryview, nbytes: int) -> bool:
+        """Write `padded` to `path` with O_DIRECT, then truncate the file to `nbytes`; False (and
+        O_DIRECT off from now on) if the filesystem refuses O_DIRECT."""
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
             try:
                 at = 0
-                while at < padded:  # a short write leaves `at` unaligned: EINVAL, written again below
-                    at += os.pwrite(fd, view[at:padded], at)
+                while at < len(padded):  # a short write leaves `at` unaligned: EINVAL, then written plainly
+                    at += os.pwrite(fd, padded[at:], at)
                 os.ftruncate(fd, nbytes)
             finally:
                 os.close(fd)
@@ -114,8 +130,24 @@ class ShardWriter(MDSWriter):
             if e.errno != errno.EINVAL:
                 raise
             self.direct = False
-            return None
-        return view[:nbytes]
+            return False
+        return True
+
+    def wait(self) -> None:
+        """Wait for the shard being written; its error, if any, is raised here."""
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()
+
+    def _write_index(self) -> None:
+        self.wait()  # every shard is written and hashed, and its upload queued, before index.json
+        super()._write_index()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.io.shutdown(wait=True)
 
 
 def write_buffered(path: str, buffers: list[bytes]) -> None:
