@@ -27,6 +27,7 @@ PY = sys.executable
 T = TypeVar("T")
 SCRIPTS = PROJECT / "scripts"
 CLASSES = 100
+CHART_CUT = 4.0  # bars of the chart longer than this many copy floors are drawn cut
 
 
 def drop_caches() -> bool:
@@ -281,15 +282,17 @@ def chart(rows: list[dict], path: Path) -> None:
 
     bars = [r for r in rows if r.get("x_copy")]
     width, left, height = 900, 400, 28
-    top = max(r["x_copy"] for r in bars)
+    top = min(max(r["x_copy"] for r in bars), CHART_CUT)  # longer bars are cut, so the rest stay readable
     img = Image.new("RGB", (width, 40 + height * len(bars)), "white")
     draw = ImageDraw.Draw(img)
     draw.text((10, 10), "time / copy floor (cp of the same bytes; lower is better)", fill="black")
     for k, r in enumerate(bars):
         y = 36 + k * height
-        w = int((width - left - 60) * r["x_copy"] / top)
+        w = int((width - left - 60) * min(r["x_copy"], top) / top)
         draw.text((10, y + 6), r["row"][:60], fill="black")
         draw.rectangle([left, y + 4, left + w, y + height - 4], fill="#4a7ab5" if r["x_copy"] > 1 else "#888888")
+        if r["x_copy"] > top:
+            draw.rectangle([left + w - 24, y + 2, left + w - 18, y + height - 2], fill="white")  # the cut
         draw.text((left + w + 6, y + 6), f"{r['x_copy']:.2f}x", fill="black")
     img.save(path)
 
