@@ -26,6 +26,7 @@ from imagenet.core import (
     remove,
     setup,
     upstream,
+    variant,
     write_json,
 )
 from imagenet.images import stored
@@ -117,7 +118,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
         failures += [f"{named[k]} is missing or mislabelled" for k in sorted(want - have)]
         failures += [f"a sample labelled {k[1]} is no image of that class in the archive" for k in sorted(have - want)]
         failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if have[k] > 1 and k in want]
-    stamp = read_stamp(paths.stamp(split, "mds" + (f"_r{resize}" if resize else "")))
+    stamp = read_stamp(paths.stamp(split, "mds" + variant(resize)))
     report = {"split": split, "dataset": paths.mds(split, resize).name, "remote": remote,
               "of_shards_finished": stamp and stamp["finished"], "ok": not failures, "samples": len(ds),
               "shards": shards, "decode": decode,
@@ -136,7 +137,7 @@ def run() -> None:
     cfg, paths = setup(args, lock=False)
     split = cfg.split(args.split).name
     report = check(cfg, paths, split, args.decode, args.resize, args.quality, args.remote)
-    out = paths.report(split, "check" + (f"_r{args.resize}" if args.resize else ""))
+    out = paths.report(split, "check" + variant(args.resize))
     write_json(out, report)
     pc, failures = report["per_class"], report["failures"]
     verdict = "OK" if report["ok"] else f"{len(failures)} FAILURES"

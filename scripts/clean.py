@@ -4,7 +4,7 @@ The downloaded archive and its download/verify stamps stay, unless --tar is give
 
 from __future__ import annotations
 
-from imagenet.core import log, main, parser, partial, remove, setup
+from imagenet.core import log, main, parser, partial, remove, setup, variant
 
 
 def run() -> None:
@@ -15,7 +15,7 @@ def run() -> None:
     split = cfg.split(args.split)
     mds = paths.mds(split.name)
     variants = sorted(mds.parent.glob(f"{mds.name}_r*[0-9]"))  # RESIZE datasets, ILSVRC2012_img_<split>_r<N>
-    stages = ["untar", "mds", *(f"mds_r{v.name.rsplit('_r', 1)[1]}" for v in variants)]
+    stages = ["untar", "mds", *("mds" + variant(int(v.name.rsplit("_r", 1)[1])) for v in variants)]
     stages += ["download", "verify"] if args.tar else []
     targets = [paths.untar(split.name), mds, *variants]
     if args.tar:

@@ -36,6 +36,7 @@ from imagenet.core import (
     run_stage,
     setup,
     upstream,
+    variant,
     write_json,
 )
 from imagenet.images import stored
@@ -71,7 +72,7 @@ class Output:
     remote: str | None = None  # the object-store folder holding the ILSVRC2012_img_* datasets
 
     def stage(self) -> str:
-        return f"mds_r{self.resize}" if self.resize else "mds"
+        return "mds" + variant(self.resize)
 
     def remote_dir(self, paths: Paths, split: str) -> str | None:
         return f"{self.remote.rstrip('/')}/{paths.mds(split, self.resize).name}" if self.remote else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imagenet.core import STAGES, Config, Paths, human_bytes, main, parser, partial, read_stamp, setup
+from imagenet.core import STAGES, Config, Paths, human_bytes, main, parser, partial, read_stamp, setup, variant
 
 OPTIONAL = ("untar",)  # mds reads the verified archive itself
 
@@ -36,11 +36,11 @@ def variants(paths: Paths, split: str) -> list[tuple[str, str, dict | None]]:
     """The low-resolution datasets (mds --resize N, stage mds_rN): done, or partial if begun."""
     found: dict[str, tuple[str, dict | None]] = {}
     for folder in sorted(paths.mds(split).parent.glob(f"{paths.mds(split).name}_r*")):
-        resize = folder.name.removesuffix(".partial").rsplit("_r", 1)[1]
-        stamp = read_stamp(paths.stamp(split, f"mds_r{resize}"))
+        stage = "mds" + variant(int(folder.name.removesuffix(".partial").rsplit("_r", 1)[1]))
+        stamp = read_stamp(paths.stamp(split, stage))
         done = stamp is not None and not folder.name.endswith(".partial")
-        if done or f"mds_r{resize}" not in found:
-            found[f"mds_r{resize}"] = ("done" if done else "partial", stamp if done else None)
+        if done or stage not in found:
+            found[stage] = ("done" if done else "partial", stamp if done else None)
     return [(stage, st, stamp) for stage, (st, stamp) in sorted(found.items())]
 
 

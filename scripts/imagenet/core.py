@@ -172,6 +172,12 @@ def read_checksums(cfg: Config, archive: str) -> dict[str, str]:
 # ---------------------------------------------------------------- paths
 
 
+def variant(resize: int | None) -> str:
+    """The suffix of a low-resolution dataset made with RESIZE: folder ILSVRC2012_img_<split>_r<N>,
+    stage mds_r<N>, report <split>.check_r<N>.json; empty for the full-size dataset."""
+    return f"_r{resize}" if resize else ""
+
+
 @dataclass(frozen=True)
 class Paths:
     data: Path
@@ -194,7 +200,7 @@ class Paths:
         return self.data / "untar" / f"ILSVRC2012_img_{split}"
 
     def mds(self, split: str, resize: int | None = None) -> Path:
-        return self.data / "mds" / f"ILSVRC2012_img_{split}{f'_r{resize}' if resize else ''}"
+        return self.data / "mds" / f"ILSVRC2012_img_{split}{variant(resize)}"
 
     def report(self, split: str, kind: str) -> Path:
         return self.data / "reports" / f"{split}.{kind}.json"

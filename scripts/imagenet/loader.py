@@ -18,6 +18,7 @@ from typing import Any
 
 from streaming import StreamingDataset
 
+from .core import variant
 from .labels import classes as class_table
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -53,9 +54,9 @@ class ImageNetMDS(StreamingDataset):
 
     def __init__(self, local: str | None = None, remote: str | None = None, split: str = "train",
                  transform: Callable | str | None = "standard", resize: int | None = None, **kwargs: Any) -> None:
-        variant = f"_r{resize}" if resize else ""
         kwargs.setdefault("shuffle", split == "train")
-        super().__init__(local=split_folder(local, split, variant), remote=split_folder(remote, split, variant),
+        suffix = variant(resize)
+        super().__init__(local=split_folder(local, split, suffix), remote=split_folder(remote, split, suffix),
                          **kwargs)
         if transform == "standard":
             transform = train_transform() if split == "train" else val_transform()
