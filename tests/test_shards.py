@@ -70,3 +70,21 @@ def test_a_filesystem_refusing_o_direct_gets_the_same_files_written_plainly(tmp_
     w = write(ShardWriter, tmp_path / "shardwriter", rows)
     assert not w.direct
     assert files(tmp_path / "shardwriter") == files(tmp_path / "mdswriter")
+
+
+def test_a_shard_that_cannot_be_written_stops_the_writer_and_no_index_is_written(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch):
+    real_open = os.open
+
+    def disk_full_at_shard_1(path, flags, *args):
+        if str(path).endswith("shard.00001.mds"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(shards.os, "open", disk_full_at_shard_1)
+    with pytest.raises(BaseException) as raised:
+        write(ShardWriter, tmp_path / "out", samples(100, seed=2))
+    chain = [raised.value, raised.value.__context__]
+    assert any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain), chain
+    assert not (tmp_path / "out" / "index.json").exists()  # never an index naming a shard that is not there
+    assert not (tmp_path / "out-remote" / "index.json").exists()

@@ -344,24 +344,32 @@ def setup(args: argparse.Namespace, lock: bool = True) -> tuple[Config, Paths]:
 _held: list[Any] = []  # the open lock file: the flock lasts as long as it stays open
 
 
-def lock_holder(lock: Path) -> str:
-    """Who holds the flock on `lock`, from the kernel's table (/proc/locks), not from the file's
-    text, which may still name an earlier holder: `pid N (script args)`."""
-    st = lock.stat()
-    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+def lock_holder(fd: int) -> str:
+    """Who holds the flock on the open file `fd`, from the kernel's table (/proc/locks), not from the
+    file's text, which may still name an earlier holder: `pid N (script args)`. The table names the
+    superblock's device, which stat() does not give on btrfs or overlayfs: an exact device match
+    wins, else the inode alone."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
     try:
         rows = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
     except OSError:
         return "another process"
+    held = []  # (exact device, pid) of each flock on this inode
     for row in rows:
-        if "FLOCK" in row and key in row:
-            pid = row[row.index(key) - 1]
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-            except OSError:
-                argv = []
-            return f"pid {pid} ({command_line(argv)})" if argv else f"pid {pid}"
-    return "another process"
+        if "FLOCK" not in row or "->" in row:  # "->": a process waiting for the lock, not holding it
+            continue
+        for i, field in enumerate(row[1:-1], 1):
+            if field.count(":") == 2 and field.endswith(f":{st.st_ino}"):
+                held.append((field.rsplit(":", 1)[0] == device, row[i - 1]))
+    if not held:
+        return "another process"
+    pid = max(held)[1]
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
+    except OSError:
+        argv = []
+    return f"pid {pid} ({command_line(argv)})" if any(argv) else f"pid {pid}"
 
 
 def command_line(argv: list[str]) -> str:
@@ -379,7 +387,7 @@ def lock_data(data: Path) -> None:
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log(f"waiting: {data / '.lock'} is held by {lock_holder(data / '.lock')}")
+        log(f"waiting: {data / '.lock'} is held by {lock_holder(f.fileno())}")
         fcntl.flock(f, fcntl.LOCK_EX)
     f.seek(0)
     f.truncate()

@@ -35,15 +35,16 @@ def hasher(algo: str) -> Any:
 
 class ShardWriter(MDSWriter):
     def __init__(self, direct: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if self.compression:
+        if kwargs.get("compression"):  # before MDSWriter.__init__, which may empty the output folder
             raise ValueError("ShardWriter writes uncompressed shards; use MDSWriter for compression")
+        super().__init__(**kwargs)
         self.pieces: list[list[bytes]] = []  # each cached sample's byte strings, in order
         self.direct = direct  # turned off at the first refusal of O_DIRECT
         # Shard k is gathered into buffers[k % 2] while shard k - 1 is written from the other one.
         self.buffers = [mmap.mmap(-1, ALIGN), mmap.mmap(-1, ALIGN)]  # page-aligned; grown as needed
         self.io = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
         self.writing: Future | None = None  # the write of the last shard flushed
+        self.failed: BaseException | None = None  # why a shard's write failed
 
     def _reset_cache(self) -> None:
         super()._reset_cache()
@@ -72,6 +73,9 @@ class ShardWriter(MDSWriter):
         self.new_shard_size += size + self.extra_bytes_per_sample
 
     def flush_shard(self) -> None:
+        # Wait for the shard before first: one write at a time; its entry joins the index only once
+        # it is written; its buffer is the next shard's; and this shard's name follows from it.
+        self.wait()
         basename, _ = self._name_next_shard()
         sizes = [sum(map(len, p)) for p in self.pieces]
         num = np.uint32(len(sizes)).tobytes()
@@ -80,9 +84,8 @@ class ShardWriter(MDSWriter):
         buffers = [num, offsets.tobytes(), self.config_data, *(b for p in self.pieces for b in p)]
         info = {"basename": basename, "bytes": sum(map(len, buffers)), "hashes": {}}
         padded = self.gather(buffers, info["bytes"]) if self.direct else None
-        self.wait()  # for the shard before: one write at a time, and its buffer is the next one's
-        self.shards.append({"samples": len(sizes), "raw_data": info, "zip_data": None, **self.get_config()})
-        self.writing = self.io.submit(self.write_shard, buffers, padded, info)
+        shard = {"samples": len(sizes), "raw_data": info, "zip_data": None, **self.get_config()}
+        self.writing = self.io.submit(self.write_shard, buffers, padded, shard)
 
     def gather(self, buffers: list[bytes], nbytes: int) -> memoryview:
         """Copy `buffers` into the free aligned buffer; the bytes padded to the block size."""
@@ -97,8 +100,9 @@ class ShardWriter(MDSWriter):
             at += len(b)
         return view
 
-    def write_shard(self, buffers: list[bytes], padded: memoryview | None, info: dict) -> None:
-        """In the writer thread: write one shard, record its hashes, queue its upload."""
+    def write_shard(self, buffers: list[bytes], padded: memoryview | None, shard: dict) -> dict:
+        """In the writer thread: write one shard, record its hashes, queue its upload; its index entry."""
+        info = shard["raw_data"]
         path, nbytes = os.path.join(self.local, info["basename"]), info["bytes"]
         if padded is not None:
             buffers = [padded[:nbytes]]
@@ -113,6 +117,7 @@ class ShardWriter(MDSWriter):
         info["hashes"] = {algo: h.hexdigest() for algo, h in hashes.items()}
         future = self.executor.submit(self.cloud_writer.upload_file, info["basename"])
         future.add_done_callback(self.exception_callback)
+        return shard
 
     def write_direct(self, path: str, padded: memoryview, nbytes: int) -> bool:
         """Write `padded` to `path` with O_DIRECT, then truncate the file to `nbytes`; False (and
@@ -122,7 +127,7 @@ class ShardWriter(MDSWriter):
             try:
                 at = 0
                 while at < len(padded):  # a short write leaves `at` unaligned: EINVAL, then written plainly
-                    at += os.pwrite(fd, padded[at:], at)
+                    at += written(os.pwrite(fd, padded[at:], at), path)
                 os.ftruncate(fd, nbytes)
             finally:
                 os.close(fd)
@@ -134,18 +139,32 @@ class ShardWriter(MDSWriter):
         return True
 
     def wait(self) -> None:
-        """Wait for the shard being written; its error, if any, is raised here."""
-        writing, self.writing = self.writing, None
-        if writing is not None:
-            writing.result()
+        """Wait for the shard being written and add it to the index; its error, if any, is raised
+        here, and then no index is written: that shard's samples are gone from the cache."""
+        if self.writing is None:
+            return
+        try:
+            shard = self.writing.result()
+        except BaseException as e:
+            if not isinstance(e, KeyboardInterrupt):  # interrupted, the write goes on: wait again later
+                self.writing, self.failed = None, e
+            raise
+        self.writing = None
+        self.shards.append(shard)
 
     def _write_index(self) -> None:
         self.wait()  # every shard is written and hashed, and its upload queued, before index.json
+        if self.failed is not None:
+            raise RuntimeError(f"not writing index.json: a shard could not be written ({self.failed})")
         super()._write_index()
 
     def finish(self) -> None:
         try:
-            super().finish()
+            self.wait()  # before MDSWriter.finish, which after a failed upload skips the index and may
+            super().finish()  # remove the local folder: the last write's own error must not be lost
+        except BaseException:
+            self.cancel_future_jobs()
+            raise
         finally:
             self.io.shutdown(wait=True)
 
@@ -163,9 +182,16 @@ def write_all(fd: int, buffers: list[bytes]) -> None:
     views = [memoryview(b) for b in buffers if b]
     i = 0
     while i < len(views):
-        n = os.writev(fd, views[i : i + IOV_MAX])
+        n = written(os.writev(fd, views[i : i + IOV_MAX]), f"descriptor {fd}")
         while n and n >= len(views[i]):
             n -= len(views[i])
             i += 1
         if n:
             views[i] = views[i][n:]
+
+
+def written(n: int, where: str) -> int:
+    """A write's count, never 0: a write that makes no progress would otherwise be retried forever."""
+    if n <= 0:
+        raise OSError(errno.EIO, "a write wrote nothing", where)
+    return n
