@@ -45,6 +45,7 @@ class ShardWriter(MDSWriter):
         self.io = ThreadPoolExecutor(1, thread_name_prefix="shard-writer")
         self.writing: Future | None = None  # the write of the last shard flushed
         self.failed: BaseException | None = None  # why a shard's write failed
+        self.submitted = 0  # shards handed to the writer thread
 
     def _reset_cache(self) -> None:
         super()._reset_cache()
@@ -73,23 +74,25 @@ class ShardWriter(MDSWriter):
         self.new_shard_size += size + self.extra_bytes_per_sample
 
     def flush_shard(self) -> None:
-        # Wait for the shard before first: one write at a time; its entry joins the index only once
-        # it is written; its buffer is the next shard's; and this shard's name follows from it.
-        self.wait()
-        basename, _ = self._name_next_shard()
         sizes = [sum(map(len, p)) for p in self.pieces]
         num = np.uint32(len(sizes)).tobytes()
         offsets = np.array([0, *sizes]).cumsum().astype(np.uint32)
         offsets += len(num) + offsets.nbytes + len(self.config_data)
         buffers = [num, offsets.tobytes(), self.config_data, *(b for p in self.pieces for b in p)]
-        info = {"basename": basename, "bytes": sum(map(len, buffers)), "hashes": {}}
-        padded = self.gather(buffers, info["bytes"]) if self.direct else None
+        nbytes = sum(map(len, buffers))
+        padded = self.gather(buffers, nbytes) if self.direct else None  # while the shard before is written
+        # Then wait for it: one write at a time, and a shard joins the index only once written (so
+        # this one's name, which counts the shards in the index, follows).
+        self.wait()
+        basename, _ = self._name_next_shard()
+        info = {"basename": basename, "bytes": nbytes, "hashes": {}}
         shard = {"samples": len(sizes), "raw_data": info, "zip_data": None, **self.get_config()}
         self.writing = self.io.submit(self.write_shard, buffers, padded, shard)
+        self.submitted += 1
 
     def gather(self, buffers: list[bytes], nbytes: int) -> memoryview:
         """Copy `buffers` into the free aligned buffer; the bytes padded to the block size."""
-        k = len(self.shards) % 2
+        k = self.submitted % 2  # the other buffer may still be being written
         padded = -(-nbytes // ALIGN) * ALIGN
         if len(self.buffers[k]) < padded:
             self.buffers[k] = mmap.mmap(-1, padded)
