@@ -182,14 +182,13 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
             # leftovers from an earlier run with more WORKERS.
             names = [f"{k:05d}/index.json" for k in range(len(parts))]
             if Job.remote:
-                merge_index([(str(tmp / n), f"{Job.remote}/{n}") for n in names], (str(tmp), Job.remote),
-                            keep_local=True)
-            else:
-                merge_index([str(tmp / n) for n in names], str(tmp), keep_local=True)
-            if Job.remote:
                 from streaming.base.storage.upload import CloudUploader
 
+                merge_index([(str(tmp / n), f"{Job.remote}/{n}") for n in names], (str(tmp), Job.remote),
+                            keep_local=True)
                 CloudUploader.get((str(tmp), Job.remote), exist_ok=True, keep_local=True).upload_file("classes.json")
+            else:
+                merge_index([str(tmp / n) for n in names], str(tmp), keep_local=True)
         except (UserError, KeyboardInterrupt):
             raise
         except Exception as e:

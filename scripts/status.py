@@ -64,9 +64,10 @@ def run() -> None:
             print(row(split, stage, st, stamp))
             if st != "done" and stage not in OPTIONAL:
                 todo.append(f"{stage}-{split}")
-        for stage, st, stamp in variants(paths, split):
+        low_res = variants(paths, split)
+        for stage, st, stamp in low_res:
             print(row(split, stage, st, stamp))
-        stages = ["mds", *(v[0] for v in variants(paths, split))]
+        stages = ["mds", *(stage for stage, _, _ in low_res)]
         remotes += [f"{split}: {stamp['outputs']['remote']}" for stage in stages
                     if (stamp := read_stamp(paths.stamp(split, stage))) and stamp["outputs"].get("remote")]
     if todo:

@@ -9,9 +9,9 @@ from imagenet.archive import UNTAR
 from imagenet.core import (
     Config,
     Paths,
-    UserError,
     building,
     check_free_space,
+    check_image_count,
     du,
     main,
     parser,
@@ -29,9 +29,7 @@ def untar(cfg: Config, paths: Paths, split_name: str, workers: int) -> dict:
     with building(out) as tmp:
         counts = UNTAR[split_name](tar, tmp, workers)
         total = sum(counts.values())
-        if total != split.images:
-            raise UserError(f"{tar}: holds {total} images, but splits.{split_name}.images in {cfg.path} "
-                            f"says {split.images}; fix the config or download the archive again")
+        check_image_count(cfg, split, tar, total)
     return {"path": str(out), "images": total, "classes": len(counts), "per_class": counts,
             "bytes_read": split.bytes, "bytes_written": du(out)}
 

@@ -18,6 +18,7 @@ from imagenet.core import (
     Config,
     Paths,
     UserError,
+    check_image_count,
     human_bytes,
     log,
     main,
@@ -115,9 +116,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
     if problem is not None:
         raise problem
     images.sort(key=lambda i: (i.wnid, i.name))
-    if len(images) != split.images:
-        raise UserError(f"{tar}: holds {len(images)} images, but splits.{split_name}.images in {cfg.path} "
-                        f"says {split.images}; fix the config or download the archive again")
+    check_image_count(cfg, split, tar, len(images))
     index = paths.index(split_name)
     index.parent.mkdir(parents=True, exist_ok=True)
     write_index(index, images)

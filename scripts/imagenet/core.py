@@ -115,6 +115,13 @@ class Config:
         return (self.path.parent / Path(value).expanduser()).resolve()
 
 
+def check_image_count(cfg: Config, split: Split, tar: Path, found: int) -> None:
+    """The archive holds exactly the images the config says (verify and untar both count them)."""
+    if found != split.images:
+        raise UserError(f"{tar}: holds {found} images, but splits.{split.name}.images in {cfg.path} "
+                        f"says {split.images}; fix the config or download the archive again")
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
