@@ -89,8 +89,10 @@ def test_sigkill_in_the_middle_of_mds_then_a_rerun_gives_identical_shards(big: F
 def test_ctrl_c_stops_within_seconds_leaves_no_stamp_and_says_how_to_resume(big: Fixture, tmp_path: Path):
     data, cfg = tmp_path / "data", f"CONFIG={big.config}"
     make("verify-train", cfg, f"DATA={data}")
-    partial = data / "mds" / "ILSVRC2012_img_train.partial"
-    proc = start("mds-train", "WORKERS=1", cfg, f"DATA={data}")  # a core left for this test to act in time
+    # The RESIZE variant decodes every image, so mds runs for seconds: the full-size conversion of
+    # this fixture can finish before the signal lands. The same write_mds, building and interrupt path.
+    partial = data / "mds" / "ILSVRC2012_img_train_r64.partial"
+    proc = start("mds-train", "RESIZE=64", "WORKERS=1", cfg, f"DATA={data}")  # a core left for this test
     wait_for(lambda: has_content(partial), proc, "mds had begun")
     t0 = time.time()
     os.killpg(proc.pid, signal.SIGINT)
@@ -98,8 +100,9 @@ def test_ctrl_c_stops_within_seconds_leaves_no_stamp_and_says_how_to_resume(big:
     assert time.time() - t0 < 5
     assert proc.returncode != 0
     assert "interrupted" in err and "run the same command again to resume" in err
-    assert not (data / ".stamps" / "train.mds").exists() and not partial.exists()
-    make("mds-train", cfg, f"DATA={data}")
+    assert not (data / ".stamps" / "train.mds_r64").exists() and not partial.exists()
+    make("mds-train", "RESIZE=64", cfg, f"DATA={data}")
+    assert (data / ".stamps" / "train.mds_r64").exists()
 
 
 def test_an_interrupted_download_resumes_from_where_it_stopped(fixture: Fixture, tmp_path: Path):
