@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import yaml
 
-from imagenet.core import PROJECT, log, main, read_stamp, remove, write_json
+from imagenet.core import PROJECT, Paths, log, main, read_stamp, remove, variant, write_json
 from imagenet.fixture import bench_photos, build
 from imagenet.labels import wnids
 
@@ -105,9 +105,9 @@ class Bench:
         cmd = [PY, str(SCRIPTS / script), "--config", str(config), "--data", str(data), *extra, split]
 
         def once() -> tuple[float, float, float]:
-            (data / ".stamps" / f"{split}.{stage}").unlink(missing_ok=True)
+            Paths(data).stamp(split, stage).unlink(missing_ok=True)
             seconds, rss, _ = timed(cmd, cold)
-            stamp = read_stamp(data / ".stamps" / f"{split}.{stage}")
+            stamp = read_stamp(Paths(data).stamp(split, stage))
             assert stamp is not None
             return seconds, rss, stamp["seconds"] + Bench.sync_seconds
 
@@ -164,13 +164,13 @@ class Bench:
             s_w, rss_w, work_w = self.stage("mds.py", config, data, "train", "--workers", str(w), cold=False)
             self.row(f"mds train from tar (WORKERS={w}), archive in page cache", tb, s_w, rss_w, work_w)
             warm.append(work_w)
-        full_written = read_stamp(data / ".stamps" / "train.mds")["outputs"]["bytes_written"]
+        full_written = read_stamp(Paths(data).stamp("train", "mds"))["outputs"]["bytes_written"]
         # RESIZE decodes and re-encodes every image: bound by the CPU, where more workers pay most.
         resized = {}
         for w in sorted({1, self.workers}):
             s_r, rss_r, resized[w] = self.stage("mds.py", config, data, "train", "--workers", str(w),
-                                                "--resize", "256", stage="mds_r256")
-            small_written = read_stamp(data / ".stamps" / "train.mds_r256")["outputs"]["bytes_written"]
+                                                "--resize", "256", stage="mds" + variant(256))
+            small_written = read_stamp(Paths(data).stamp("train", "mds" + variant(256)))["outputs"]["bytes_written"]
             self.row(f"mds train RESIZE=256 from tar (WORKERS={w})", tb, s_r, rss_r, resized[w],
                      note=f"{small_written / 1e6:.0f} MB written, {small_written / full_written:.0%} of full size")
         # From the verified (and indexed) tars to MDS, both splits; then the same with verify too.

@@ -40,9 +40,9 @@ def val_transform(size: int = 224, resize: int = 256) -> Callable:
                                transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 
 
-def split_folder(root: str | None, split: str, variant: str = "") -> str | None:
-    """`<root>/ILSVRC2012_img_<split><variant>`, for a local folder or a remote URL."""
-    return None if root is None else f"{str(root).rstrip('/')}/ILSVRC2012_img_{split}{variant}"
+def split_folder(root: str | None, split: str, suffix: str = "") -> str | None:
+    """`<root>/ILSVRC2012_img_<split><suffix>` (suffix: `variant(resize)`), for a local folder or a remote URL."""
+    return None if root is None else f"{str(root).rstrip('/')}/ILSVRC2012_img_{split}{suffix}"
 
 
 class ImageNetMDS(StreamingDataset):
