@@ -120,11 +120,7 @@ def write_part(k: int, part: range) -> tuple[int, list[dict]]:
     out = (local, f"{Job.remote}/{k:05d}") if Job.remote else local
     with ShardWriter(out=out, columns=COLUMNS, compression=None, hashes=Job.cfg.hashes,
                      size_limit=Job.cfg.size_limit, keep_local=True) as writer:
-        Job.source.prefetch(images[:PREFETCH])
-        for n, image in enumerate(images):
-            if n % PREFETCH == 0:
-                Job.source.prefetch(images[n + PREFETCH : n + 2 * PREFETCH])
-            data = Job.source.read(image)
+        for n, (image, data) in enumerate(zip(images, Job.source.stream(images, PREFETCH), strict=True)):
             read_bytes += len(data)
             data, original = stored(data, f"{image.wnid}/{image.name}", Job.cfg.rgb, Job.output.resize,
                                     Job.output.quality)

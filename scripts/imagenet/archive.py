@@ -10,11 +10,14 @@ bytes are; `untar_<kind>` unpacks it with GNU tar into a torchvision ImageFolder
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
 import shutil
 import subprocess
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -260,9 +263,7 @@ def image_folder(root: Path) -> list[Image]:
 
 
 class Source:
-    """Reads images by their index row: from the archive by offset, or from the ImageFolder tree.
-    `prefetch` asks the kernel to start reading images soon needed, so that the shuffled order's
-    random reads are in flight together rather than one after another."""
+    """Reads images by their index row: from the archive by offset, or from the ImageFolder tree."""
 
     def __init__(self, tar: Path | None = None, root: Path | None = None) -> None:
         self.tar, self.root = tar, root
@@ -276,7 +277,41 @@ class Source:
             raise UserError(f"{self.tar}: {image.name} ends past the end of the archive; run make verify again")
         return data
 
+    def stream(self, images: list[Image], ahead: int = 256) -> Iterator[bytes]:
+        """Each image's bytes, in order, read by a thread that keeps up to `ahead` images read or in
+        flight before the caller: the shuffled order's random reads are then issued together (the
+        disk serves them in parallel) and overlap the caller's work, rather than one after another."""
+        out: queue.Queue[bytes | BaseException | None] = queue.Queue(ahead)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                for n, image in enumerate(images):
+                    if n % ahead == 0:
+                        self.prefetch(images[n : n + 2 * ahead] if n == 0 else images[n + ahead : n + 2 * ahead])
+                    if stop.is_set():
+                        return
+                    out.put(self.read(image))
+                out.put(None)
+            except BaseException as e:
+                out.put(e)
+
+        thread = threading.Thread(target=reader, name="image-reader", daemon=True)
+        thread.start()
+        try:
+            while (item := out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a reader waiting for room in the queue
+                with contextlib.suppress(queue.Empty):
+                    out.get_nowait()
+                thread.join(0.01)
+
     def prefetch(self, images: list[Image]) -> None:
+        """Ask the kernel to start reading these images' bytes."""
         for image in images:
             if self.root is not None:
                 fd = os.open(self.root / image.wnid / image.name, os.O_RDONLY)

@@ -1,0 +1,57 @@
+"""Source.stream reads images in a thread ahead of the conversion: same bytes, same order, its errors
+raised to the caller, and nothing left running when the caller stops early."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from imagenet.archive import Image, Source
+from imagenet.core import UserError
+
+
+def archive(tmp_path: Path, n: int) -> tuple[Path, bytes, list[Image]]:
+    """A file of `n` back-to-back byte ranges, and the ranges in a shuffled order (as train's)."""
+    rng = random.Random(0)
+    sizes = [rng.randrange(1, 5000) for _ in range(n)]
+    data = rng.randbytes(sum(sizes))
+    offsets = [sum(sizes[:k]) for k in range(n)]
+    images = [Image("n01440764", f"n01440764_{k}.JPEG", offsets[k], sizes[k]) for k in range(n)]
+    rng.shuffle(images)
+    path = tmp_path / "archive.tar"
+    path.write_bytes(data)
+    return path, data, images
+
+
+def readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "image-reader"]
+
+
+@pytest.mark.parametrize("ahead", [1, 3, 256])
+def test_the_reader_thread_gives_every_image_in_the_order_asked(tmp_path: Path, ahead: int):
+    path, data, images = archive(tmp_path, 200)
+    got = list(Source(tar=path).stream(images, ahead))
+    assert got == [data[i.offset : i.offset + i.size] for i in images]
+    assert not readers()
+
+
+def test_a_read_error_in_the_reader_thread_is_raised_to_the_caller_naming_the_archive(tmp_path: Path):
+    path, _, images = archive(tmp_path, 50)
+    images[20] = Image("n01440764", "n01440764_past.JPEG", path.stat().st_size - 10, 100)
+    stream = Source(tar=path).stream(images, 4)
+    for _ in range(20):
+        next(stream)
+    with pytest.raises(UserError, match=rf"{path}: n01440764_past.JPEG ends past the end of the archive"):
+        next(stream)
+    assert not readers()
+
+
+def test_a_caller_that_stops_early_leaves_no_reader_thread_running(tmp_path: Path):
+    path, _, images = archive(tmp_path, 500)
+    stream = Source(tar=path).stream(images, 2)  # the reader fills its queue, then waits for room
+    next(stream)
+    stream.close()
+    assert not readers()
