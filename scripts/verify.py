@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -30,28 +32,42 @@ from imagenet.core import (
 )
 
 CHUNK = 8 << 20
+QUEUED = 4  # chunks a hash may fall behind the read
 LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
 HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 
 
 def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None]) -> dict[str, str]:
-    """Hex digests of `path` in one sequential read; the next chunk is read while the last is
-    hashed, and `on_read(bytes read so far)` runs after each chunk."""
+    """Hex digests of `path` in one sequential read. Each hash runs in a thread of its own, fed the
+    chunks through a short queue, so the read and `on_read(bytes read so far)`, run after each chunk,
+    go on while the slowest hash works: it never waits for them, nor the others for it."""
     hashers = {alg: HASHERS[alg]() for alg in algorithms}
+    feeds: list[queue.Queue[bytes | None]] = [queue.Queue(QUEUED) for _ in hashers]
+    threads = [threading.Thread(target=hash_chunks, args=(h, feed), name=f"hash-{alg}", daemon=True)
+               for (alg, h), feed in zip(hashers.items(), feeds, strict=True)]
+    for t in threads:
+        t.start()
     done = 0
-    with open(path, "rb") as f, ThreadPoolExecutor(max(1, len(hashers))) as pool, \
-            progress(path.stat().st_size, desc) as bar:
-        pending: list = []
-        while chunk := f.read(CHUNK):
-            for fut in pending:
-                fut.result()
-            pending = [pool.submit(h.update, chunk) for h in hashers.values()]
-            done += len(chunk)
-            on_read(done)
-            bar.update(len(chunk))
-        for fut in pending:
-            fut.result()
+    try:
+        with open(path, "rb", buffering=0) as f, progress(path.stat().st_size, desc) as bar:
+            while chunk := f.read(CHUNK):
+                for feed in feeds:
+                    feed.put(chunk)
+                done += len(chunk)
+                on_read(done)
+                bar.update(len(chunk))
+    finally:
+        for feed in feeds:
+            feed.put(None)
+        for t in threads:
+            t.join()
     return {alg: h.hexdigest() for alg, h in hashers.items()}
+
+
+def hash_chunks(hasher: Any, feed: queue.Queue[bytes | None]) -> None:
+    """Hash chunks from `feed` until None (hashlib and xxhash let go of the GIL on large buffers)."""
+    while (chunk := feed.get()) is not None:
+        hasher.update(chunk)
 
 
 def set_aside(paths: Paths, split: str, tar: Path) -> Path:
