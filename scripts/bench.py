@@ -207,6 +207,8 @@ class Bench:
             "verified_tars_to_mds_x_copy": self.find("verified tars to MDS: mds train + val")["x_copy"],
             "verify_all_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
                                           / self.find("hash md5+sha256+xxh64 (one read, threads)")["work_seconds"], 2),
+            "verify_stage_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
+                                            / self.find("verify train: md5+sha256+xxh64 + index")["work_seconds"], 2),
             "workers_speedup": round(speedup, 2),
             "workers_speedup_archive_cached": round(warm[0] / warm[1], 2),
             "workers_speedup_resize": round(resized[1] / resized[self.workers], 2),
