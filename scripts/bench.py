@@ -169,7 +169,7 @@ class Bench:
         for w in (1, self.workers):
             subprocess.run(["cat", str(train)], stdout=subprocess.DEVNULL, check=True)
             s_w, rss_w, work_w = self.stage("mds.py", config, data, "train", "--workers", str(w), cold=False,
-                                               output=paths.mds("train"))
+                                            output=paths.mds("train"))
             self.row(f"mds train from tar (WORKERS={w}), archive in page cache", tb, s_w, rss_w, work_w)
             warm.append(work_w)
         full_written = read_stamp(Paths(data).stamp("train", "mds"))["outputs"]["bytes_written"]
@@ -185,7 +185,7 @@ class Bench:
         # From the verified (and indexed) tars to MDS, both splits; then the same with verify too.
         s_val, _, verify_val = self.stage("verify.py", config, data, "val")
         s_mds, _, mds_val = self.stage("mds.py", config, data, "val", "--workers", str(self.workers),
-                                         output=paths.mds("val"))
+                                       output=paths.mds("val"))
         self.row("verified tars to MDS: mds train + val", tb + vb, s + s_mds, None, work + mds_val)
         self.row("downloaded tars to MDS: verify + mds, train + val", tb + vb, s + s_mds + s_val + self.verify_wall,
                  None, work + mds_val + verify_work + verify_val)
@@ -197,7 +197,7 @@ class Bench:
                        check=True, capture_output=True)
         self.stage("verify.py", small, small_data, "train")
         s, small_rss, work = self.stage("mds.py", small, small_data, "train", "--workers", str(self.workers),
-                                            output=Paths(small_data).mds("train"))
+                                        output=Paths(small_data).mds("train"))
         sb = (small.parent / "ILSVRC2012_img_train.tar").stat().st_size
         self.row(f"mds train from tar, 1/4 of the images (WORKERS={self.workers})", sb, s, small_rss, work)
         remove(small_data)

@@ -40,11 +40,11 @@ HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None]) -> dict[str, str]:
     """Hex digests of `path` in one sequential read. Each hash runs in a thread of its own, fed the
     chunks through a short queue, so the read and `on_read(bytes read so far)`, run after each chunk,
-    go on while the slowest hash works: it never waits for them, nor the others for it."""
+    go on while the slowest hash works, until it falls QUEUED chunks behind."""
     hashers = {alg: HASHERS[alg]() for alg in algorithms}
-    feeds: list[queue.Queue[bytes | None]] = [queue.Queue(QUEUED) for _ in hashers]
-    threads = [threading.Thread(target=hash_chunks, args=(h, feed), name=f"hash-{alg}", daemon=True)
-               for (alg, h), feed in zip(hashers.items(), feeds, strict=True)]
+    feeds = [Feed(h) for h in hashers.values()]
+    threads = [threading.Thread(target=feed.run, name=f"hash-{alg}", daemon=True)
+               for alg, feed in zip(hashers, feeds, strict=True)]
     for t in threads:
         t.start()
     done = 0
@@ -52,22 +52,37 @@ def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable
         with open(path, "rb", buffering=0) as f, progress(path.stat().st_size, desc) as bar:
             while chunk := f.read(CHUNK):
                 for feed in feeds:
-                    feed.put(chunk)
+                    feed.chunks.put(chunk)
                 done += len(chunk)
                 on_read(done)
                 bar.update(len(chunk))
     finally:
         for feed in feeds:
-            feed.put(None)
+            feed.chunks.put(None)
         for t in threads:
             t.join()
+    for feed in feeds:
+        if feed.error is not None:
+            raise feed.error
     return {alg: h.hexdigest() for alg, h in hashers.items()}
 
 
-def hash_chunks(hasher: Any, feed: queue.Queue[bytes | None]) -> None:
-    """Hash chunks from `feed` until None (hashlib and xxhash let go of the GIL on large buffers)."""
-    while (chunk := feed.get()) is not None:
-        hasher.update(chunk)
+class Feed:
+    """One hash's queue of chunks. A hash that fails keeps taking chunks (dropping them) until the
+    end, so the read never blocks on a full queue, and its error is raised once the read is done."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(QUEUED)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.hasher.update(chunk)  # hashlib and xxhash let go of the GIL on large buffers
+                except BaseException as e:
+                    self.error = e
 
 
 def set_aside(paths: Paths, split: str, tar: Path) -> Path:

@@ -4,7 +4,9 @@ raised to the caller, and nothing left running when the caller stops early."""
 from __future__ import annotations
 
 import random
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -38,20 +40,54 @@ def test_the_reader_thread_gives_every_image_in_the_order_asked(tmp_path: Path, 
     assert not readers()
 
 
+def test_every_image_is_asked_of_the_kernel_once_before_it_is_read(tmp_path: Path):
+    path, _, images = archive(tmp_path, 1000)
+    asked: list[Image] = []
+
+    class Recording(Source):
+        def prefetch(self, some: list[Image]) -> None:
+            asked.extend(some)
+
+        def read(self, image: Image) -> bytes:
+            assert image in asked, f"{image.name} read before it was prefetched"
+            return super().read(image)
+
+    for ahead in (1, 3, 256, 999, 1000, 2000):
+        asked.clear()
+        assert len(list(Recording(tar=path).stream(images, ahead))) == len(images)
+        assert asked == images
+
+
 def test_a_read_error_in_the_reader_thread_is_raised_to_the_caller_naming_the_archive(tmp_path: Path):
     path, _, images = archive(tmp_path, 50)
     images[20] = Image("n01440764", "n01440764_past.JPEG", path.stat().st_size - 10, 100)
     stream = Source(tar=path).stream(images, 4)
     for _ in range(20):
         next(stream)
-    with pytest.raises(UserError, match=rf"{path}: n01440764_past.JPEG ends past the end of the archive"):
+    with pytest.raises(UserError, match=re.escape(f"{path}: n01440764_past.JPEG ends past the end of the archive")):
         next(stream)
     assert not readers()
 
 
-def test_a_caller_that_stops_early_leaves_no_reader_thread_running(tmp_path: Path):
+def test_a_caller_that_stops_early_frees_the_reader_blocked_on_a_full_queue(tmp_path: Path):
     path, _, images = archive(tmp_path, 500)
-    stream = Source(tar=path).stream(images, 2)  # the reader fills its queue, then waits for room
+    reads = []
+
+    class Counting(Source):
+        def read(self, image: Image) -> bytes:
+            reads.append(image)
+            return super().read(image)
+
+    ahead = 2
+    stream = Counting(tar=path).stream(images, ahead)
     next(stream)
-    stream.close()
+    deadline = time.time() + 10
+    while len(reads) < 1 + ahead + 1:  # taken, queued, and one more waiting for room in the queue
+        assert time.time() < deadline, "the reader never filled its queue"
+        time.sleep(0.01)
+    closing = threading.Thread(target=stream.close)
+    closing.start()
+    closing.join(10)
+    assert not closing.is_alive(), "closing the stream hangs"
     assert not readers()
+    assert len(reads) == 1 + ahead + 1  # nothing read after the caller stopped

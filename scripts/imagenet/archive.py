@@ -281,16 +281,18 @@ class Source:
         """Each image's bytes, in order, read by a thread that keeps up to `ahead` images read or in
         flight before the caller: the shuffled order's random reads are then issued together (the
         disk serves them in parallel) and overlap the caller's work, rather than one after another."""
+        if ahead < 1:
+            raise ValueError(f"ahead must be at least 1, got {ahead}")
         out: queue.Queue[bytes | BaseException | None] = queue.Queue(ahead)
         stop = threading.Event()
 
         def reader() -> None:
             try:
                 for n, image in enumerate(images):
-                    if n % ahead == 0:
-                        self.prefetch(images[n : n + 2 * ahead] if n == 0 else images[n + ahead : n + 2 * ahead])
                     if stop.is_set():
                         return
+                    if n % ahead == 0:
+                        self.prefetch(images[n : n + 2 * ahead] if n == 0 else images[n + ahead : n + 2 * ahead])
                     out.put(self.read(image))
                 out.put(None)
             except BaseException as e:
