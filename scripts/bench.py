@@ -172,14 +172,14 @@ class Bench:
                                             output=paths.mds("train"))
             self.row(f"mds train from tar (WORKERS={w}), archive in page cache", tb, s_w, rss_w, work_w)
             warm.append(work_w)
-        full_written = read_stamp(Paths(data).stamp("train", "mds"))["outputs"]["bytes_written"]
+        full_written = read_stamp(paths.stamp("train", "mds"))["outputs"]["bytes_written"]
         # RESIZE decodes and re-encodes every image: bound by the CPU, where more workers pay most.
         resized = {}
         for w in sorted({1, self.workers}):
             s_r, rss_r, resized[w] = self.stage("mds.py", config, data, "train", "--workers", str(w),
                                                 "--resize", "256", stage="mds" + variant(256),
                                                 output=paths.mds("train", 256))
-            small_written = read_stamp(Paths(data).stamp("train", "mds" + variant(256)))["outputs"]["bytes_written"]
+            small_written = read_stamp(paths.stamp("train", "mds" + variant(256)))["outputs"]["bytes_written"]
             self.row(f"mds train RESIZE=256 from tar (WORKERS={w})", tb, s_r, rss_r, resized[w],
                      note=f"{small_written / 1e6:.0f} MB written, {small_written / full_written:.0%} of full size")
         # From the verified (and indexed) tars to MDS, both splits; then the same with verify too.

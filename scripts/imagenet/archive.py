@@ -277,7 +277,7 @@ class Source:
             raise UserError(f"{self.tar}: {image.name} ends past the end of the archive; run make verify again")
         return data
 
-    def stream(self, images: list[Image], ahead: int = 256) -> Iterator[bytes]:
+    def stream(self, images: list[Image], ahead: int) -> Iterator[bytes]:
         """Each image's bytes, in order, read by a thread that keeps up to `ahead` images read or in
         flight before the caller: the shuffled order's random reads are then issued together (the
         disk serves them in parallel) and overlap the caller's work, rather than one after another."""
