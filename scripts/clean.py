@@ -13,11 +13,10 @@ def run() -> None:
     args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)
-    mds = paths.mds(split.name)
-    variants = sorted(mds.parent.glob(f"{mds.name}_r*[0-9]"))  # RESIZE datasets, ILSVRC2012_img_<split>_r<N>
-    stages = ["untar", "mds", *("mds" + variant(int(v.name.rsplit("_r", 1)[1])) for v in variants)]
+    resizes = paths.resizes(split.name)
+    stages = ["untar", "mds", *("mds" + variant(r) for r in resizes)]
     stages += ["download", "verify"] if args.tar else []
-    targets = [paths.untar(split.name), mds, *variants]
+    targets = [paths.untar(split.name), paths.mds(split.name), *(paths.mds(split.name, r) for r in resizes)]
     if args.tar:
         tar = paths.tar(split)
         targets += [tar, tar.with_name(tar.name + ".aria2")]

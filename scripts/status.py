@@ -34,14 +34,13 @@ def state(paths: Paths, cfg: Config, split: str, stage: str) -> tuple[str, dict 
 
 def variants(paths: Paths, split: str) -> list[tuple[str, str, dict | None]]:
     """The low-resolution datasets (mds --resize N, stage mds_rN): done, or partial if begun."""
-    found: dict[str, tuple[str, dict | None]] = {}
-    for folder in sorted(paths.mds(split).parent.glob(f"{paths.mds(split).name}_r*")):
-        stage = "mds" + variant(int(folder.name.removesuffix(".partial").rsplit("_r", 1)[1]))
+    rows = []
+    for resize in paths.resizes(split):
+        stage = "mds" + variant(resize)
         stamp = read_stamp(paths.stamp(split, stage))
-        done = stamp is not None and not folder.name.endswith(".partial")
-        if done or stage not in found:
-            found[stage] = ("done" if done else "partial", stamp if done else None)
-    return [(stage, st, stamp) for stage, (st, stamp) in sorted(found.items())]
+        done = stamp is not None and paths.mds(split, resize).exists()
+        rows.append((stage, "done" if done else "partial", stamp if done else None))
+    return rows
 
 
 def row(split: str, stage: str, st: str, stamp: dict | None) -> str:

@@ -135,6 +135,15 @@ def test_clean_removes_outputs_and_stamps_but_keeps_the_tar(fixture: Fixture, bu
     make("val", f"CONFIG={fixture.config}", f"DATA={data}")  # and it all comes back
 
 
+def test_clean_removes_a_resize_variant_left_partial_by_a_killed_run(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    left = data / "mds" / "ILSVRC2012_img_val_r64.partial"  # what a SIGKILL in `make mds-val RESIZE=64` leaves
+    (left / "00000").mkdir(parents=True)
+    assert "val    mds_r64   partial" in make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    make("clean-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not left.exists()
+
+
 def test_the_real_imagenet_torrents_are_refused_in_loopback_only_mode(tmp_path: Path):
     # PATH without aria2c too: even a broken guard could not reach the network from here.
     env = {**ENV, "PATH": str(Path(sys.executable).parent)}

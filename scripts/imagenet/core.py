@@ -209,6 +209,12 @@ class Paths:
     def mds(self, split: str, resize: int | None = None) -> Path:
         return self.data / "mds" / f"ILSVRC2012_img_{split}{variant(resize)}"
 
+    def resizes(self, split: str) -> list[int]:
+        """The N of every RESIZE dataset of `split` on disk, finished or partial."""
+        prefix = f"{self.mds(split).name}_r"
+        names = {f.name.removesuffix(".partial").removeprefix(prefix) for f in (self.data / "mds").glob(f"{prefix}*")}
+        return sorted(int(n) for n in names if n.isdigit())
+
     def report(self, split: str, kind: str) -> Path:
         return self.data / "reports" / f"{split}.{kind}.json"
 
