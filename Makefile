@@ -1,20 +1,20 @@
 # How to ImageNet: ILSVRC2012 from a torrent to training-ready MDS shards for PyTorch.
 #
-# Each stage is a stamp file $(DATA)/.stamps/<split>.<stage>, written last by its script and holding
-# what the stage produced. Its prerequisites are the stamp of the stage before and the config, so Make
-# runs a stage again when an input is newer; the script then compares the inputs recorded in its stamp
-# and redoes the work only when they really changed (else it just touches the stamp).
+# The map of the pipeline: one target per stage and split, its prerequisite the stage before, its
+# recipe one call of the stage (python -m how_to_imagenet.pipeline <stage>). Each stage writes its
+# stamp DATA/.stamps/<split>.<stage> last, recording its inputs (the config values it used and the
+# stamp of the stage before) and its outputs; the stage itself decides, by that one rule
+# (how_to_imagenet/pipeline/stamps.py), whether it is already done, in a fraction of a second.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
-.DELETE_ON_ERROR:
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules
 .SUFFIXES:
 
 ## Variables (override on the command line, e.g. make val DATA=/mnt/imagenet):
 CONFIG ?= config.yaml## config file: sources, checksums, expected sizes and counts, MDS settings
-DATA ?= $(CONFIG_DATA)## data folder (default: the config's data_dir, ./data)
+DATA ?=## data folder (default: the config's data_dir, ./data)
 YES ?= 0## YES=1: do not ask before a large download (asked only at a terminal)
 VENV ?= .venv## the virtual environment that make builds from requirements*.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
@@ -30,30 +30,14 @@ DEMO ?= demo## folder for make demo (emptied first)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 
 PY := $(VENV)/bin/python
-# mds writes the full-size dataset (stage mds) or, with RESIZE, a low-resolution one (mds_r<RESIZE>).
-MDS_STAGE = mds$(if $(RESIZE),_r$(RESIZE))
-VARIANT_ARGS = $(if $(RESIZE),--resize $(RESIZE) --quality $(QUALITY)) $(if $(REMOTE),--remote $(REMOTE))
-MDS_OPTIONS = --from $(MDS_FROM) --workers $(WORKERS) $(VARIANT_ARGS)
-MDS_VARS = $(STAMPS)/.$(MDS_STAGE).options
-STAMPS = $(DATA)/.stamps
-ARGS = --config $(CONFIG) --data $(DATA)
-# Make's stage targets are paths under DATA, which may come from the config: the config script
-# validates the config and writes what Make needs of it; Make includes that file, remaking it
-# first whenever the config changed. Only goals that touch the data need it.
-CONFIG_MK := .make/$(subst /,_,$(abspath $(CONFIG))).mk
-CONFIG_GOALS := all train val folders status bench check check-% download-% verify-% untar-% mds-% samples-% clean-%
-ifneq ($(filter $(CONFIG_GOALS),$(MAKECMDGOALS)),)
-include $(CONFIG_MK)
-ifneq ($(wildcard $(CONFIG_MK)),)
-ifneq ($(words $(DATA)),1)
-$(error DATA must be one folder path without spaces, got '$(DATA)')
-endif
-endif
-endif
+export PYTHONPATH := $(CURDIR)/src
+STAGE := $(PY) -m how_to_imagenet.pipeline
+ARGS = --config '$(CONFIG)' $(if $(DATA),--data '$(DATA)')
+VARIANT_ARGS = $(if $(RESIZE),--resize $(RESIZE)) $(if $(REMOTE),--remote $(REMOTE))
+SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
 
-.PHONY: help all train val folders status bench check check-train check-val demo test lint venv aria2c \
-	download-train download-val verify-train verify-val untar-train untar-val mds-train mds-val \
-	samples-train samples-val clean-train clean-val clean-train-tar clean-val-tar
+.PHONY: help all train val folders status bench check demo test lint venv aria2c \
+	$(foreach s,train val,download-$(s) verify-$(s) untar-$(s) mds-$(s) check-$(s) samples-$(s) clean-$(s) clean-$(s)-tar)
 
 help: ## list targets and variables
 	@echo "How to ImageNet: make <target> [VAR=value ...]"
@@ -63,69 +47,45 @@ help: ## list targets and variables
 	@echo
 	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\3/p' $(MAKEFILE_LIST) | awk -F'|' 'NF < 2 {print; next} {printf "  %-12s %s\n", $$1, $$2}'
 
-all: $(CONFIG_SPLITS) ## every split in the config (train and val): download, verify, MDS shards
+all: | venv ## every split in the config (train and val): download, verify, MDS shards
+	@$(MAKE) --no-print-directory $$($(SPLIT_TARGETS) mds-)
 train: mds-train ## train split: download, verify, MDS shards (shuffled with mds.shuffle_seed)
 val: mds-val ## val split: download, verify, MDS shards (ImageFolder order)
-folders: $(addprefix untar-,$(CONFIG_SPLITS)) ## every split as an ImageFolder tree (not needed for MDS)
+folders: | venv ## every split in the config as an ImageFolder tree (not needed for MDS)
+	@$(MAKE) --no-print-directory $$($(SPLIT_TARGETS) untar-)
 
-download-train download-val: download-%: $(STAMPS)/%.download ## aria2c fetches the archive into DATA/tar/ (resumable)
-verify-train verify-val: verify-%: $(STAMPS)/%.verify ## check size and hashes, and index the images, in one read
-untar-train untar-val: untar-%: $(STAMPS)/%.untar ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
-mds-train mds-val: mds-%: $(STAMPS)/%.$(MDS_STAGE) ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ from the archive
-check: $(addprefix check-,$(CONFIG_SPLITS)) ## check every split (below)
+download-train download-val: download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
+	$(STAGE) download $(ARGS) $(if $(filter 1,$(YES)),--yes) $*
+verify-train verify-val: verify-%: download-% ## check size and hashes, and index the images, in one read
+	$(STAGE) verify $(ARGS) $*
+untar-train untar-val: untar-%: verify-% ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
+	$(STAGE) untar $(ARGS) --workers $(WORKERS) $*
+mds-train mds-val: mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/
+	$(STAGE) mds $(ARGS) --from $(MDS_FROM) --workers $(WORKERS) $(VARIANT_ARGS) $(if $(RESIZE),--quality $(QUALITY)) $*
+
+check: | venv ## check every split in the config (below), in one run
+	$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS)
 check-train check-val: check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
-	$(PY) scripts/check.py $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS) $*
-
+	$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS) $*
 samples-train samples-val: samples-%: | venv ## print a few samples read back with StreamingDataset
-	$(PY) scripts/samples.py $(ARGS) $(if $(RESIZE),--resize $(RESIZE)) $*
-
-$(STAMPS)/%.download: $(CONFIG) | venv aria2c
-	$(PY) scripts/download.py $(ARGS) $(if $(filter 1,$(YES)),--yes) $*
-
-$(STAMPS)/%.verify: $(STAMPS)/%.download $(wildcard $(addprefix $(CONFIG_CHECKSUMS)/,MD5SUMS SHA256SUMS XXH64SUMS))
-	$(PY) scripts/verify.py $(ARGS) $*
-
-$(STAMPS)/%.untar: $(STAMPS)/%.verify
-	$(PY) scripts/untar.py $(ARGS) --workers $(WORKERS) $*
-
-$(STAMPS)/%.$(MDS_STAGE): $(STAMPS)/%.$(if $(filter untar,$(MDS_FROM)),untar,verify) $(CONFIG) $(MDS_VARS)
-	$(PY) scripts/mds.py $(ARGS) $(MDS_OPTIONS) $*
-
-# The variables that change what mds writes, in a file rewritten only when they change, so that
-# Make reruns mds for `make val WORKERS=4` or REMOTE=... as it does for a changed config.
-$(MDS_VARS): FORCE
-	@mkdir -p $(@D) && { echo '$(MDS_OPTIONS)' | cmp -s - $@ || echo '$(MDS_OPTIONS)' > $@; }
-
-.PHONY: FORCE
-FORCE:
-
-status: | venv ## table of every split and stage (done / partial / missing) and the next command
-	@$(PY) scripts/status.py $(ARGS)
-
+	$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize $(RESIZE)) $*
+status: | venv ## table of every split and stage (done / stale / damaged / partial / missing) and the next command
+	@$(STAGE) status $(ARGS)
 clean-train clean-val: clean-%: | venv ## remove SPLIT's untar, MDS and their stamps (keeps the tar)
-	$(PY) scripts/clean.py $(ARGS) $*
-
+	$(STAGE) clean $(ARGS) $*
 clean-train-tar clean-val-tar: clean-%-tar: | venv ## as clean-SPLIT, and remove the downloaded tar too
-	$(PY) scripts/clean.py $(ARGS) --tar $*
-
-$(CONFIG_MK): $(CONFIG) | venv
-	@mkdir -p $(@D)
-	$(PY) scripts/config.py $(CONFIG) > $@
+	$(STAGE) clean $(ARGS) --tar $*
 
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)
-	IMAGENET_LOOPBACK_ONLY=1 $(PY) scripts/demo.py --dir $(DEMO)
-
+	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(DEMO)
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
-	$(PY) scripts/bench.py --data $(DATA) --images $(BENCH_IMAGES) --workers $(WORKERS) --repeat $(BENCH_REPEAT)
-
-test: | venv aria2c ## run the test suite (pytest) on fixtures built in temporary folders
+	$(PY) tools/bench.py $(ARGS) --images $(BENCH_IMAGES) --workers $(WORKERS) --repeat $(BENCH_REPEAT)
+test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest $(PYTEST_ARGS)
-
 lint: | venv ## ruff check
-	$(VENV)/bin/ruff check scripts tests
+	$(VENV)/bin/ruff check src tools tests
 
 venv: $(VENV)/.installed ## build the virtual environment (torch from TORCH, then requirements*.txt)
-
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q $(TORCH) -r requirements.txt -r requirements-dev.txt && touch $@
 

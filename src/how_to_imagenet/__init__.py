@@ -1,0 +1,28 @@
+"""How to ImageNet: ILSVRC2012 as MDS shards for PyTorch, and the dataset that reads them.
+
+    from how_to_imagenet import ImageNetMDS
+    train = ImageNetMDS(local="data/mds", split="train", batch_size=256)
+
+The public surface is `__all__`. `ImageNetMDS` and the transforms import streaming and torch, so they
+are loaded on first use: `import how_to_imagenet` (and the pipeline stages under
+`how_to_imagenet.pipeline`) stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .labels import class_index, class_name, classes, val_wnid, wnids
+from .names import dataset
+
+__all__ = ["MEAN", "STD", "ImageNetMDS", "class_index", "class_name", "classes", "dataset", "train_transform",
+           "val_transform", "val_wnid", "wnids"]
+_LOADER = {"ImageNetMDS", "train_transform", "val_transform", "MEAN", "STD"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOADER:
+        from . import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'how_to_imagenet' has no attribute {name!r}")

@@ -1,0 +1,31 @@
+"""The names the library and the pipeline share: a dataset's folder name, and a RESIZE variant's suffix.
+
+Everything else about where files go belongs to `pipeline.layout.Paths`; these two live here because
+the loader, which ships without the pipeline's needs, reads the same folders.
+"""
+
+from __future__ import annotations
+
+SPLITS = ("train", "val")
+ARCHIVE_STEM = "ILSVRC2012_img_"  # ILSVRC2012_img_train.tar, and every folder made from it
+
+
+def variant(resize: int | None) -> str:
+    """The suffix of a low-resolution dataset made with RESIZE: folder ILSVRC2012_img_<split>_r<N>,
+    stage mds_r<N>, report <split>.check_r<N>.json; empty for the full-size dataset."""
+    return f"_r{resize}" if resize else ""
+
+
+def archive(split: str) -> str:
+    """The archive's file name: ILSVRC2012_img_<split>.tar."""
+    return f"{ARCHIVE_STEM}{split}.tar"
+
+
+def dataset(split: str, resize: int | None = None) -> str:
+    """The folder (local or remote) holding one split's MDS dataset: ILSVRC2012_img_<split>[_r<N>]."""
+    return f"{ARCHIVE_STEM}{split}{variant(resize)}"
+
+
+def split_folder(root: str | None, split: str, resize: int | None = None) -> str | None:
+    """`<root>/<dataset(split, resize)>`, for a local folder or a remote URL (None stays None)."""
+    return None if root is None else f"{str(root).rstrip('/')}/{dataset(split, resize)}"

@@ -1,0 +1,158 @@
+"""The config file: its schema and checks, the archives it names, and their expected checksums.
+
+Stdlib and PyYAML only: every stage, `make status` included, loads it first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .console import UserError
+
+HASH_FILES = {"md5": "MD5SUMS", "sha256": "SHA256SUMS", "xxh64": "XXH64SUMS"}
+SUMS_LINE = re.compile(r"([0-9a-fA-F]+) [ *](.+)")  # as md5sum -c reads it: text or binary mode
+
+_SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int, "per_class": [int]}
+SCHEMA: dict[str, Any] = {
+    "data_dir": str,
+    "checksums": str,
+    "splits": {"train": _SPLIT_SCHEMA, "val": _SPLIT_SCHEMA},
+    "mds": {"size_limit": int, "shuffle_seed": int, "hashes": [str], "rgb": bool},
+    "aria2c_args": [str],
+}
+OPTIONAL = {"splits.train", "splits.val", "splits.train.per_class", "splits.val.per_class", "mds.rgb"}
+
+
+def _check(value: Any, schema: Any, key: str, where: Path) -> None:
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
+        for k in value:
+            if k not in schema:
+                full = f"{key}.{k}" if key else k
+                raise UserError(f"{where}: unknown key '{full}' (known keys: {', '.join(schema)})")
+        for k, sub in schema.items():
+            full = f"{key}.{k}" if key else k
+            if k not in value:
+                if full in OPTIONAL:
+                    continue
+                raise UserError(f"{where}: missing key '{full}'")
+            _check(value[k], sub, full, where)
+    elif isinstance(schema, list):
+        if not isinstance(value, list) or not all(isinstance(v, schema[0]) for v in value):
+            raise UserError(f"{where}: '{key}' must be a list of {schema[0].__name__}, got {value!r}")
+    elif not isinstance(value, schema) or (schema is not bool and isinstance(value, bool)):
+        raise UserError(f"{where}: '{key}' must be {schema.__name__}, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    archive: str
+    source: str
+    bytes: int
+    images: int
+    per_class: tuple[int, int] | None = None  # the fewest and the most images a class may have
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    data_dir: Path
+    checksums: Path
+    splits: dict[str, Split]
+    size_limit: int
+    shuffle_seed: int
+    hashes: list[str]
+    rgb: bool
+    aria2c_args: list[str]
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise UserError(f"{self.path}: no 'splits.{name}' section; add it to download {name}")
+        return self.splits[name]
+
+    def resolve(self, value: str) -> Path:
+        """A path in the config is relative to the config file's folder."""
+        return (self.path.parent / Path(value).expanduser()).resolve()
+
+
+def check_image_count(cfg: Config, split: Split, tar: Path, found: int) -> None:
+    """The archive holds exactly the images the config says (verify and untar both count them)."""
+    if found != split.images:
+        raise UserError(f"{tar}: holds {found} images, but splits.{split.name}.images in {cfg.path} "
+                        f"says {split.images}; fix the config or download the archive again")
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found; pass CONFIG=<file> or copy config.yaml") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise UserError(f"{path}: cannot read the config file ({e.strerror}); pass CONFIG=<file>") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    _check(raw, SCHEMA, "", path)
+    for name, s in raw["splits"].items():
+        for key in ("bytes", "images"):
+            if s[key] <= 0:
+                raise UserError(f"{path}: 'splits.{name}.{key}' must be positive, got {s[key]}")
+        if "per_class" in s:
+            if len(s["per_class"]) != 2 or not 0 <= s["per_class"][0] <= s["per_class"][1]:
+                raise UserError(f"{path}: 'splits.{name}.per_class' must be [fewest, most], got {s['per_class']}")
+            s["per_class"] = tuple(s["per_class"])
+    if not 0 < raw["mds"]["size_limit"] < 1 << 32:
+        raise UserError(f"{path}: 'mds.size_limit' must be between 1 and 2**32 - 1 bytes")
+    if bad := sorted(set(raw["mds"]["hashes"]) - known_hashes()):
+        known = ", ".join(sorted(known_hashes()))
+        raise UserError(f"{path}: mds.hashes has unknown algorithm {bad[0]!r} (known: {known})")
+    base = path.resolve().parent
+    return Config(
+        path=path,
+        data_dir=(base / raw["data_dir"]).resolve(),
+        checksums=(base / raw["checksums"]).resolve(),
+        splits={n: Split(name=n, **s) for n, s in raw["splits"].items()},
+        size_limit=raw["mds"]["size_limit"],
+        shuffle_seed=raw["mds"]["shuffle_seed"],
+        hashes=raw["mds"]["hashes"],
+        rgb=raw["mds"].get("rgb", True),
+        aria2c_args=raw["aria2c_args"],
+    )
+
+
+def known_hashes() -> set[str]:
+    """The shard hashes streaming knows (streaming.base.hashing, without importing streaming)."""
+    import hashlib
+
+    import xxhash
+
+    return {a for a in hashlib.algorithms_available if hasattr(hashlib, a) and not a.startswith("shake_")} | set(
+        xxhash.algorithms_available)
+
+
+def read_checksums(cfg: Config, archive: str) -> dict[str, str]:
+    """Expected digests of `archive` from every checksum file (`md5sum -c` format) that lists it."""
+    found = {}
+    for alg, fname in HASH_FILES.items():
+        f = cfg.checksums / fname
+        if not f.exists():
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            m = SUMS_LINE.fullmatch(line)
+            if not m:
+                raise UserError(f"{f}:{n}: not in '<hex>  <file name>' format: {line!r}")
+            if m.group(2) == archive:
+                found[alg] = m.group(1).lower()
+    if not found:
+        files = ", ".join(HASH_FILES.values())
+        raise UserError(f"no checksum for {archive} in {cfg.checksums} ({files}); add its hash to verify it")
+    return found

@@ -1,0 +1,90 @@
+"""The verify index: for each image, its class, its name and where its bytes are in the archive,
+one function per archive kind (as torchvision's datasets/imagenet.py), and the same rows for an
+ImageFolder tree. Stored as DATA/index/ILSVRC2012_img_<split>.tsv in ImageFolder order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .console import UserError
+from .layout import partial
+from .rules import check_class_image, class_tar, val_label
+from .tarwalk import Entry, regular_files
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image: its class, its file name, and where its bytes are in the archive file."""
+
+    wnid: str
+    name: str
+    offset: int
+    size: int
+
+
+def index_val(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
+    """(header position, image) for every val image, labelled by the ground truth."""
+    for e in regular_files(fd, 0, size, where):
+        yield e.pos, Image(val_label(where, e.name), e.name, e.offset, e.size)
+
+
+def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
+    """(wnid, entry) for each class tar of the outer train tar."""
+    seen: set[str] = set()
+    for e in regular_files(fd, 0, size, where):
+        yield class_tar(where, e.name, seen), e
+
+
+def index_train(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
+    """(header position, image) for every train image, through the class tars."""
+    for wnid, outer in class_tars(fd, size, where):
+        for e in regular_files(fd, outer.offset, outer.offset + outer.size, f"{where}: {outer.name}"):
+            check_class_image(where, outer.name, wnid, e.name)
+            yield e.pos, Image(wnid, e.name, e.offset, e.size)
+
+
+INDEX: dict[str, Callable[[int, int, str], Iterator[tuple[int, Image]]]] = {"train": index_train, "val": index_val}
+
+
+def index_images(split: str, fd: int, size: int, where: str, limit: int, limit_is: str) -> Iterator[Image]:
+    """Every image of an archive of `split` as its INDEX function walks it, in archive order; a
+    member seen twice, or more than `limit` images (a flood of tiny members stops there; `limit_is`
+    says where the limit comes from), is an error naming the member."""
+    seen: set[tuple[str, str]] = set()
+    for _, image in INDEX[split](fd, size, where):
+        if (image.wnid, image.name) in seen:
+            raise UserError(f"{where}: member {image.name} appears more than once")
+        if len(seen) == limit:
+            raise UserError(f"{where}: holds more than the {limit} images of {limit_is} "
+                            f"(member {image.name} is one too many)")
+        seen.add((image.wnid, image.name))
+        yield image
+
+
+def read_index(path: Path) -> list[Image]:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return [Image(w, n, int(o), int(s)) for w, n, o, s in rows]
+
+
+def write_index(path: Path, images: list[Image]) -> None:
+    """A TSV of the images in ImageFolder order (class, then file name)."""
+    tmp = partial(path)
+    with open(tmp, "w") as f:
+        f.write("wnid\tname\toffset\tsize\n")
+        f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\n" for i in images)
+    tmp.rename(path)
+
+
+def image_folder(root: Path) -> list[Image]:
+    """Every image of an ImageFolder tree in ImageFolder order: classes sorted, then files sorted by name."""
+    images = []
+    for cls in sorted(e.name for e in os.scandir(root) if e.is_dir()):
+        files = sorted(f.name for f in os.scandir(root / cls) if f.name.lower().endswith(IMAGE_EXTENSIONS))
+        images += [Image(cls, f, 0, -1) for f in files]
+    return images

@@ -1,0 +1,177 @@
+"""download: fetch a split's archive into $(DATA)/tar/ with aria2c (.torrent, magnet or http/https),
+or link a local file. aria2c keeps `<archive>.aria2` while a download is incomplete, and resumes it."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ..cli import parser, setup
+from ..config import Config, Split
+from ..console import UserError, human_bytes, log
+from ..console import main as run_main
+from ..files import check_free_space
+from ..layout import Paths
+from ..stamps import run_stage
+from ..torrent import magnet_urls, read_torrent
+
+SEED_ARGS = ["-c", "--seed-time=0", "--bt-max-peers=256", "--summary-interval=0",
+             "--auto-file-renaming=false", "--allow-overwrite=true", "--console-log-level=warn"]
+# IMAGENET_LOOPBACK_ONLY=1 (set by make test, make demo and CI): refuse any non-loopback source
+# and keep aria2c off DHT, local peer discovery and peer exchange.
+LOOPBACK_ONLY = os.environ.get("IMAGENET_LOOPBACK_ONLY") == "1"
+LOOPBACK_ARGS = ["--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false"]
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def source_kind(cfg: Config, split: Split) -> tuple[str, str]:
+    """('torrent' | 'magnet' | 'url' | 'file', the resolved source), checked against the config."""
+    src = split.source
+    if src.startswith("magnet:"):
+        urls, kind = magnet_urls(src), "magnet"
+        if LOOPBACK_ONLY:
+            raise UserError(f"magnet sources are not allowed with IMAGENET_LOOPBACK_ONLY=1: {src[:60]}")
+    elif src.startswith(("http://", "https://")):
+        urls, kind = [src], "url"
+    else:
+        path = cfg.resolve(src)
+        if not path.is_file():
+            raise UserError(f"splits.{split.name}.source: {path} does not exist; fix the path in {cfg.path}")
+        if path.suffix != ".torrent":
+            return "file", str(path)
+        try:
+            t = read_torrent(path)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise UserError(f"{path} is not a single-file .torrent; check splits.{split.name}.source") from None
+        if t.name != split.archive or t.length != split.bytes:
+            raise UserError(f"{path} holds {t.name} ({t.length} bytes) but {cfg.path} expects "
+                            f"{split.archive} ({split.bytes} bytes); fix splits.{split.name}")
+        urls, kind, src = t.urls, "torrent", str(path)
+    if LOOPBACK_ONLY and (bad := [u for u in urls if not is_loopback(u)]):
+        raise UserError(f"IMAGENET_LOOPBACK_ONLY=1 but splits.{split.name}.source names {bad[0]}; "
+                        "use a fixture config (loopback web seed)")
+    return kind, src
+
+
+def falloc_supported(folder: Path) -> bool:
+    """aria2c's falloc needs fallocate(2), which some filesystems (and tmpfs on old kernels) lack."""
+    probe = folder / ".falloc-probe"
+    try:
+        return subprocess.run(["fallocate", "-l", "4096", str(probe)], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def is_complete(paths: Paths, split: Split) -> bool:
+    tar = paths.tar(split.archive)
+    return tar.is_file() and tar.stat().st_size == split.bytes and not paths.control(tar).exists()
+
+
+def confirm(split: Split, tar: Path, yes: bool) -> None:
+    """Ask before a large download, only when someone is at the terminal to answer."""
+    if yes or not sys.stdin.isatty() or split.bytes < 1 << 30:
+        return
+    answer = input(f"Download {human_bytes(split.bytes)} ({split.archive}) into {tar.parent}? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UserError("download cancelled; run with YES=1 to skip this question")
+
+
+def aria2c(cfg: Config, split: Split, kind: str, src: str, folder: Path) -> None:
+    if shutil.which("aria2c") is None:
+        raise UserError("aria2c not found; install it with 'apt-get install aria2' (make does when run as root)")
+    alloc = "falloc" if falloc_supported(folder) else "trunc"
+    cmd = ["aria2c", *SEED_ARGS, f"--file-allocation={alloc}", "-d", str(folder)]
+    if kind == "url":
+        cmd += ["-o", split.archive]
+    cmd += cfg.aria2c_args + [a for a in LOOPBACK_ARGS if LOOPBACK_ONLY and a not in cfg.aria2c_args] + [src]
+    log(f"[download {split.name}] {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        # aria2c got the same Ctrl-C: let it write its control file (<archive>.aria2) and stop.
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    if rc != 0:
+        raise UserError(f"aria2c exited with code {rc} for {src}; run the same command again to resume")
+
+
+def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
+    kind, src = source_kind(cfg, split)
+    tar = paths.tar(split.archive)
+    if kind == "file":
+        # A local archive is linked, not copied: verify reads it where it is.
+        tar.parent.mkdir(parents=True, exist_ok=True)
+        if tar.is_symlink():
+            tar.unlink()
+        elif tar.exists() and not tar.samefile(src):
+            raise UserError(f"{tar} exists and is not splits.{split.name}.source {src}; move one of them away")
+        if not tar.exists():
+            tar.symlink_to(src)
+    elif not is_complete(paths, split):
+        have = tar.stat().st_blocks * 512 if tar.exists() else 0
+        check_free_space(tar.parent, max(0, split.bytes - have), f"downloading {split.archive}")
+        confirm(split, tar, yes)
+        aria2c(cfg, split, kind, src, tar.parent)
+    else:
+        log(f"[download {split.name}] {tar} is already complete; not downloading it again")
+    if not is_complete(paths, split):
+        size = tar.stat().st_size if tar.exists() else 0
+        if size != split.bytes and not paths.control(tar).exists():
+            raise UserError(f"{tar} has {size} bytes but splits.{split.name}.bytes in {cfg.path} says "
+                            f"{split.bytes}: the source is not the expected archive; fix the config or the source")
+        raise UserError(f"{tar} is incomplete ({size} of {split.bytes} bytes); run the same command again to resume")
+    st = tar.stat()
+    return {"path": str(tar), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "source": kind}
+
+
+def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
+    return {"source": split.source, "archive": split.archive, "bytes": split.bytes}
+
+
+def presence(paths: Paths, split: Split) -> Any:
+    """The archive is complete and is the file downloaded (same mtime)."""
+    return lambda out: is_complete(paths, split) and paths.tar(split.archive).stat().st_mtime_ns == out["mtime_ns"]
+
+
+def begun(paths: Paths, split: Split) -> list[Path]:
+    tar = paths.tar(split.archive)
+    return [tar, paths.control(tar)]
+
+
+def run() -> None:
+    p = parser(__doc__)
+    p.add_argument("--yes", action="store_true", help="do not ask before a large download")
+    args = p.parse_args()
+    cfg, paths = setup(args)
+    split = cfg.split(args.split)
+    run_stage(paths, split.name, "download", inputs(cfg, paths, split), lambda: download(cfg, paths, split, args.yes),
+              presence(paths, split))
+
+
+def main() -> None:
+    run_main(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""mds: write a split as MDS shards for streaming.StreamingDataset, columns x (jpeg), y (int), wnid (str).
+
+y is the wnid's index among all 1000 sorted wnids. JPEG bytes are stored as they are in the source
+(no decode, no re-encode; see mds/images.py for the RGB guarantee and RESIZE), read by offset straight
+from the verified archive (or, with --from untar, from the unpacked folders: the same shards). The
+order and the workers' parts are mds/plan.py's; each worker writes its part with mds/writer.py."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import platform
+import queue
+import signal
+import traceback
+from collections import Counter
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from ...labels import class_index, classes
+from ..cli import parser, positive, setup
+from ..config import Config
+from ..console import UserError, log
+from ..console import main as run_main
+from ..files import building, check_free_space, du, read_json, write_json
+from ..index import Image, image_folder, read_index
+from ..layout import Paths, mds_stage, partial
+from ..mds.images import stored
+from ..mds.index import INDEX, merge_index
+from ..mds.plan import COLUMNS, Part, plan
+from ..reader import Source
+from ..stamps import read_stamp, run_stage, state, upstream
+
+PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What each sample becomes and how shards are cut: everything that changes the bytes written."""
+
+    size_limit: int
+    hashes: list[str]
+    rgb: bool
+    resize: int | None = None
+    quality: int = 90
+    remote: str | None = None  # the object-store folder holding the ILSVRC2012_img_* datasets
+
+
+def settings(cfg: Config, resize: int | None = None, quality: int = 90, remote: str | None = None) -> Settings:
+    return Settings(cfg.size_limit, cfg.hashes, cfg.rgb, resize, quality, remote)
+
+
+def inputs(cfg: Config, paths: Paths, split: str, source: str, s: Settings) -> dict[str, Any]:
+    """What mds runs on: the stage before's outputs and the settings (train: the seed too). WORKERS
+    changes how the shards are cut, not what the samples are: no reason to redo the work."""
+    recorded: dict[str, Any] = asdict(s)
+    if split == "train":
+        recorded["shuffle_seed"] = cfg.shuffle_seed
+    before = "verify" if source == "tar" else "untar"
+    return {before: upstream(paths, split, before), "mds": recorded}
+
+
+def present(out: dict[str, Any]) -> bool:
+    """index.json and every shard it names are there, at the size it records."""
+    index = read_json(Path(out["path"]) / INDEX)
+    if not isinstance(index, dict):
+        return False
+    try:
+        return all(os.path.getsize(Path(out["path"]) / s["raw_data"]["basename"]) == s["raw_data"]["bytes"]
+                   for s in index["shards"])
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def begun(paths: Paths, split: str, resize: int | None = None) -> list[Path]:
+    out = paths.mds(split, resize)
+    return [out, partial(out)]
+
+
+def current_state(cfg: Config, paths: Paths, split: str, resize: int | None = None) -> tuple[str, dict | None]:
+    """`stamps.state` of a split's mds stage for the config as it is now, with the source, quality and
+    remote it was made with (what status and check ask); and its stamp."""
+    stage = mds_stage(resize)
+    stamp = read_stamp(paths.stamp(split, stage))
+    recorded = (stamp or {}).get("inputs", {}).get("mds", {})
+    s = settings(cfg, resize, recorded.get("quality", 90), recorded.get("remote"))
+    try:
+        now = inputs(cfg, paths, split, "untar" if "untar" in (stamp or {}).get("inputs", {}) else "tar", s)
+    except UserError:
+        now = None
+    return state(paths, split, stage, now, present, begun(paths, split, resize)), stamp
+
+
+def reuse_freed_memory() -> None:
+    """Let glibc keep and reuse freed large blocks instead of unmapping them: each shard's images
+    (tens of MB) are read into new buffers, and faulting in fresh pages for each costs more than
+    the copies (bench: 5x). Peak memory is unchanged; it is only not returned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks under 1 GiB from the heap
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+
+
+def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Settings, done: Any,
+               results: Any) -> None:
+    """In a worker: write `part` into `out/<part.folder>/` (and `remote/<part.folder>/`); put
+    (folder, bytes read, images re-encoded to RGB JPEG, error) on `results`."""
+    from ..mds.upload import UploadingWriter
+    from ..mds.writer import ShardWriter
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the worker just stops; the parent reports it
+    try:
+        reuse_freed_memory()
+        index = class_index()
+        read_bytes = unreported = 0
+        reencoded = []
+        kwargs: dict[str, Any] = {"columns": COLUMNS, "hashes": s.hashes, "size_limit": s.size_limit}
+        folder = out / part.folder
+        writer = (UploadingWriter(folder, f"{remote}/{part.folder}", **kwargs) if remote
+                  else ShardWriter(folder, **kwargs))
+        with writer:
+            for n, (image, data) in enumerate(zip(part.images, source.stream(part.images, PREFETCH), strict=True)):
+                read_bytes += len(data)
+                data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize, s.quality)
+                if original is not None:
+                    reencoded.append({"sample": part.first + n, "file": f"{image.wnid}/{image.name}", **original})
+                writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
+                unreported += 1
+                if unreported == 256 or n == len(part.images) - 1:
+                    with done.get_lock():
+                        done.value += unreported
+                    unreported = 0
+        results.put((part.folder, read_bytes, reencoded, None))
+    except BaseException as e:
+        user = isinstance(e, UserError)
+        results.put((part.folder, 0, [], (user, str(e) if user else traceback.format_exc())))
+
+
+def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, s: Settings, split: str,
+              desc: str) -> list:
+    """Fork one worker per part and wait for all, with a progress bar; (folder, bytes, re-encoded) each."""
+    from tqdm import tqdm
+
+    ctx = mp.get_context("fork")  # the workers inherit their arguments: nothing is pickled
+    done, results = ctx.Value("q", 0), ctx.Queue()
+    procs = [ctx.Process(target=write_part, args=(p, source, out, remote, s, done, results), name=f"mds-{p.folder}")
+             for p in parts]
+    got: dict[str, tuple] = {}
+    try:
+        for p in procs:
+            p.start()
+        with tqdm(total=sum(len(p.images) for p in parts), desc=desc, unit="img", mininterval=0.5) as bar:
+            while len(got) < len(procs):
+                try:
+                    folder, nbytes, reencoded, error = results.get(timeout=0.25)
+                except queue.Empty:
+                    if dead := [p for p in procs if p.exitcode not in (None, 0)]:
+                        raise RuntimeError(f"mds worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
+                    bar.update(done.value - bar.n)
+                    continue
+                if error is not None:
+                    user, text = error
+                    if user:
+                        raise UserError(text)
+                    if remote:
+                        raise UserError(f"uploading {split} to {remote} failed: {text.strip().splitlines()[-1]}; check "
+                                        "REMOTE, the credentials and the endpoint, then run the same command again")
+                    raise RuntimeError(f"mds worker {folder} failed:\n{text}")
+                got[folder] = (folder, nbytes, reencoded)
+            bar.update(done.value - bar.n)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    return [got[p.folder] for p in parts]
+
+
+def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, s: Settings) -> dict:
+    images: list[Image]
+    if source == "tar":
+        tar = Path(upstream(paths, split, "verify")["path"])
+        images, reader = read_index(paths.index(split)), Source(tar=tar)
+        need = sum(i.size for i in images)
+    else:
+        root = paths.untar(split)
+        images, reader = image_folder(root), Source(root=root)
+        need = du(root)
+        if unknown := sorted({i.wnid for i in images} - set(class_index())):
+            raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
+    out, stage = paths.mds(split, s.resize), mds_stage(s.resize)
+    remote = f"{s.remote.rstrip('/')}/{out.name}" if s.remote else None
+    check_free_space(out.parent, need, f"writing MDS shards for {split}")
+    parts = plan(images, shuffle=split == "train", seed=cfg.shuffle_seed, workers=workers)
+    if remote:  # streaming's uploader imports torch (seconds): once, here, before the workers fork
+        import streaming.base.storage.upload  # noqa: F401
+
+        logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
+    with building(out) as tmp:
+        results = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}")
+        counts = Counter(i.wnid for i in images)
+        write_json(tmp / "classes.json", classes(counts))
+        # Only this run's parts: a remote folder may hold an earlier run's with more WORKERS.
+        merge_index([tmp / p.folder for p in parts], tmp)
+        if remote:
+            from ..mds.upload import upload_file
+
+            try:
+                for name in ("classes.json", INDEX):
+                    upload_file(tmp, remote, name)
+            except Exception as e:
+                raise UserError(f"uploading {split} to {remote} failed: {str(e).splitlines()[0]}; check REMOTE, "
+                                "the credentials and the endpoint, then run the same command again") from None
+    reencoded = [r for _, _, part in results for r in part]
+    report = {"split": split, "dataset": out.name, "images": len(images), "per_class": dict(sorted(counts.items())),
+              "rgb": cfg.rgb, "resize": s.resize, "quality": s.quality if s.resize else None,
+              "reencoded": reencoded, "versions": versions()}
+    write_json(paths.report(split, stage), report)
+    log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
+        + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
+    return {"path": str(out), "remote": remote, "images": len(images), "source": source, "workers": len(parts),
+            "bytes_read": sum(b for _, b, _ in results), "bytes_written": du(out),
+            "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
+            "report": str(paths.report(split, stage)), "versions": report["versions"]}
+
+
+def versions() -> dict[str, str]:
+    """The versions the bytes depend on (the format's reader, the JPEG encoder), without importing them."""
+    return {"mosaicml-streaming": version("mosaicml-streaming"), "Pillow": version("Pillow"),
+            "python": platform.python_version()}
+
+
+def run() -> None:
+    p = parser(__doc__)
+    p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
+                   help="read images from the verified archive (default) or the unpacked folders")
+    p.add_argument("--workers", type=positive, default=os.cpu_count() or 1, help="processes (default: cores)")
+    p.add_argument("--resize", type=positive, help="write the low-resolution variant: shorter side at most this")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the --resize variant")
+    p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
+    args = p.parse_args()
+    cfg, paths = setup(args)
+    split = cfg.split(args.split).name
+    s = settings(cfg, args.resize, args.quality, args.remote)
+    run_stage(paths, split, mds_stage(s.resize), inputs(cfg, paths, split, args.source, s),
+              lambda: write_mds(cfg, paths, split, args.source, args.workers, s), present)
+
+
+def main() -> None:
+    run_main(run)
+
+
+if __name__ == "__main__":
+    main()

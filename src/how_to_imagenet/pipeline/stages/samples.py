@@ -1,0 +1,39 @@
+"""samples: read a finished MDS split back with streaming.StreamingDataset and print a few samples."""
+
+from __future__ import annotations
+
+from ...labels import class_name
+from ..cli import parser, positive, setup
+from ..console import main as run_main
+
+
+def show(local: str, count: int) -> None:
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    ds = StreamingDataset(local=local, remote=None, shuffle=False, batch_size=1)
+    print(f"{local}: {len(ds)} samples")
+    print(f"{'index':>6} {'y':>4}  {'wnid':<10} {'size':<9} name")
+    step = max(1, len(ds) // count)
+    for i in range(0, len(ds), step)[:count]:
+        s = ds[i]
+        size = "x".join(map(str, s["x"].size))
+        print(f"{i:>6} {s['y']:>4}  {s['wnid']:<10} {size:<9} {class_name(s['wnid'])}")
+
+
+def run() -> None:
+    p = parser(__doc__)
+    p.add_argument("-n", type=int, default=5, help="how many samples")
+    p.add_argument("--resize", type=positive, help="read the low-resolution variant made with mds --resize")
+    args = p.parse_args()
+    cfg, paths = setup(args, lock=False)
+    show(str(paths.mds(cfg.split(args.split).name, args.resize)), args.n)
+
+
+def main() -> None:
+    run_main(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""status: one line per split and stage (done / stale / damaged / partial / missing) by the same rule
+the stages use (`stamps.state`), then the next command to run. Reads no image and imports neither
+torch nor streaming."""
+
+from __future__ import annotations
+
+from ..cli import parser, setup
+from ..config import Config, Split
+from ..console import UserError, human_bytes
+from ..console import main as run_main
+from ..files import read_json
+from ..layout import STAGES, Paths, mds_stage
+from ..stamps import read_stamp, state
+from . import download, mds, untar, verify
+
+OPTIONAL = ("untar",)  # mds reads the verified archive itself
+
+
+def stage_state(cfg: Config, paths: Paths, split: Split, stage: str) -> tuple[str, dict | None]:
+    """(state, stamp) of one of STAGES for `split`, by `stamps.state`."""
+    if stage == "mds":
+        return mds.current_state(cfg, paths, split.name)
+    module = {"download": download, "verify": verify, "untar": untar}[stage]
+    try:
+        now = module.inputs(cfg, paths, split)
+    except UserError:  # the stage before is not done
+        now = None
+    present = download.presence(paths, split) if stage == "download" else module.present
+    begun = {"download": download.begun(paths, split), "verify": [], "untar": untar.begun(paths, split)}[stage]
+    return state(paths, split.name, stage, now, present, begun), read_stamp(paths.stamp(split.name, stage))
+
+
+def row(split: str, stage: str, st: str, stamp: dict | None) -> str:
+    out = (stamp or {}).get("outputs", {}) if st in ("done", "stale") else {}
+    size = out.get("bytes_written", out.get("bytes"))
+    cells = [split, stage, st, human_bytes(size) if size is not None else "-",
+             str(out.get("images", "-")), f"{stamp['seconds']:.1f} s" if out and stamp else "-"]
+    return f"{cells[0]:<6} {cells[1]:<9} {cells[2]:<8} {cells[3]:>10} {cells[4]:>9} {cells[5]:>9}"
+
+
+def run() -> None:
+    args = parser(__doc__, split=False).parse_args()
+    cfg, paths = setup(args, lock=False)
+    print(f"data: {paths.data}   config: {cfg.path}")
+    print(f"{'split':<6} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
+    todo, remotes = [], []
+    for split in cfg.splits.values():
+        datasets = [None, *paths.resizes(split.name)]  # the full-size dataset, then the RESIZE variants
+        for stage in STAGES:
+            st, stamp = stage_state(cfg, paths, split, stage)
+            print(row(split.name, stage, st, stamp))
+            if st != "done" and stage not in OPTIONAL:
+                todo.append(f"{stage}-{split.name}")
+        for resize in datasets[1:]:
+            st, stamp = mds.current_state(cfg, paths, split.name, resize)
+            print(row(split.name, mds_stage(resize), st, stamp))
+        stamps = [read_stamp(paths.stamp(split.name, mds_stage(resize))) for resize in datasets]
+        remotes += [f"{split.name}: {s['outputs']['remote']}" for s in stamps if s and s["outputs"].get("remote")]
+    if todo:
+        print(f"next: make {todo[0]}" + (" ..." if len(todo) > 1 else ""))
+    else:
+        print(f"all done: ImageNetMDS(local='{paths.mds_root}') reads the shards")
+    print("(untar makes ImageFolder trees, which MDS does not need: make folders)")
+    for line in remotes:
+        print(f"remote copy of {line}")
+    for split in cfg.splits:
+        for path in paths.reports(split):
+            r = read_json(path)
+            if not path.name.startswith(f"{split}.check") or not isinstance(r, dict):
+                continue
+            stamp = read_stamp(paths.stamp(split, mds_stage(r.get("resize"))))
+            if stamp is None:  # the dataset is gone (cleaned)
+                continue
+            failures = r.get("failures") or ["(no detail)"]
+            verdict = "OK" if r.get("ok") else f"FAILED ({len(failures)}: {failures[0]})"
+            stale = stamp["finished"] != r.get("of_shards_finished")
+            print(f"make check of {r.get('dataset')}{' at ' + r['remote'] if r.get('remote') else ''}: "
+                  f"{r.get('samples')} samples, {verdict}{' (older than the shards: run it again)' if stale else ''}")
+
+
+def main() -> None:
+    run_main(run)
+
+
+if __name__ == "__main__":
+    main()

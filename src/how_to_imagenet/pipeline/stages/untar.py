@@ -1,0 +1,58 @@
+"""untar: unpack a verified archive into a torchvision ImageFolder tree
+$(DATA)/untar/ILSVRC2012_img_<split>/<wnid>/<image> (val sorted into classes by the ground truth)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..cli import parser, positive, setup
+from ..config import Config, Split, check_image_count
+from ..console import main as run_main
+from ..files import building, check_free_space, du
+from ..layout import Paths, partial
+from ..stamps import exists, run_stage, upstream
+from ..unpack import UNTAR
+
+
+def untar(cfg: Config, paths: Paths, split_name: str, workers: int) -> dict:
+    split = cfg.split(split_name)
+    tar, out = paths.tar(split.archive), paths.untar(split_name)
+    check_free_space(out.parent, split.bytes, f"unpacking {split.archive}")
+    with building(out) as tmp:
+        counts = UNTAR[split_name](tar, tmp, workers)
+        total = sum(counts.values())
+        check_image_count(cfg, split, tar, total)
+    return {"path": str(out), "images": total, "classes": len(counts), "per_class": counts,
+            "bytes_read": split.bytes, "bytes_written": du(out)}
+
+
+def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
+    return {"verify": upstream(paths, split.name, "verify"), "images": split.images}
+
+
+present = exists("path")
+
+
+def begun(paths: Paths, split: Split) -> list[Path]:
+    out = paths.untar(split.name)
+    return [out, partial(out)]
+
+
+def run() -> None:
+    p = parser(__doc__)
+    p.add_argument("--workers", type=positive, default=os.cpu_count() or 1, help="class tars unpacked at once")
+    args = p.parse_args()
+    cfg, paths = setup(args)
+    split = cfg.split(args.split)
+    run_stage(paths, split.name, "untar", inputs(cfg, paths, split),
+              lambda: untar(cfg, paths, split.name, args.workers), present)
+
+
+def main() -> None:
+    run_main(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""verify: check a downloaded archive's size and every hash listed for it in checksums/ (MD5SUMS,
+SHA256SUMS, XXH64SUMS), and index where each image's bytes are, all in one sequential read: the
+hashes run side by side in threads while the tar headers are walked from the pages just read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from ..cli import parser, setup
+from ..config import Config, Split, check_image_count, read_checksums
+from ..console import UserError, human_bytes, log, progress
+from ..console import main as run_main
+from ..index import Image, index_images, write_index
+from ..layout import Paths
+from ..stamps import run_stage, upstream
+
+CHUNK = 8 << 20
+QUEUED = 4  # chunks a hash may fall behind the read
+LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
+HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
+
+
+def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None]) -> dict[str, str]:
+    """Hex digests of `path` in one sequential read. Each hash runs in a thread of its own, fed the
+    chunks through a short queue, so the read and `on_read(bytes read so far)`, run after each chunk,
+    go on while the slowest hash works, until it falls QUEUED chunks behind."""
+    hashers = {alg: HASHERS[alg]() for alg in algorithms}
+    feeds = [Feed(h) for h in hashers.values()]
+    threads = [threading.Thread(target=feed.run, name=f"hash-{alg}", daemon=True)
+               for alg, feed in zip(hashers, feeds, strict=True)]
+    for t in threads:
+        t.start()
+    done = 0
+    try:
+        with open(path, "rb", buffering=0) as f, progress(path.stat().st_size, desc) as bar:
+            while chunk := f.read(CHUNK):
+                for feed in feeds:
+                    feed.chunks.put(chunk)
+                done += len(chunk)
+                on_read(done)
+                bar.update(len(chunk))
+    finally:
+        for feed in feeds:
+            feed.chunks.put(None)
+        for t in threads:
+            t.join()
+    for feed in feeds:
+        if feed.error is not None:
+            raise feed.error
+    return {alg: h.hexdigest() for alg, h in hashers.items()}
+
+
+class Feed:
+    """One hash's queue of chunks. A hash that fails keeps taking chunks (dropping them) until the
+    end, so the read never blocks on a full queue, and its error is raised once the read is done."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(QUEUED)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        while (chunk := self.chunks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.hasher.update(chunk)  # hashlib and xxhash let go of the GIL on large buffers
+                except BaseException as e:
+                    self.error = e
+
+
+def set_aside(paths: Paths, split: str, tar: Path) -> Path:
+    """Keep a damaged archive under another name (never delete 150 GB silently) and forget its
+    download, so the next run fetches or accepts a good copy."""
+    aside, n = paths.aside(tar), 1
+    while aside.exists() or aside.is_symlink():  # an earlier damaged copy is kept too
+        aside, n = paths.aside(tar, n), n + 1
+    tar.rename(aside)
+    paths.stamp(split, "download").unlink(missing_ok=True)
+    return aside
+
+
+def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str]) -> dict:
+    split = cfg.split(split_name)
+    tar = paths.tar(split.archive)
+    size = tar.stat().st_size
+    if size != split.bytes:
+        aside = set_aside(paths, split_name, tar)
+        raise UserError(f"{tar}: wrong size: expected {split.bytes} bytes, actual {size}; moved aside to "
+                        f"{aside.name}; run 'make download-{split_name}' to fetch it again or put a good copy at {tar}")
+    images: list[Image] = []
+    problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
+    with open(tar, "rb") as f:
+        members = index_images(split_name, f.fileno(), size, str(tar), split.images,
+                               f"splits.{split_name}.images in {cfg.path}")
+        end = 0  # where the last image indexed ends; the next header is just after it
+
+        def index_upto(pos: int) -> None:
+            """Walk the headers in bytes already read, never ahead: a read past the sequential
+            read would cost the disk a seek."""
+            nonlocal end, problem
+            try:
+                while end + LOOKAHEAD <= pos and problem is None:
+                    image = next(members, None)
+                    if image is None:
+                        end = size + LOOKAHEAD
+                        continue
+                    end = image.offset + image.size
+                    images.append(image)
+            except UserError as e:
+                problem = e
+
+        t0 = time.perf_counter()
+        actual = file_digests(tar, sorted(expected), f"verify {split_name}", index_upto)
+        rate = size / max(time.perf_counter() - t0, 1e-9) / 1e6
+        index_upto(size + LOOKAHEAD)
+    for alg in sorted(expected):
+        if actual[alg] != expected[alg]:
+            aside = set_aside(paths, split_name, tar)
+            raise UserError(f"{tar}: {alg} mismatch: expected {expected[alg]}, actual {actual[alg]}; "
+                            f"moved aside to {aside.name}; run 'make download-{split_name}' to fetch it again "
+                            f"or put a good copy at {tar}")
+    if problem is not None:
+        raise problem
+    images.sort(key=lambda i: (i.wnid, i.name))
+    check_image_count(cfg, split, tar, len(images))
+    index = paths.index(split_name)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    write_index(index, images)
+    log(f"[verify {split_name}] {tar.name}: {human_bytes(size)} at {rate:.0f} MB/s, {', '.join(sorted(actual))} OK, "
+        f"{len(images)} images indexed")
+    return {"path": str(tar), "bytes": size, "bytes_read": size, "images": len(images), "index": str(index),
+            "index_bytes": os.path.getsize(index), **actual}
+
+
+def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
+    return {"download": upstream(paths, split.name, "download"), "expected": read_checksums(cfg, split.archive),
+            "images": split.images}
+
+
+def present(out: dict[str, Any]) -> bool:
+    return Path(out["path"]).exists() and Path(out["index"]).exists()
+
+
+def run() -> None:
+    args = parser(__doc__).parse_args()
+    cfg, paths = setup(args)
+    split = cfg.split(args.split)
+    recorded = inputs(cfg, paths, split)
+    run_stage(paths, split.name, "verify", recorded, lambda: verify(cfg, paths, split.name, recorded["expected"]),
+              present)
+
+
+def main() -> None:
+    run_main(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Walking a tar's headers without unpacking it: every member, with where its data is in the file.
+
+Reads only the 512-byte headers (and GNU long-name and pax records), by position, so it works on a
+tar stored inside another (the train class tars) and never trusts a member to stay in bounds.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .console import UserError
+
+BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
+FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+MAX_META = 1 << 20  # the largest GNU long-name or pax header data accepted
+DATA_TYPES = (*FILE_TYPES, tarfile.CONTTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE,
+              tarfile.GNUTYPE_SPARSE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    pos: int  # where the member's header starts in the archive file
+    name: str
+    type: bytes
+    offset: int  # where its data starts
+    size: int
+
+
+def _pax(data: bytes, where: str) -> dict[str, str]:
+    """The records ("<len> <key>=<value>\n") of a pax extended header; a malformed one is an error."""
+    out, i = {}, 0
+    try:
+        while i < len(data) and data[i] != 0:
+            space = data.index(b" ", i)
+            length = int(data[i:space])
+            if length <= space - i + 1 or i + length > len(data):
+                raise ValueError(f"record length {length}")
+            key, _, value = data[space + 1 : i + length - 1].partition(b"=")
+            out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+            i += length
+        if "size" in out:
+            int(out["size"])
+    except ValueError as e:
+        raise UserError(f"{where}: malformed pax header ({e})") from None
+    return out
+
+
+def walk(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
+    """Every member of the tar stored in bytes [start, end) of the file `fd`, reading only headers.
+
+    GNU long names and pax headers are applied to the member they describe. A bad header, or a
+    member whose data runs past `end`, is an error naming `where` and the byte position.
+    """
+    pos, meta = start, {}
+    while pos + BLOCK <= end:
+        buf = os.pread(fd, BLOCK, pos)
+        if len(buf) < BLOCK or buf == ZERO_BLOCK:
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as e:
+            raise UserError(f"{where}: not a valid tar header at byte {pos} ({e})") from None
+        size = int(meta.get("size", info.size))
+        name = meta.get("path", info.name)
+        data = pos + BLOCK
+        if size < 0 or data + size > end:
+            raise UserError(f"{where}: member {name!r} declares {size} bytes, past the end of its archive")
+        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE):
+            if size > MAX_META:
+                raise UserError(f"{where}: member header at byte {pos} carries {size} bytes of metadata")
+            raw = os.pread(fd, size, data)
+            if info.type == tarfile.XHDTYPE:
+                meta.update(_pax(raw, f"{where}: byte {pos}"))
+            else:
+                meta["path"] = raw.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        elif info.type != tarfile.XGLTYPE:
+            yield Entry(pos, name, info.type, data, size)
+            meta = {}
+        # As GNU tar and tarfile do, only these carry data; a directory's or a link's size is ignored.
+        pos = data + -(-size // BLOCK) * BLOCK if info.type in DATA_TYPES else data
+
+
+def regular_files(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
+    """The regular-file members of a tar; directories are skipped, anything else is an error."""
+    for e in walk(fd, start, end, where):
+        if e.type in FILE_TYPES:
+            yield e
+        elif e.type == tarfile.DIRTYPE and e.size:
+            raise UserError(f"{where}: member {e.name!r} is a directory declaring {e.size} bytes of data")
+        elif e.type != tarfile.DIRTYPE:
+            raise UserError(f"{where}: member {e.name!r} is not a regular file (tar type {e.type!r})")

@@ -1,0 +1,85 @@
+"""untar's work: GNU tar unpacks an archive into a torchvision ImageFolder tree `<out>/<wnid>/`,
+one function per archive kind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .console import UserError, progress
+from .index import class_tars
+from .rules import check_class_image, val_label
+from .tarwalk import Entry
+
+TAR_ARGS = ["--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"]
+
+
+def extract(tar: Path, dest: Path, offset: int, size: int, bar: tqdm) -> None:
+    """GNU tar extracts the tar stored in bytes [offset, offset+size) of the file `tar` into `dest`;
+    the kernel copies those bytes into tar's stdin (sendfile), and `bar` counts them."""
+    if shutil.which("tar") is None:
+        raise UserError("GNU tar not found; install it with 'apt-get install tar'")
+    cmd = ["tar", "-x", "-f", "-", "-C", str(dest), *TAR_ARGS]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc, open(tar, "rb") as f:
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            end = offset + size
+            while offset < end and (sent := os.sendfile(proc.stdin.fileno(), f.fileno(), offset,
+                                                        min(end - offset, 8 << 20))):
+                offset += sent
+                bar.update(sent)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = proc.stderr.read().decode(errors="replace").strip()
+        rc = proc.wait()
+    if rc != 0:
+        raise UserError(f"{tar}: GNU tar could not extract it ({err.splitlines()[0] if err else f'exit code {rc}'})")
+
+
+def untar_val(tar: Path, out: Path, workers: int) -> dict[str, int]:
+    """Extract the flat val tar into `out`, then move each image into its ground-truth class folder."""
+    size = tar.stat().st_size
+    with progress(size, "untar val") as bar:
+        extract(tar, out, 0, size, bar)
+    counts: dict[str, int] = {}
+    for entry in sorted(os.scandir(out), key=lambda e: e.name):
+        if not entry.is_file(follow_symlinks=False):
+            raise UserError(f"{tar}: member {entry.name!r} is not a regular file")
+        wnid = val_label(str(tar), entry.name)
+        (out / wnid).mkdir(exist_ok=True)
+        os.rename(entry.path, out / wnid / entry.name)
+        counts[wnid] = counts.get(wnid, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def untar_train(tar: Path, out: Path, workers: int) -> dict[str, int]:
+    """Extract each class tar, straight from its byte range of the outer tar, into `<out>/<wnid>/`,
+    `workers` at a time; no class tar is written to disk."""
+    size = tar.stat().st_size
+    with open(tar, "rb") as f:
+        classes = list(class_tars(f.fileno(), size, str(tar)))
+
+    def one(wnid: str, e: Entry) -> int:
+        dest = out / wnid
+        dest.mkdir()
+        extract(tar, dest, e.offset, e.size, bar)
+        found = list(os.scandir(dest))
+        for f in found:
+            check_class_image(str(tar), e.name, wnid, f.name)
+            if not f.is_file(follow_symlinks=False):
+                raise UserError(f"{tar}: member {e.name}/{f.name} is not a regular file")
+        return len(found)
+
+    with progress(size, "untar train") as bar, ThreadPoolExecutor(workers) as pool:
+        counts = dict(zip([w for w, _ in classes], pool.map(lambda c: one(*c), classes), strict=True))
+    return dict(sorted(counts.items()))
+
+
+UNTAR: dict[str, Callable[[Path, Path, int], dict[str, int]]] = {"train": untar_train, "val": untar_val}

@@ -1,0 +1,124 @@
+"""Driving the real interface as a user would: `make` in the project, a DATA folder copied with its
+timestamps, an MDS folder read back with an unmodified StreamingDataset."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..names import archive
+
+PROJECT = Path(__file__).resolve().parents[3]  # the checkout: testing/ never ships in the wheel
+# Nested under `make test`, the inner makes must not inherit the outer one's flags and job server.
+ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+ENV["IMAGENET_LOOPBACK_ONLY"] = "1"
+VENV = Path(sys.executable).parent.parent
+
+
+def make(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `make ARGS` in the project, as a user would; output captured as text."""
+    cmd = ["make", "--no-print-directory", f"VENV={VENV}", *args]
+    done = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, env={**ENV, **(env or {})})
+    if check and done.returncode != 0:
+        raise AssertionError(f"make {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    """`make ARGS` in its own process group, as a terminal would run it."""
+    return subprocess.Popen(["make", "--no-print-directory", f"VENV={VENV}", *args], cwd=PROJECT, env=ENV,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stage(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """One stage run directly (`python -m how_to_imagenet.pipeline ARGS`), without make."""
+    return subprocess.run([sys.executable, "-m", "how_to_imagenet.pipeline", *args], cwd=PROJECT, capture_output=True,
+                          text=True, env={**ENV, "PYTHONPATH": str(PROJECT / "src"), **(env or {})})
+
+
+def states(config: Path, data: Path) -> dict[tuple[str, str], str]:
+    """(split, stage) -> state, parsed from `make status`."""
+    out = make("status", f"CONFIG={config}", f"DATA={data}").stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith(("train ", "val "))]
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_data(src: Path, dst: Path) -> Path:
+    """A copy of a DATA folder with its timestamps."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def read_mds(local: Path) -> list[dict]:
+    """Every sample of an MDS folder, read with an unmodified StreamingDataset; `raw` is the byte
+    string the `x` image was decoded from (PIL keeps the BytesIO it was opened from)."""
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    ds = StreamingDataset(local=str(local), remote=None, shuffle=False, batch_size=1)
+    samples = []
+    for i in range(len(ds)):
+        s = ds[i]
+        samples.append({**s, "raw": s["x"].fp.getvalue()})
+    return samples
+
+
+def mds_files(root: Path) -> dict[str, bytes]:
+    """Every file under an MDS folder by its relative path: to compare two runs byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class Fixture:
+    """A fixture built by `fixture.build` in `root`, its config, and the URL serving it."""
+
+    root: Path
+    config: Path
+    url: str
+
+    def variant(self, name: str, **changes: object) -> Path:
+        """A copy of the fixture config beside it (so relative paths still hold) with `changes`
+        applied; keys are dotted paths, e.g. `**{"mds.size_limit": 4096}`."""
+        raw = yaml.safe_load(self.config.read_text())
+        for dotted, value in changes.items():
+            *parents, leaf = dotted.split(".")
+            node = raw
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        path = self.root / f"config-{name}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    def tar(self, split: str) -> Path:
+        return self.root / archive(split)
+
+    def members(self, split: str) -> dict[str, bytes]:
+        """Image file name -> bytes, read straight from the fixture archive with tarfile."""
+        out = {}
+        with tarfile.open(self.tar(split)) as tar:
+            for m in tar:
+                data = tar.extractfile(m).read()
+                if split == "train":
+                    with tarfile.open(fileobj=io.BytesIO(data)) as inner:
+                        out.update({i.name: inner.extractfile(i).read() for i in inner})
+                else:
+                    out[m.name] = data
+        return out

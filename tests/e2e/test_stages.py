@@ -1,0 +1,219 @@
+"""Each stage on its own: status at every step, verify failures, sources, clean, and the loopback guard."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from how_to_imagenet.names import archive
+from how_to_imagenet.pipeline.layout import Paths, partial
+from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, copy_data, make
+from how_to_imagenet.testing.runs import stage as run_stage
+from how_to_imagenet.testing.runs import states as status
+
+
+def test_status_shows_every_state_step_by_step(fixture: Fixture, tmp_path: Path):
+    data, cfg = tmp_path / "data", fixture.config
+    states = status(cfg, data)
+    assert set(states.values()) == {"missing"} and len(states) == 8
+    assert "next: make download-train" in make("status", f"CONFIG={cfg}", f"DATA={data}").stdout
+    expected = {"download": "missing", "verify": "missing", "untar": "missing", "mds": "missing"}
+    for stage in ("download", "verify", "untar", "mds"):
+        make(f"{stage}-val", f"CONFIG={cfg}", f"DATA={data}")
+        expected[stage] = "done"
+        states = status(cfg, data)
+        assert {s: states[("val", s)] for s in expected} == expected
+        assert all(states[("train", s)] == "missing" for s in expected)
+    # A stage killed mid-way leaves `<out>.partial`; status calls it partial, never done.
+    make("clean-val", f"CONFIG={cfg}", f"DATA={data}")
+    partial(Paths(data).untar("val")).mkdir(parents=True)
+    states = status(cfg, data)
+    assert [states[("val", s)] for s in ("verify", "untar", "mds")] == ["done", "partial", "missing"]
+    # An interrupted download keeps aria2c's control file: partial too.
+    (Paths(data).tar(archive("train"))).write_bytes(b"\0" * 10)
+    Paths(data).control(Paths(data).tar(archive("train"))).write_bytes(b"x")
+    assert status(cfg, data)[("train", "download")] == "partial"
+
+
+def test_a_wrong_checksum_fails_verify_with_expected_and_actual_and_no_stamp(fixture: Fixture, built: Path,
+                                                                              tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    sums = tmp_path / "bad-checksums"
+    shutil.copytree(fixture.root / "checksums", sums)
+    good = (sums / "MD5SUMS").read_text()
+    (sums / "MD5SUMS").write_text(good.replace(good.split()[2], "0" * 32, 1) if "val" in good.split()[3]
+                                  else good.replace(good.split()[0], "0" * 32, 1))
+    config = fixture.variant("bad-md5", checksums=str(sums))
+    (Paths(data).stamp("val", "verify")).unlink()
+    done = make("verify-val", f"CONFIG={config}", f"DATA={data}", check=False)
+    assert done.returncode != 0
+    assert "md5 mismatch: expected 00000000000000000000000000000000, actual " in done.stderr
+    assert not (Paths(data).stamp("val", "verify")).exists()
+    assert Paths(data).aside(Paths(data).tar(archive("val"))).exists()  # kept aside, not silently deleted
+    assert "moved aside to ILSVRC2012_img_val.tar.corrupt" in done.stderr
+    done = make("mds-val", f"CONFIG={config}", f"DATA={data}", check=False)
+    assert done.returncode != 0
+    assert "pipeline mds" not in done.stdout and "pipeline untar" not in done.stdout  # nothing downstream ran
+
+
+def test_a_tar_of_the_wrong_size_fails_verify_with_expected_and_actual(fixture: Fixture, built: Path,
+                                                                        tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    tar = Paths(data).tar(archive("val"))
+    size = tar.stat().st_size
+    with open(tar, "r+b") as f:
+        f.truncate(size - 512)
+    (Paths(data).stamp("val", "verify")).unlink()
+    # The verify stage on its own: `make verify-val` would first have download resume the short file.
+    done = run_stage("verify", f"--config={fixture.config}", f"--data={data}", "val")
+    assert done.returncode != 0
+    assert f"wrong size: expected {size} bytes, actual {size - 512}" in done.stderr
+    assert not (Paths(data).stamp("val", "verify")).exists()
+    # A good copy put in its place is accepted.
+    shutil.copy(fixture.tar("val"), tar)
+    make("verify-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert Paths(data).aside(Paths(data).tar(archive("val"))).stat().st_size == size - 512
+
+
+def test_an_http_source_downloads_through_aria2c(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("http", **{"splits.val.source": fixture.url + "ILSVRC2012_img_val.tar"})
+    data = tmp_path / "data"
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    tar = Paths(data).tar(archive("val"))
+    assert not tar.is_symlink() and tar.read_bytes() == (fixture.tar("val")).read_bytes()
+
+
+def test_a_local_file_source_is_linked_not_copied(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("local", **{"splits.val.source": "ILSVRC2012_img_val.tar"})
+    data = tmp_path / "data"
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    assert (Paths(data).tar(archive("val"))).resolve() == fixture.tar("val")
+
+
+def test_a_complete_tar_is_not_downloaded_again(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    (Paths(data).stamp("val", "download")).unlink()
+    done = make("download-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert "already complete; not downloading it again" in done.stderr
+    assert "aria2c -c" not in done.stderr
+
+
+def test_an_image_count_that_differs_from_the_config_fails_untar(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    config = fixture.variant("wrong-count", **{"splits.val.images": 25})
+    done = make("untar-val", f"CONFIG={config}", f"DATA={data}", check=False)
+    assert done.returncode != 0
+    assert "holds 24 images, but splits.val.images" in done.stderr and "says 25" in done.stderr
+    assert not partial(Paths(data).untar("val")).exists()
+
+
+def test_not_enough_disk_stops_download_with_required_and_available(fixture: Fixture, tmp_path: Path):
+    done = make("download-val", f"CONFIG={fixture.config}", f"DATA={tmp_path}", check=False,
+                env={"IMAGENET_FREE_BYTES": "1000"})
+    assert done.returncode != 0
+    assert "not enough free disk" in done.stderr and "available 1.0 KB" in done.stderr
+    assert not (Paths(tmp_path).tar(archive("val"))).exists()
+
+
+def test_clean_removes_outputs_and_stamps_but_keeps_the_tar(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    make("clean-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not (Paths(data).untar("val")).exists() and not (Paths(data).mds("val")).exists()
+    assert sorted(p.name for p in Paths(data).stamps.iterdir() if p.name.startswith("val.")) == [
+        "val.download", "val.verify"]
+    assert (Paths(data).tar(archive("val"))).exists() and (Paths(data).mds("train")).exists()
+    make("clean-val-tar", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not (Paths(data).tar(archive("val"))).exists()
+    assert not any(p.name.startswith("val.") for p in Paths(data).stamps.iterdir())
+    make("val", f"CONFIG={fixture.config}", f"DATA={data}")  # and it all comes back
+
+
+def test_clean_removes_a_resize_variant_left_partial_by_a_killed_run(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    left = partial(Paths(data).mds("val", 64))  # what a SIGKILL in `make mds-val RESIZE=64` leaves
+    (left / "00000").mkdir(parents=True)
+    assert "val    mds_r64   partial" in make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    make("clean-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not left.exists()
+
+
+def test_the_real_imagenet_torrents_are_refused_in_loopback_only_mode(tmp_path: Path):
+    # PATH without aria2c too: even a broken guard could not reach the network from here.
+    env = {**ENV, "PATH": str(Path(sys.executable).parent)}
+    for split in ("train", "val"):
+        done = run_stage("download", "--data", str(tmp_path), split, env=env)
+        assert done.returncode == 1
+        assert "IMAGENET_LOOPBACK_ONLY=1 but splits" in done.stderr and "academictorrents.com" in done.stderr
+
+
+@pytest.mark.parametrize("source", ["magnet:?xt=urn:btih:5d6d0df7ed81efd49ca99ea4737e0ae5e3a5f2e5",
+                                    "https://example.org/ILSVRC2012_img_val.tar"])
+def test_non_loopback_sources_are_refused_in_loopback_only_mode(fixture: Fixture, tmp_path: Path, source: str):
+    config = fixture.variant("remote", **{"splits.val.source": source})
+    done = make("download-val", f"CONFIG={config}", f"DATA={tmp_path}", check=False)
+    assert done.returncode != 0 and "IMAGENET_LOOPBACK_ONLY=1" in done.stderr
+
+
+def test_help_is_the_default_goal_and_lists_every_target_and_variable():
+    out = make().stdout
+    for target in ("all", "train", "val", "download-val", "verify-train", "untar-val", "mds-train", "status",
+                   "clean-val", "clean-val-tar", "demo", "test", "samples-val", "aria2c", "venv", "lint"):
+        assert f" {target} " in out.replace("\n", " \n"), target
+    for var in ("DATA", "CONFIG", "YES", "TORCH", "VENV"):
+        assert f"  {var} " in out
+
+
+def test_shipped_label_files_and_torrents_match_their_pinned_sha256():
+    done = subprocess.run(["sha256sum", "-c", "checksums/META.SHA256SUMS"], cwd=PROJECT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_large_download_asks_first_only_at_a_terminal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from how_to_imagenet.pipeline.config import load_config
+    from how_to_imagenet.pipeline.console import UserError
+    from how_to_imagenet.pipeline.stages.download import confirm
+
+    split = load_config(PROJECT / "config.yaml").split("val")
+    tar = tmp_path / split.archive
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "n")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    confirm(split, tar, yes=False)  # no terminal: no question
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    confirm(split, tar, yes=True)  # YES=1: no question
+    assert asked == []
+    with pytest.raises(UserError, match="download cancelled; run with YES=1"):
+        confirm(split, tar, yes=False)
+    assert asked == [f"Download 6.7 GB (ILSVRC2012_img_val.tar) into {tmp_path}? [y/N] "]
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    confirm(split, tar, yes=False)
+
+
+def test_a_local_source_already_in_the_data_folder_is_kept(fixture: Fixture, tmp_path: Path):
+    data = tmp_path / "data"
+    tar = Paths(data).tar(archive("val"))
+    tar.parent.mkdir(parents=True)
+    shutil.copy(fixture.tar("val"), tar)
+    config = fixture.variant("in-place", **{"splits.val.source": str(tar)})
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    assert not tar.is_symlink() and tar.read_bytes() == (fixture.tar("val")).read_bytes()
+
+
+def test_a_checksum_file_removed_or_in_binary_mode_is_fine(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    sums = tmp_path / "sums"
+    shutil.copytree(fixture.root / "checksums", sums)
+    (sums / "XXH64SUMS").unlink()
+    md5 = (sums / "MD5SUMS").read_text()
+    (sums / "MD5SUMS").write_text(md5.replace("  ILSVRC", " *ILSVRC"))  # md5sum -b writes this
+    config = fixture.variant("two-sums", checksums=str(sums))
+    done = make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    assert "md5, sha256 OK" in done.stderr
+    (sums / "SHA256SUMS").unlink()
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")  # a file gone is no missing prerequisite
+    (Paths(data).stamp("val", "verify")).unlink()
+    assert "md5 OK" in make("verify-val", f"CONFIG={config}", f"DATA={data}").stderr

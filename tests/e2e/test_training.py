@@ -1,0 +1,167 @@
+"""Ready for training: the importable loader, object-store output and input, low-resolution variants."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import xxhash
+
+from how_to_imagenet.pipeline.layout import Paths
+from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, copy_data, free_port, make, read_mds
+
+
+def identities(local: Path) -> Counter:
+    """(y, hash of the pixels) of every sample: what each sample is, whatever the order."""
+    return Counter((s["y"], xxhash.xxh64(s["x"].convert("RGB").tobytes()).intdigest()) for s in read_mds(local))
+
+
+def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(built: Path):
+    import torch
+    from streaming.base.util import clean_stale_shared_memory
+    from torch.utils.data import DataLoader
+
+    from how_to_imagenet import ImageNetMDS
+
+    clean_stale_shared_memory()
+    train = ImageNetMDS(local=str(built / "mds"), split="train", batch_size=4)
+    image, y = train[0]
+    assert isinstance(image, torch.Tensor) and image.shape == (3, 224, 224) and 0 <= y < 1000
+    assert train.classes[517] == "construction crane" and train.wnids[0] == "n01440764"
+    clean_stale_shared_memory()
+    raw = ImageNetMDS(local=str(built / "mds"), split="train", transform=None, batch_size=4, shuffle=True)
+    seen = Counter()
+    for batch in DataLoader(raw, batch_size=4, num_workers=2, collate_fn=list):
+        for image, y in batch:
+            assert image.mode == "RGB"
+            seen[(y, xxhash.xxh64(image.tobytes()).intdigest())] += 1
+    assert seen == identities(Paths(built).mds("train"))  # every sample exactly once
+    clean_stale_shared_memory()
+    val = ImageNetMDS(local=str(built / "mds"), split="val", batch_size=8)
+    images, ys = next(iter(DataLoader(val, batch_size=8, num_workers=2)))
+    assert images.shape == (8, 3, 224, 224) and ys.tolist() == [0, 0, 0, 1, 1, 1, 59, 59]  # val in order
+
+
+RANK_SCRIPT = """
+import json, sys
+from torch.utils.data import DataLoader
+import xxhash
+from how_to_imagenet import ImageNetMDS
+ds = ImageNetMDS(local=sys.argv[1], split="train", transform=None, batch_size=4, shuffle=True, shuffle_seed=7)
+out = [[y, xxhash.xxh64(img.tobytes()).intdigest()] for b in DataLoader(ds, batch_size=4, num_workers=2,
+       collate_fn=list) for img, y in b]
+print(json.dumps(out))
+"""
+
+
+def test_two_ranks_each_read_their_own_part_and_together_every_sample_once(built: Path):
+    # streaming starts torch.distributed (gloo) for the ranks' rendezvous: on loopback.
+    env = {**ENV, "PYTHONPATH": str(PROJECT / "src"), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(built / "mds")], stdout=subprocess.PIPE,
+                              text=True, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    parts = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(parts[0]) == len(parts[1]) == 24
+    assert Counter(tuple(s) for part in parts for s in part) == identities(Paths(built).mds("train"))
+
+
+def test_the_seed_projects_loading_example_works_unchanged_and_gives_three_channels(built: Path):
+    """The seed (josejg/how-to-imagenet) README's usage: StreamingDataset(local=...) with no other
+    argument, and a subclass applying ToTensor to sample['x'] without converting it to RGB."""
+    from streaming import StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+    from torchvision import transforms
+
+    class SeedImageNetMDS(StreamingDataset):
+        def __init__(self, local=None, remote=None, transform=None):
+            super().__init__(local=local, remote=remote)
+            self.transform = transform or transforms.ToTensor()
+
+        def __getitem__(self, idx):
+            sample = super().__getitem__(idx)
+            return self.transform(sample["x"]), sample["y"]
+
+    for split in ("train", "val"):
+        clean_stale_shared_memory()
+        plain = StreamingDataset(local=str(Paths(built).mds(split)))
+        assert 0 <= plain[0]["y"] < 1000 and plain[0]["wnid"].startswith("n")
+        clean_stale_shared_memory()
+        ds = SeedImageNetMDS(local=str(Paths(built).mds(split)))
+        items = [ds[i] for i in range(len(ds))]
+        assert all(x.shape[0] == 3 for x, _ in items)  # the CMYK and grayscale quirks too
+        assert [y for _, y in items] == [s["y"] for s in read_mds(Paths(built).mds(split))]
+
+
+def test_a_low_resolution_variant_keeps_labels_and_order(fixture: Fixture, built: Path, tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    done = make("mds-train", "check-train", "RESIZE=64", "QUALITY=85", "WORKERS=2", f"CONFIG={fixture.config}",
+                f"DATA={data}")
+    assert "[check train] 48 samples" in done.stderr and ": OK" in done.stderr
+    small = read_mds(Paths(data).mds("train", 64))
+    full = read_mds(Paths(built).mds("train"))
+    assert [(s["y"], s["wnid"]) for s in small] == [(s["y"], s["wnid"]) for s in full]
+    for s, f in zip(small, full, strict=True):
+        assert s["x"].format == "JPEG" and s["x"].mode == "RGB" and min(s["x"].size) <= 64
+        if min(f["x"].size) > 64:  # resized: the shorter side becomes 64, the aspect ratio kept
+            assert min(s["x"].size) == 64
+            assert abs(s["x"].size[0] / s["x"].size[1] - f["x"].size[0] / f["x"].size[1]) < 0.05
+        else:
+            assert s["raw"] == f["raw"]
+    assert any(min(f["x"].size) > 64 for f in full) and any(min(f["x"].size) <= 64 for f in full)
+    stamp = json.loads((Paths(data).stamp("train", "mds_r64")).read_text())
+    assert stamp["inputs"]["mds"]["resize"] == 64 and stamp["inputs"]["mds"]["quality"] == 85
+    status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    assert any(line.split()[:3] == ["train", "mds_r64", "done"] for line in status.splitlines())
+    assert (Paths(data).mds("train") / "index.json").exists()  # the full-size one stays
+    make("clean-train", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert not (Paths(data).mds("train", 64)).exists()
+    assert not (Paths(data).stamp("train", "mds_r64")).exists()
+
+
+# ---------------------------------------------------------------- object store
+
+
+def test_mds_uploads_to_s3_and_check_and_the_loader_read_it_back(fixture: Fixture, built: Path, tmp_path: Path,
+                                                                 s3: dict[str, str]):
+    import boto3
+
+    data = copy_data(built, tmp_path / "data")
+    remote = "s3://imagenet/run1/mds"
+    # A first upload in 3 parts, then the real one in 1: the merged index must not take in the
+    # leftover parts 00001 and 00002 of the first.
+    make("mds-val", "WORKERS=3", f"REMOTE={remote}", f"CONFIG={fixture.variant('tiny', **{'mds.size_limit': 8192})}",
+         f"DATA={data}", env=s3)
+    make("mds-val", "WORKERS=1", f"REMOTE={remote}", f"CONFIG={fixture.config}", f"DATA={data}", env=s3)
+    index = json.loads((Paths(data).mds("val") / "index.json").read_text())
+    assert {sh["raw_data"]["basename"].split("/")[0] for sh in index["shards"]} == {"00000"}
+    client = boto3.client("s3", endpoint_url=s3["S3_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket="imagenet", Prefix="run1/")["Contents"]}
+    prefix = "run1/mds/ILSVRC2012_img_val/"
+    assert {prefix + "index.json", prefix + "classes.json", prefix + "00000/shard.00000.mds"} <= keys
+    status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    assert f"remote copy of val: {remote}/ILSVRC2012_img_val" in status
+    done = make("check-val", f"REMOTE={remote}", f"CONFIG={fixture.config}", f"DATA={data}", env=s3)
+    assert "[check val] 24 samples" in done.stderr and ": OK" in done.stderr
+    code = ("import sys; from how_to_imagenet import ImageNetMDS; "
+            "ds = ImageNetMDS(remote=sys.argv[1], local=sys.argv[2], split='val', transform=None, batch_size=1); "
+            "print([ds[i][1] for i in range(len(ds))])")
+    out = subprocess.run([sys.executable, "-c", code, remote, str(tmp_path / "cache")], capture_output=True,
+                         text=True, env={**ENV, **s3, "PYTHONPATH": str(PROJECT / "src")}, check=True).stdout
+    assert eval(out) == [s["y"] for s in read_mds(Paths(built).mds("val"))]
+
+
+def test_an_upload_failure_is_one_clear_line_and_leaves_no_stamp(fixture: Fixture, built: Path, tmp_path: Path,
+                                                                 s3: dict[str, str]):
+    data = copy_data(built, tmp_path / "data")
+    (Paths(data).stamp("val", "mds")).unlink()
+    done = make("mds-val", "REMOTE=s3://no-such-bucket/mds", f"CONFIG={fixture.config}", f"DATA={data}",
+                check=False, env=s3)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "uploading val to s3://no-such-bucket/mds/ILSVRC2012_img_val failed" in errors[0]
+    assert not (Paths(data).stamp("val", "mds")).exists()

@@ -1,0 +1,90 @@
+"""The archive walk, the name rules and the verify index, in-process: what the archives may hold,
+and every hostile archive refused at every nesting level before anything is unpacked. (The few
+end-to-end runs through make and GNU tar are in e2e/test_safety.py.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from how_to_imagenet.pipeline.config import load_config, read_checksums
+from how_to_imagenet.pipeline.console import UserError
+from how_to_imagenet.pipeline.index import Image, read_index
+from how_to_imagenet.pipeline.layout import Paths
+from how_to_imagenet.pipeline.rules import check_class_image, val_label
+from how_to_imagenet.pipeline.stages.download import download
+from how_to_imagenet.pipeline.stages.verify import verify
+from how_to_imagenet.testing.archives import CASES, EXPECTED, JPEG, archive_for, craft, custom
+
+
+def verify_archive(root: Path, split: str, data: bytes, images: int) -> list[Image]:
+    """What `make verify-SPLIT` does with these archive bytes, in this process: the index it writes."""
+    cfg = load_config(custom(root / "src", split, data, images))
+    paths = Paths(root / "data")
+    spec = cfg.split(split)
+    download(cfg, paths, spec, yes=True)  # a local source: linked
+    verify(cfg, paths, split, read_checksums(cfg, spec.archive))
+    return read_index(paths.index(split))
+
+
+def test_a_good_archive_is_indexed_in_imagefolder_order(tmp_path: Path):
+    inner = craft([("n01443537_2.JPEG", JPEG), ("n01443537_10.JPEG", JPEG[:100])])
+    rows = verify_archive(tmp_path, "train", craft([("n01443537.tar", inner), ("n01440764.tar", craft([
+        ("n01440764_5.JPEG", JPEG)]))]), 3)
+    assert [(r.wnid, r.name) for r in rows] == [("n01440764", "n01440764_5.JPEG"), ("n01443537", "n01443537_10.JPEG"),
+                                                ("n01443537", "n01443537_2.JPEG")]
+    raw = (tmp_path / "src" / "ILSVRC2012_img_train.tar").read_bytes()
+    assert [raw[r.offset : r.offset + r.size] for r in rows] == [JPEG, JPEG[:100], JPEG]
+
+
+def test_the_name_rules():
+    assert val_label("x", "ILSVRC2012_val_00000001.JPEG") == "n01751748"
+    for bad in ("ILSVRC2012_val_00050001.JPEG", "ILSVRC2012_val_1.JPEG", "ILSVRC2012_val_00000001.jpeg"):
+        with pytest.raises(UserError, match="is not a labelled val image"):
+            val_label("x", bad)
+    check_class_image("x", "n01440764.tar", "n01440764", "n01440764_18.JPEG")
+    for bad in ("n01440764_18.jpeg", "n01443537_1.JPEG", "../n01440764_1.JPEG", "n01440764_x.JPEG"):
+        with pytest.raises(UserError, match=re.escape("is not a n01440764_<n>.JPEG image")):
+            check_class_image("x", "n01440764.tar", "n01440764", bad)
+
+
+VAL1, VAL2, VAL3 = (f"ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2, 3))
+
+
+@pytest.mark.parametrize(("split", "members", "images", "message"), [
+    ("val", [(VAL1, JPEG), (VAL2, JPEG)], 3, "holds 2 images, but splits.val.images"),
+    ("val", [(VAL1, JPEG), (VAL2, JPEG), (VAL3, JPEG), ("README.txt", b"hi")], 3,
+     "member 'README.txt' is not a labelled val image"),
+    ("val", [(VAL1, JPEG), ("ILSVRC2012_val_00099999.JPEG", JPEG)], 2,
+     "member 'ILSVRC2012_val_00099999.JPEG' is not a labelled val image"),
+    ("train", [("n01440764.tar", craft([("n01440764_1.JPEG", JPEG), ("notes.txt", b"hi")]))], 2,
+     "member n01440764.tar/notes.txt is not a n01440764_<n>.JPEG image"),
+    ("train", [("n01440764.tar", craft([("n01440764_1.JPEG", JPEG), ("n01443537_7.JPEG", JPEG)]))], 2,
+     "member n01440764.tar/n01443537_7.JPEG is not a n01440764_<n>.JPEG image"),
+    ("train", [("n01440764.tar", craft([("n01440764_1.JPEG", JPEG)])), ("n99999999.tar", craft([]))], 1,
+     "member 'n99999999.tar' is not a class tar"),
+])
+def test_an_archive_with_missing_extra_or_misfiled_images_fails_verify_naming_the_member(
+        tmp_path: Path, split: str, members: list, images: int, message: str):
+    with pytest.raises(UserError, match=re.escape(message)):
+        verify_archive(tmp_path, split, craft(members), images)
+
+
+@pytest.mark.parametrize("level", ["val", "train-outer", "train-inner"])
+@pytest.mark.parametrize("case", CASES)
+def test_a_hostile_archive_is_refused_by_verify_naming_the_member(tmp_path: Path, level: str, case: str):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "sentinel.txt").write_text("keep")
+    split, data, images = archive_for(level, case, outside)
+    with pytest.raises(UserError) as refused:
+        verify_archive(tmp_path, split, data, images)
+    line = str(refused.value)
+    assert EXPECTED[case] in line and ("member" in line or "images" in line or "pax" in line), line
+    if case == "flood":
+        assert "one too many" in line or "is not a class tar" in line
+    assert not Paths(tmp_path / "data").index(split).exists() and not list(tmp_path.glob("data/index/*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "outside", "src"]
+    assert [p.name for p in outside.iterdir()] == ["sentinel.txt"] and (outside / "sentinel.txt").read_text() == "keep"

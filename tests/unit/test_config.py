@@ -1,0 +1,65 @@
+"""Config validation: every mistake is one clear line naming the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from how_to_imagenet.pipeline.config import load_config
+from how_to_imagenet.pipeline.console import UserError
+from how_to_imagenet.testing.runs import PROJECT, make
+
+
+def write(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load((PROJECT / "config.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_shipped_config_loads_with_paths_relative_to_its_folder():
+    cfg = load_config(PROJECT / "config.yaml")
+    assert cfg.data_dir == PROJECT / "data" and cfg.checksums == PROJECT / "checksums"
+    assert cfg.split("val").bytes == 6744924160 and cfg.split("train").images == 1281167
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c["mds"].update(shuffle_sed=1), "unknown key 'mds.shuffle_sed'"),
+    (lambda c: c.update(dataa="x"), "unknown key 'dataa'"),
+    (lambda c: c["splits"]["val"].update(bytes="12"), "'splits.val.bytes' must be int, got str '12'"),
+    (lambda c: c["splits"]["val"].update(images=True), "'splits.val.images' must be int, got bool"),
+    (lambda c: c.update(aria2c_args="--foo"), "'aria2c_args' must be a list of str"),
+    (lambda c: c["mds"].pop("hashes"), "missing key 'mds.hashes'"),
+    (lambda c: c["splits"].update(test={}), "unknown key 'splits.test'"),
+    (lambda c: c["splits"]["val"].update(images=0), "'splits.val.images' must be positive"),
+])
+def test_a_bad_key_or_type_is_an_error_naming_the_key(tmp_path: Path, edit, message: str):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_config(write(tmp_path, edit))
+
+
+def test_make_stops_at_once_with_one_line_on_a_bad_config(tmp_path: Path):
+    path = write(tmp_path, lambda c: c["mds"].update(size_limt=1))
+    done = make("status", f"CONFIG={path}", check=False)
+    assert done.returncode != 0
+    assert f"error: {path}: unknown key 'mds.size_limt'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_config_or_bad_yaml_is_one_clear_line(tmp_path: Path):
+    done = make("status", f"CONFIG={tmp_path}/nope.yaml", check=False)
+    assert done.returncode != 0 and "nope.yaml" in done.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("splits: [\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_a_split_left_out_of_the_config_is_a_clear_error(tmp_path: Path):
+    cfg = load_config(write(tmp_path, lambda c: c["splits"].pop("train")))
+    with pytest.raises(UserError, match=r"no 'splits\.train' section"):
+        cfg.split("train")

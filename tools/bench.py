@@ -1,0 +1,367 @@
+"""bench: measure every stage side by side on an ImageNet-like fixture (about 110 KB JPEGs) and
+compare each with the copy floor (cp of the same bytes on the same disk). Page caches are dropped
+before each row when this runs as root, and each row ends with `sync`, so rows measure the disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from how_to_imagenet.labels import wnids
+from how_to_imagenet.names import archive
+from how_to_imagenet.pipeline.config import load_config
+from how_to_imagenet.pipeline.console import log, main
+from how_to_imagenet.pipeline.files import remove, write_json
+from how_to_imagenet.pipeline.layout import Paths, mds_stage
+from how_to_imagenet.pipeline.stamps import read_stamp
+from how_to_imagenet.testing.fixture import bench_photos, build
+
+PY = sys.executable
+T = TypeVar("T")
+STAGE = [PY, "-m", "how_to_imagenet.pipeline"]
+SELF = [PY, str(Path(__file__).resolve())]  # this script's own measurements, run as subcommands
+CLASSES = 100
+CHART_CUT = 4.0  # bars of the chart longer than this many copy floors are drawn cut
+
+
+def drop_caches() -> bool:
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Timed:
+    seconds: float  # the command and the sync after it
+    rss: float  # peak RSS in MB of the command and its children
+    out: str  # what it printed
+    sync: float  # of the seconds, the sync: writing back what the command left dirty
+
+
+def timed(cmd: list[str], cold: bool = True) -> Timed:
+    """Run `cmd` then `sync`, from a cold cache unless `cold` is False."""
+    if cold:
+        drop_caches()
+    else:
+        subprocess.run(["sync"], check=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        t1 = time.perf_counter()
+        subprocess.run(["sync"], check=True)
+        t2 = time.perf_counter()
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{err.read().decode(errors='replace')[-2000:]}")
+        return Timed(t2 - t0, usage.ru_maxrss / 1024, out.read().decode(), t2 - t1)
+
+
+class Bench:
+    def __init__(self, root: Path, images: int, workers: int, repeat: int, mds: dict) -> None:
+        self.root, self.images, self.workers, self.repeat = root, images, workers, repeat
+        self.rows: list[dict] = []
+        self.copy_rate = 0.0  # bytes/s of the copy floor
+        self.project_mds = mds  # the config's mds section: the fixtures are written as the real data would be
+
+    def fixture(self, images: int) -> Path:
+        """Build (or reuse) a fixture of about `images` images over 100 classes, 90% train."""
+        out = self.root / f"fixture-{images}"
+        config = out / "config.yaml"
+        if not config.exists():
+            import random
+
+            remove(out)
+            log(f"[bench] building a fixture of {images} images in {out}")
+            classes = wnids()[:: 1000 // CLASSES]
+            build(out, seed=1, wnids=classes, train_per_class=max(1, images * 9 // 10 // CLASSES),
+                  val_per_class=min(50, max(1, images // 10 // CLASSES)),
+                  photos=bench_photos(random.Random(1)), mds=self.project_mds)
+        return config
+
+    def row(self, name: str, nbytes: int, seconds: float, rss: float | None = None, work: float | None = None,
+            note: str = "") -> None:
+        """One table row; `work` (the stage's own time from its stamp, without interpreter start-up) is
+        what the ratio uses when given."""
+        t = work if work is not None else seconds
+        r = {"row": name, "seconds": round(seconds, 3), "work_seconds": round(t, 3), "bytes": nbytes,
+             "mb_s": round(nbytes / t / 1e6, 1) if t else None,
+             "x_copy": round(t / (nbytes / self.copy_rate), 2) if self.copy_rate and nbytes else None,
+             "peak_rss_mb": round(rss) if rss is not None else None, "note": note}
+        self.rows.append(r)
+        log(f"[bench] {name}: {t:.2f} s, {r['mb_s']} MB/s, x{r['x_copy']} copy, rss {r['peak_rss_mb']} MB")
+
+    def stage(self, name: str, config: Path, data: Path, split: str, *extra: str, stage: str = "",
+              cold: bool = True, output: Path | None = None) -> tuple[float, float, float]:
+        """Run one stage script from scratch; (wall seconds, peak RSS MB, work seconds): the work is the
+        time its stamp records (no interpreter start-up) plus the sync of what it wrote. `output`, the
+        last run's result, is deleted before the clock starts, as the copy floor writes a new file."""
+        stage = stage or name
+        cmd = [*STAGE, name, "--config", str(config), "--data", str(data), *extra, split]
+
+        def once() -> tuple[float, float, float]:
+            Paths(data).stamp(split, stage).unlink(missing_ok=True)
+            if output is not None:
+                remove(output)
+            t = timed(cmd, cold)
+            stamp = read_stamp(Paths(data).stamp(split, stage))
+            assert stamp is not None
+            return t.seconds, t.rss, stamp["seconds"] + t.sync
+
+        return self.best(once, key=lambda r: r[2])  # type: ignore[index]
+
+    def best(self, run: Callable[[], T], key: Callable[[T], float] = lambda r: r.seconds) -> T:  # type: ignore[attr-defined]
+        """The fastest of `repeat` runs: this machine is shared, and a slower run measured noise."""
+        return min((run() for _ in range(self.repeat)), key=key)
+
+    def run(self) -> None:
+        config = self.fixture(self.images)
+        fixture = config.parent
+        train, val = fixture / archive("train"), fixture / archive("val")
+        tb, vb = train.stat().st_size, val.stat().st_size
+        data = self.root / "data"
+        paths = Paths(data)
+        remove(data)
+        copy = self.root / "copy.tar"
+        seconds = self.best(lambda: timed(["cp", str(train), str(copy)])).seconds
+        copy.unlink()
+        self.copy_rate = tb / seconds
+        self.row("copy floor: cp train tar", tb, seconds)
+        self.row("read: cat > /dev/null", tb, self.best(lambda: timed(["cat", str(train)])).seconds)
+        self.row("md5sum (coreutils)", tb, self.best(lambda: timed(["md5sum", str(train)])).seconds)
+        for algs in (["md5"], ["sha256"], ["xxh64"], ["md5", "sha256", "xxh64"]):
+            t = self.best(lambda a=algs: timed([*SELF, "hash", str(train), *a]), key=lambda r: float(r.out))
+            self.row(f"hash {'+'.join(algs)} (one read, threads)", tb, t.seconds, t.rss, float(t.out) + t.sync)
+        # The pipeline's own stages, train split.
+        (data / "tar").mkdir(parents=True)
+        for split in ("train", "val"):
+            subprocess.run([*STAGE, "download", "--config", str(config), "--data", str(data), split],
+                           check=True, capture_output=True)
+        s, rss, work = self.stage("verify", config, data, "train")
+        self.row("verify train: md5+sha256+xxh64 + index", tb, s, rss, work)
+        verify_work, self.verify_wall = work, s
+        s, rss, work = self.stage("untar", config, data, "train", "--workers", str(self.workers),
+                                  output=paths.untar("train"))
+        self.row(f"untar train (WORKERS={self.workers})", tb, s, rss, work)
+        s, rss, work = self.stage("mds", config, data, "train", "--from", "untar", "--workers", str(self.workers),
+                                  output=paths.mds("train"))
+        self.row(f"mds train from folders (WORKERS={self.workers})", tb, s, rss, work)
+        remove(data / "untar")
+        s, rss, work1 = self.stage("mds", config, data, "train", "--workers", "1", output=paths.mds("train"))
+        self.row("mds train from tar (WORKERS=1)", tb, s, rss, work1)
+        s, rss, work = self.stage("mds", config, data, "train", "--workers", str(self.workers),
+                                  output=paths.mds("train"))
+        self.row(f"mds train from tar (WORKERS={self.workers})", tb, s, rss, work)
+        speedup = work1 / work
+        mds_rss = rss
+        # The same two with the archive already in the page cache: what the workers' CPU allows.
+        warm = []
+        for w in (1, self.workers):
+            subprocess.run(["cat", str(train)], stdout=subprocess.DEVNULL, check=True)
+            s_w, rss_w, work_w = self.stage("mds", config, data, "train", "--workers", str(w), cold=False,
+                                            output=paths.mds("train"))
+            self.row(f"mds train from tar (WORKERS={w}), archive in page cache", tb, s_w, rss_w, work_w)
+            warm.append(work_w)
+        full_written = read_stamp(paths.stamp("train", "mds"))["outputs"]["bytes_written"]
+        # RESIZE decodes and re-encodes every image: bound by the CPU, where more workers pay most.
+        resized = {}
+        for w in sorted({1, self.workers}):
+            s_r, rss_r, resized[w] = self.stage("mds", config, data, "train", "--workers", str(w),
+                                                "--resize", "256", stage=mds_stage(256),
+                                                output=paths.mds("train", 256))
+            small_written = read_stamp(paths.stamp("train", mds_stage(256)))["outputs"]["bytes_written"]
+            self.row(f"mds train RESIZE=256 from tar (WORKERS={w})", tb, s_r, rss_r, resized[w],
+                     note=f"{small_written / 1e6:.0f} MB written, {small_written / full_written:.0%} of full size")
+        # From the verified (and indexed) tars to MDS, both splits; then the same with verify too.
+        s_val, _, verify_val = self.stage("verify", config, data, "val")
+        s_mds, _, mds_val = self.stage("mds", config, data, "val", "--workers", str(self.workers),
+                                       output=paths.mds("val"))
+        self.row("verified tars to MDS: mds train + val", tb + vb, s + s_mds, None, work + mds_val)
+        self.row("downloaded tars to MDS: verify + mds, train + val", tb + vb, s + s_mds + s_val + self.verify_wall,
+                 None, work + mds_val + verify_work + verify_val)
+        # Memory: the same conversion on a fixture 4x smaller.
+        small = self.fixture(self.images // 4)
+        small_data = self.root / "data-small"
+        remove(small_data)
+        subprocess.run([*STAGE, "download", "--config", str(small), "--data", str(small_data), "train"],
+                       check=True, capture_output=True)
+        self.stage("verify", small, small_data, "train")
+        s, small_rss, work = self.stage("mds", small, small_data, "train", "--workers", str(self.workers),
+                                        output=Paths(small_data).mds("train"))
+        sb = (small.parent / archive("train")).stat().st_size
+        self.row(f"mds train from tar, 1/4 of the images (WORKERS={self.workers})", sb, s, small_rss, work)
+        remove(small_data)
+        self.loaders(data)
+        self.summary = {
+            "mds_from_tar_x_copy": self.find(f"mds train from tar (WORKERS={self.workers})")["x_copy"],
+            "verified_tars_to_mds_x_copy": self.find("verified tars to MDS: mds train + val")["x_copy"],
+            "verify_all_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
+                                          / self.find("hash md5+sha256+xxh64 (one read, threads)")["work_seconds"], 2),
+            "verify_stage_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
+                                            / self.find("verify train: md5+sha256+xxh64 + index")["work_seconds"], 2),
+            "workers_speedup": round(speedup, 2),
+            "workers_speedup_archive_cached": round(warm[0] / warm[1], 2),
+            "workers_speedup_resize": round(resized[1] / resized[self.workers], 2),
+            "rss_full_vs_quarter": round(mds_rss / small_rss, 2),
+            "mds_peak_rss_mb": round(mds_rss),
+        }
+
+    def find(self, name: str) -> dict:
+        return next(r for r in self.rows if r["row"] == name)
+
+    def loaders(self, data: Path) -> None:
+        """Samples per second through a DataLoader with 2 workers: MDS vs an ImageFolder tree, and the
+    ImageNetMDS loader with its training transform."""
+        n = min(4000, self.images // 2)
+        self.stage("untar", self.root / f"fixture-{self.images}" / "config.yaml", data, "train",
+                   "--workers", str(self.workers))
+        for decode, kind in ((False, "mds"), (False, "folder"), (True, "mds"), (True, "folder"), (True, "loader")):
+            t = timed([*SELF, "loader", str(data), kind, str(int(decode)), str(n)])
+            seconds, rss, rate = t.seconds, t.rss, json.loads(t.out)
+            what = "decoded to RGB" if decode else "raw bytes"
+            if kind == "loader":
+                kind, what = "ImageNetMDS", "decoded + train transform"
+            self.rows.append({"row": f"loader {kind} {what} (2 workers)", "seconds": round(seconds, 3),
+                              "work_seconds": rate["seconds"], "samples_s": rate["samples_s"],
+                              "peak_rss_mb": round(rss), "bytes": None, "mb_s": None, "x_copy": None,
+                              "note": f"{n} samples"})
+            log(f"[bench] loader {kind} {what}: {rate['samples_s']} samples/s")
+
+
+def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
+    """Read `n` samples of the train split with a DataLoader(num_workers=2)."""
+    import io
+
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset, Subset
+
+    def load(raw: bytes) -> int:
+        return Image.open(io.BytesIO(raw)).convert("RGB").size[0] if decode else len(raw)
+
+    if kind == "loader":
+        from how_to_imagenet import ImageNetMDS
+
+        ds: Dataset = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split="train", batch_size=64, shuffle=False)
+        collate = None
+    elif kind == "mds":
+        from streaming import StreamingDataset
+        from streaming.base.util import clean_stale_shared_memory
+
+        clean_stale_shared_memory()
+
+        class Raw(StreamingDataset):
+            def __getitem__(self, i: int) -> int:
+                x = super().__getitem__(i)["x"]
+                return x.convert("RGB").size[0] if decode else len(x.fp.getvalue())
+
+        ds = Raw(local=str(Paths(Path(data)).mds("train")), remote=None, shuffle=False, batch_size=64)
+        collate = list
+    else:
+        from torchvision.datasets import ImageFolder
+
+        ds = ImageFolder(str(Paths(Path(data)).untar("train")), loader=lambda p: load(Path(p).read_bytes()))
+        collate = list
+    loader = DataLoader(Subset(ds, range(min(n, len(ds)))), batch_size=64, num_workers=2, collate_fn=collate)
+    t0 = time.perf_counter()
+    count = sum(len(b) if collate else len(b[1]) for b in loader)  # default collate: [images, ys]
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 3), "samples_s": round(count / seconds)}
+
+
+def hash_seconds(path: Path, algorithms: list[str]) -> float:
+    """Seconds verify's one-read hashing takes over `path`."""
+    from how_to_imagenet.pipeline.stages.verify import file_digests
+
+    t = time.perf_counter()
+    file_digests(path, algorithms, "hash", lambda n: None)
+    return time.perf_counter() - t
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| row | seconds | MB/s | x copy floor | peak RSS MB |", "| --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        rate = f"{r['samples_s']} samples/s" if "samples_s" in r else r["mb_s"]
+        lines.append(f"| {r['row']} | {r['work_seconds']:.2f} | {rate} | {r['x_copy'] or '-'} | "
+                     f"{r['peak_rss_mb'] if r['peak_rss_mb'] is not None else '-'} |")
+    return "\n".join(lines)
+
+
+def chart(rows: list[dict], path: Path) -> None:
+    """A horizontal bar per row: its time as a multiple of the copy floor (Pillow only)."""
+    from PIL import Image, ImageDraw
+
+    bars = [r for r in rows if r.get("x_copy")]
+    width, left, height = 900, 400, 28
+    top = min(max(r["x_copy"] for r in bars), CHART_CUT)  # longer bars are cut, so the rest stay readable
+    img = Image.new("RGB", (width, 40 + height * len(bars)), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 10), "time / copy floor (cp of the same bytes; lower is better)", fill="black")
+    for k, r in enumerate(bars):
+        y = 36 + k * height
+        w = int((width - left - 60) * min(r["x_copy"], top) / top)
+        draw.text((10, y + 6), r["row"][:60], fill="black")
+        draw.rectangle([left, y + 4, left + w, y + height - 4], fill="#4a7ab5" if r["x_copy"] > 1 else "#888888")
+        if r["x_copy"] > top:
+            draw.rectangle([left + w - 24, y + 2, left + w - 18, y + height - 2], fill="white")  # the cut
+        draw.text((left + w + 6, y + 6), f"{r['x_copy']:.2f}x", fill="black")
+    img.save(path)
+
+
+def measure(argv: list[str]) -> None:
+    """The subcommands the bench times in a process of their own: `hash FILE ALG...`, `loader DATA KIND DECODE N`."""
+    if argv[0] == "hash":
+        print(hash_seconds(Path(argv[1]), argv[2:]))
+    else:
+        print(json.dumps(loader_rate(argv[1], argv[2], argv[3] == "1", int(argv[4]))))
+
+
+def run() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("hash", "loader"):
+        return measure(sys.argv[1:])
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", default="config.yaml", help="config whose data_dir is the default --data")
+    p.add_argument("--data", type=Path, help="data folder (default: the config's data_dir)")
+    p.add_argument("--images", type=int, default=13600, help="images in the fixture (about 110 KB each)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--repeat", type=int, default=2, help="runs of each row; the fastest counts")
+    args = p.parse_args()
+    cfg = load_config(args.config)
+    args.data = args.data or cfg.data_dir
+    t0 = time.time()
+    mds = {"size_limit": cfg.size_limit, "shuffle_seed": cfg.shuffle_seed, "hashes": cfg.hashes, "rgb": cfg.rgb}
+    bench = Bench(args.data.resolve() / "bench", args.images, args.workers, args.repeat, mds)
+    cold = drop_caches()
+    bench.run()
+    reports = args.data.resolve() / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {shutil.disk_usage(reports).total // 10**9} GB disk"
+    result = {"machine": machine, "caches_dropped": cold, "images": args.images, "workers": args.workers,
+              "repeat": args.repeat,
+              "rows": bench.rows, "summary": bench.summary}
+    write_json(reports / "bench.json", result)
+    chart(bench.rows, reports / "bench.png")
+    print(f"bench on {machine}; {args.images} images; caches {'dropped' if cold else 'warm'}; "
+          f"fastest of {args.repeat} runs per row; "
+          f"took {time.time() - t0:.0f} s\n")
+    print(table(bench.rows))
+    print("\n" + "\n".join(f"- {k}: {v}" for k, v in bench.summary.items()))
+    print(f"\nwritten: {reports / 'bench.json'}, {reports / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    main(run)
