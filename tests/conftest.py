@@ -1,14 +1,18 @@
 """Shared fixtures: the ImageNet-shaped fixture built once per session in a temporary folder and
 served on 127.0.0.1 as its torrents' web seed, DATA after the whole pipeline ran on it, a larger
-fixture to interrupt, and an S3 server (moto) on loopback. Helpers live in how_to_imagenet.testing."""
+fixture to interrupt, an S3 server (moto) on loopback, and the library installed from a wheel.
+Helpers live in how_to_imagenet.testing."""
 
 from __future__ import annotations
 
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import pytest
 
 from how_to_imagenet.labels import wnids
 from how_to_imagenet.testing.fixture import bench_photos, build
-from how_to_imagenet.testing.runs import Fixture, free_port, make
+from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_port, make
 from how_to_imagenet.testing.webseed import serve
 
 
@@ -74,3 +78,30 @@ def s3() -> Iterator[dict[str, str]]:
     yield env
     proc.terminate()
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a new venv with the wheel installed; its dependencies (torch, streaming, ...)
+    are this venv's, seen through a .pth file, as installing them again would take minutes."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy, so the build leaves nothing in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md", "src"):
+        (shutil.copytree if (PROJECT / name).is_dir() else shutil.copy)(PROJECT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(root / "dist"), str(source)], check=True, env=ENV)
+    wheel = next((root / "dist").glob("how_to_imagenet-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "how_to_imagenet/data/ilsvrc2012_synsets.txt" in names and "how_to_imagenet/loader.py" in names
+    assert "how_to_imagenet/pipeline/stages/mds.py" in names
+    assert not [n for n in names if "/testing/" in n], names
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
+                   check=True, env=ENV)
+    return python

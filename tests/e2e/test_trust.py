@@ -6,8 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from how_to_imagenet.labels import val_wnid
+from how_to_imagenet.pipeline.config import load_config
+from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.layout import Paths
+from how_to_imagenet.pipeline.stages.check import check_splits
 from how_to_imagenet.testing.fixture import QUIRKS
 from how_to_imagenet.testing.runs import Fixture, copy_data, make, mds_files, read_mds
 
@@ -77,31 +82,36 @@ def rewrite(local: Path, edit) -> None:
             w.write({"x": s["raw"], "y": s["y"], "wnid": s["wnid"]})
 
 
-def failed_check(fixture: Fixture, data: Path, split: str) -> str:
-    done = make(f"check-{split}", f"CONFIG={fixture.config}", f"DATA={data}", check=False)
-    assert done.returncode != 0 and not report(data, split, "check")["ok"]
-    return done.stderr
+def failed_check(fixture: Fixture, data: Path, split: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """`make check-SPLIT`'s work, in this process (streaming is imported here already): it must fail."""
+    with pytest.raises(UserError) as failed:
+        check_splits(load_config(fixture.config), Paths(data), [split], decode=False, resize=None, remote=None)
+    assert not report(data, split, "check")["ok"]
+    return capsys.readouterr().err + f"error: {failed.value}"
 
 
-def test_check_fails_on_a_corrupted_shard_byte_naming_the_shard(fixture: Fixture, built: Path, tmp_path: Path):
+def test_check_fails_on_a_corrupted_shard_byte_naming_the_shard(fixture: Fixture, built: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]):
     data = copy_data(built, tmp_path / "data")
     shard = sorted((Paths(data).mds("val")).glob("*/*.mds"))[0]
     raw = bytearray(shard.read_bytes())
     raw[-100] ^= 1
     shard.write_bytes(raw)
-    err = failed_check(fixture, data, "val")
+    err = failed_check(fixture, data, "val", capsys)
     assert f"shard {shard.parent.name}/{shard.name}: xxh64 is " in err and "index.json says" in err
 
 
-def test_check_fails_on_a_dropped_sample(fixture: Fixture, built: Path, tmp_path: Path):
+def test_check_fails_on_a_dropped_sample(fixture: Fixture, built: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]):
     data = copy_data(built, tmp_path / "data")
     rewrite(Paths(data).mds("train"), lambda samples: samples[:5] + samples[6:])
-    err = failed_check(fixture, data, "train")
+    err = failed_check(fixture, data, "train", capsys)
     assert "47 samples, but splits.train.images is 48" in err
     assert "is missing or mislabelled" in Paths(data).report("train", "check").read_text()
 
 
-def test_check_fails_on_a_swapped_label(fixture: Fixture, built: Path, tmp_path: Path):
+def test_check_fails_on_a_swapped_label(fixture: Fixture, built: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]):
     data = copy_data(built, tmp_path / "data")
 
     def swap(samples: list[dict]) -> list[dict]:
@@ -109,11 +119,12 @@ def test_check_fails_on_a_swapped_label(fixture: Fixture, built: Path, tmp_path:
         return samples
 
     rewrite(Paths(data).mds("val"), swap)
-    err = failed_check(fixture, data, "val")
+    err = failed_check(fixture, data, "val", capsys)
     assert "sample 0: y is 999, but n01440764 is class 0 of the sorted wnids" in err
 
 
-def test_check_fails_when_a_sample_carries_another_class(fixture: Fixture, built: Path, tmp_path: Path):
+def test_check_fails_when_a_sample_carries_another_class(fixture: Fixture, built: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]):
     data = copy_data(built, tmp_path / "data")
 
     def relabel(samples: list[dict]) -> list[dict]:
@@ -121,7 +132,7 @@ def test_check_fails_when_a_sample_carries_another_class(fixture: Fixture, built
         return samples
 
     rewrite(Paths(data).mds("train"), relabel)
-    err = failed_check(fixture, data, "train")
+    err = failed_check(fixture, data, "train", capsys)
     assert "is missing or mislabelled" in err and "class n01443537: 7 samples, the archive holds 6" in err
 
 

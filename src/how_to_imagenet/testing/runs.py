@@ -122,3 +122,28 @@ class Fixture:
                 else:
                     out[m.name] = data
         return out
+
+
+USE = """
+# Load split val of the dataset at argv[1] (a local folder, or a cache for the remote argv[2])
+import sys
+import how_to_imagenet
+from how_to_imagenet import ImageNetMDS
+assert how_to_imagenet.__file__.startswith(sys.prefix), how_to_imagenet.__file__  # the installed copy
+try:
+    import how_to_imagenet.testing
+    raise SystemExit("the test helpers were installed")
+except ModuleNotFoundError:
+    pass
+ds = ImageNetMDS(local=sys.argv[1], remote=sys.argv[2] or None, split="val", transform=None, batch_size=1)
+print(ds.classes[517], [ds[i][1] for i in range(len(ds))])
+"""
+
+
+def use_installed(python: Path, local: Path, remote: str = "", env: dict[str, str] | None = None) -> str:
+    """What USE prints when run by `python` outside the repo, without PYTHONPATH: the class 517 name and the labels."""
+    clean = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(python), "-c", USE, str(local), remote], capture_output=True, text=True,
+                          cwd=local.parent, env={**clean, **(env or {})})
+    assert done.returncode == 0, done.stderr
+    return done.stdout

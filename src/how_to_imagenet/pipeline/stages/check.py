@@ -124,22 +124,17 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
     return report
 
 
-def run() -> None:
-    p = parser(__doc__, split=False)
-    p.add_argument("--decode", action="store_true", help="also decode every image and check it is RGB")
-    p.add_argument("--resize", type=positive, help="check the low-resolution variant made with mds --resize")
-    p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
-    p.add_argument("splits", nargs="*", choices=[[], *SPLITS], help="the splits to check (default: the config's)")
-    args = p.parse_args()
-    cfg, paths = setup(args, lock=False)
+def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, resize: int | None,
+                 remote: str | None) -> None:
+    """Check each split, write its report and say the verdict; a failure is a UserError naming the first."""
     failed = []
-    for split in [cfg.split(s).name for s in args.splits] or list(cfg.splits):
-        report = check(cfg, paths, split, args.decode, args.resize, args.remote)
-        out = paths.report(split, "check" + variant(args.resize))
+    for split in splits:
+        report = check(cfg, paths, split, decode, resize, remote)
+        out = paths.report(split, "check" + variant(resize))
         write_json(out, report)
         pc, failures = report["per_class"], report["failures"]
         verdict = "OK" if report["ok"] else f"{len(failures)} FAILURES"
-        decoded = ", all decoded to RGB" if args.decode and report["ok"] else ""
+        decoded = ", all decoded to RGB" if decode and report["ok"] else ""
         log(f"[check {split}] {report['samples']} samples in {report['shards']} shards, {report['classes']} classes "
             f"({pc['fewest']} to {pc['most']} per class){decoded}: {verdict} ({out})")
         for line in failures[:SHOWN]:
@@ -149,6 +144,18 @@ def run() -> None:
                           + (f" (and {len(failures) - 1} more, see {out})" if len(failures) > 1 else ""))
     if failed:
         raise UserError("; ".join(failed))
+
+
+def run() -> None:
+    p = parser(__doc__, split=False)
+    p.add_argument("--decode", action="store_true", help="also decode every image and check it is RGB")
+    p.add_argument("--resize", type=positive, help="check the low-resolution variant made with mds --resize")
+    p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
+    p.add_argument("splits", nargs="*", choices=[[], *SPLITS], help="the splits to check (default: the config's)")
+    args = p.parse_args()
+    cfg, paths = setup(args, lock=False)
+    splits = [cfg.split(s).name for s in args.splits] or list(cfg.splits)
+    check_splits(cfg, paths, splits, args.decode, args.resize, args.remote)
 
 
 def main() -> None:
