@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .console import main
+
 STAGES = ("download", "verify", "untar", "mds", "check", "samples", "status", "clean", "splits")
 
 
@@ -16,7 +18,7 @@ def run() -> None:
         sys.exit(f"usage: python -m how_to_imagenet.pipeline {{{','.join(STAGES)}}} [options] [split]")
     stage = sys.argv.pop(1)
     sys.argv[0] = f"how_to_imagenet.pipeline {stage}"  # what argparse's usage and errors name
-    importlib.import_module(f".stages.{stage}", __package__).main()
+    main(importlib.import_module(f".stages.{stage}", __package__).run)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from ...names import SPLITS, variant
 from ..cli import parser, positive, setup
 from ..config import Config
 from ..console import UserError, log
-from ..console import main as run_main
 from ..files import remove, write_json
 from ..index import read_index
 from ..layout import Paths
@@ -156,11 +155,3 @@ def run() -> None:
     cfg, paths = setup(args, lock=False)
     splits = [cfg.split(s).name for s in args.splits] or list(cfg.splits)
     check_splits(cfg, paths, splits, args.decode, args.resize, args.remote)
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from ..cli import parser, setup
 from ..console import log
-from ..console import main as run_main
 from ..files import remove
 from ..layout import mds_stage, partial
 
@@ -29,11 +28,3 @@ def run() -> None:
         if path.exists() or path.is_symlink():
             log(f"[clean {split.name}] removing {path}")
             remove(path)
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 from ..cli import parser, setup
 from ..config import Config, Split
 from ..console import UserError, human_bytes, log
-from ..console import main as run_main
 from ..files import check_free_space
 from ..layout import Paths
 from ..stamps import run_stage
@@ -167,11 +166,3 @@ def run() -> None:
     split = cfg.split(args.split)
     run_stage(paths, split.name, "download", inputs(cfg, paths, split), lambda: download(cfg, paths, split, args.yes),
               presence(paths, split))
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,6 @@ from ...labels import class_index, classes
 from ..cli import parser, positive, setup
 from ..config import Config
 from ..console import UserError, log
-from ..console import main as run_main
 from ..files import building, check_free_space, du, read_json, write_json
 from ..index import Image, image_folder, read_index
 from ..layout import Paths, mds_stage, partial
@@ -250,11 +249,3 @@ def run() -> None:
     s = settings(cfg, args.resize, args.quality, args.remote)
     run_stage(paths, split, mds_stage(s.resize), inputs(cfg, paths, split, args.source, s),
               lambda: write_mds(cfg, paths, split, args.source, args.workers, s), present)
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ...labels import class_name
 from ..cli import parser, positive, setup
-from ..console import main as run_main
 
 
 def show(local: str, count: int) -> None:
@@ -29,11 +28,3 @@ def run() -> None:
     args = p.parse_args()
     cfg, paths = setup(args, lock=False)
     show(str(paths.mds(cfg.split(args.split).name, args.resize)), args.n)
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

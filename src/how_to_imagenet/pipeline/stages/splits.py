@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..cli import parser
 from ..config import load_config
-from ..console import main as run_main
 
 
 def run() -> None:
@@ -13,11 +12,3 @@ def run() -> None:
     p.add_argument("--prefix", default="", help="put this before each split name")
     args = p.parse_args()
     print(" ".join(args.prefix + s for s in load_config(args.config).splits))
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

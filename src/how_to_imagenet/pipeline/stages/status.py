@@ -7,7 +7,6 @@ from __future__ import annotations
 from ..cli import parser, setup
 from ..config import Config, Split
 from ..console import UserError, human_bytes
-from ..console import main as run_main
 from ..files import read_json
 from ..layout import STAGES, Paths, mds_stage
 from ..stamps import read_stamp, state
@@ -76,11 +75,3 @@ def run() -> None:
             stale = stamp["finished"] != r.get("of_shards_finished")
             print(f"make check of {r.get('dataset')}{' at ' + r['remote'] if r.get('remote') else ''}: "
                   f"{r.get('samples')} samples, {verdict}{' (older than the shards: run it again)' if stale else ''}")
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,6 @@ from typing import Any
 
 from ..cli import parser, positive, setup
 from ..config import Config, Split, check_image_count
-from ..console import main as run_main
 from ..files import building, check_free_space, du
 from ..layout import Paths, partial
 from ..stamps import exists, run_stage, upstream
@@ -48,11 +47,3 @@ def run() -> None:
     split = cfg.split(args.split)
     run_stage(paths, split.name, "untar", inputs(cfg, paths, split),
               lambda: untar(cfg, paths, split.name, args.workers), present)
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,6 @@ import xxhash
 from ..cli import parser, setup
 from ..config import Config, Split, check_image_count, read_checksums
 from ..console import UserError, human_bytes, log, progress
-from ..console import main as run_main
 from ..index import Image, index_images, write_index
 from ..layout import Paths
 from ..stamps import run_stage, upstream
@@ -157,11 +156,3 @@ def run() -> None:
     recorded = inputs(cfg, paths, split)
     run_stage(paths, split.name, "verify", recorded, lambda: verify(cfg, paths, split.name, recorded["expected"]),
               present)
-
-
-def main() -> None:
-    run_main(run)
-
-
-if __name__ == "__main__":
-    main()
