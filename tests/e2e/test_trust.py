@@ -156,23 +156,3 @@ def test_the_same_archives_and_config_give_byte_identical_shards(fixture: Fixtur
         again = mds_files(Paths(data).mds(split))
         assert again == mds_files(Paths(built).mds(split))
         assert {"index.json", "classes.json", "00000/index.json"} <= set(again)
-
-
-def test_the_quick_jpeg_header_reader_agrees_with_pil():
-    import io
-    import random
-
-    from PIL import Image
-
-    from how_to_imagenet.pipeline.mds.images import header, jpeg_mode
-    from how_to_imagenet.testing.fixture import bench_photos, fake_photo, quirk
-
-    rng = random.Random(3)
-    photos = [fake_photo(rng) for _ in range(20)] + bench_photos(rng, 4)
-    progressive = io.BytesIO()
-    Image.open(io.BytesIO(photos[0])).save(progressive, "JPEG", progressive=True)
-    cases = photos + [quirk(p, k) for p in photos[:6] for k in ("CMYK", "L", "PNG")] + [progressive.getvalue()]
-    for data in cases:
-        with Image.open(io.BytesIO(data)) as im:
-            assert header(data, "x") == (im.format, im.mode)
-            assert jpeg_mode(data) == (im.mode if im.format == "JPEG" else None)

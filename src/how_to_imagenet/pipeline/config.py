@@ -5,16 +5,19 @@ Stdlib and PyYAML only: every stage, `make status` included, loads it first.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import xxhash
 import yaml
 
 from .console import UserError
 
-HASH_FILES = {"md5": "MD5SUMS", "sha256": "SHA256SUMS", "xxh64": "XXH64SUMS"}
+HASH_FILES = {"md5": "MD5SUMS", "sha256": "SHA256SUMS", "xxh64": "XXH64SUMS"}  # the checksum file of each hash
+HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 SUMS_LINE = re.compile(r"([0-9a-fA-F]+) [ *](.+)")  # as md5sum -c reads it: text or binary mode
 
 _SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int, "per_class": [int]}
@@ -129,10 +132,6 @@ def load_config(path: str | Path) -> Config:
 
 def known_hashes() -> set[str]:
     """The shard hashes streaming knows (streaming.base.hashing, without importing streaming)."""
-    import hashlib
-
-    import xxhash
-
     return {a for a in hashlib.algorithms_available if hasattr(hashlib, a) and not a.startswith("shake_")} | set(
         xxhash.algorithms_available)
 

@@ -6,7 +6,6 @@ torrents, which name the web seed URL given.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import random
 import tarfile
@@ -14,13 +13,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import xxhash
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..labels import val_labels
 from ..names import archive
-from ..pipeline.config import HASH_FILES
+from ..pipeline.config import HASH_FILES, HASHERS
 from ..pipeline.stages.download import LOOPBACK_ARGS
 from .torrent import make_torrent
 
@@ -121,7 +119,7 @@ def val_members(wnids: Sequence[str], per_class: int, photo: Callable[[], bytes]
 
 
 def hexdigests(path: Path) -> dict[str, str]:
-    hashers = {"md5": hashlib.md5(), "sha256": hashlib.sha256(), "xxh64": xxhash.xxh64()}
+    hashers = {alg: HASHERS[alg]() for alg in HASH_FILES}
     with open(path, "rb") as f:
         while chunk := f.read(8 << 20):
             for h in hashers.values():

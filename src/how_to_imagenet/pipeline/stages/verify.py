@@ -4,7 +4,6 @@ hashes run side by side in threads while the tar headers are walked from the pag
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
@@ -13,10 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import xxhash
-
 from ..cli import parser, setup
-from ..config import Config, Split, check_image_count, read_checksums
+from ..config import HASHERS, Config, Split, check_image_count, read_checksums
 from ..console import UserError, human_bytes, log, progress
 from ..index import Image, index_images, write_index
 from ..layout import Paths
@@ -25,7 +22,6 @@ from ..stamps import run_stage, upstream
 CHUNK = 8 << 20
 QUEUED = 4  # chunks a hash may fall behind the read
 LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
-HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 
 
 def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None]) -> dict[str, str]:
