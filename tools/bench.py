@@ -69,7 +69,7 @@ def timed(cmd: list[str], cold: bool = True) -> Timed:
         err.seek(0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{err.read().decode(errors='replace')[-2000:]}")
-        return Timed(t2 - t0, usage.ru_maxrss / 1024, out.read().decode(), t2 - t1)
+        return Timed(t2 - t0, usage.ru_maxrss / 1024, out.read().decode(errors="replace"), t2 - t1)
 
 
 class Bench:
@@ -142,7 +142,7 @@ class Bench:
         copy.unlink()
         self.copy_rate = tb / seconds
         self.row("copy floor: cp train tar", tb, seconds)
-        self.row("read: cat > /dev/null", tb, self.best(lambda: timed(["cat", str(train)])).seconds)
+        self.row("read: cat > /dev/null", tb, self.best(lambda: timed(["bash", "-c", f"cat '{train}' > /dev/null"])).seconds)
         self.row("md5sum (coreutils)", tb, self.best(lambda: timed(["md5sum", str(train)])).seconds)
         for algs in (["md5"], ["sha256"], ["xxh64"], ["md5", "sha256", "xxh64"]):
             t = self.best(lambda a=algs: timed([*SELF, "hash", str(train), *a]), key=lambda r: float(r.out))
