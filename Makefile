@@ -55,7 +55,7 @@ folders: | venv ## every split in the config as an ImageFolder tree (not needed 
 	@$(MAKE) --no-print-directory $$($(SPLIT_TARGETS) untar-)
 
 download-train download-val: download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
-	$(STAGE) download $(ARGS) $(if $(filter 1,$(YES)),--yes) $*
+	$(STAGE) download $(ARGS) $(if $(filter 1,$(YES)),--yes) $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
 verify-train verify-val: verify-%: download-% ## check size and hashes, and index the images, in one read
 	$(STAGE) verify $(ARGS) $*
 untar-train untar-val: untar-%: verify-% ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/

@@ -14,7 +14,7 @@ from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.stages.check import check_splits
 from how_to_imagenet.testing.fixture import QUIRKS
-from how_to_imagenet.testing.runs import Fixture, copy_data, make, mds_files, read_mds
+from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, mds_files, read_mds, states
 
 
 def report(data: Path, split: str, kind: str) -> dict:
@@ -99,6 +99,12 @@ def test_check_fails_on_a_corrupted_shard_byte_naming_the_shard(fixture: Fixture
     shard.write_bytes(raw)
     err = failed_check(fixture, data, "val", capsys)
     assert f"shard {shard.parent.name}/{shard.name}: xxh64 is " in err and "index.json says" in err
+    assert "run 'make val' to redo what is wrong, then check again" in err
+    # The failed check makes the shards damaged for the pipeline: the advised command writes them again.
+    assert states(fixture.config, data)[("val", "mds")] == "damaged"
+    assert "make check found them wrong (shard " in make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    assert "[mds val] done" in make("val", f"CONFIG={fixture.config}", f"DATA={data}").stderr
+    checked(fixture.config, data, "val")
 
 
 def test_check_fails_on_a_dropped_sample(fixture: Fixture, built: Path, tmp_path: Path,
@@ -108,6 +114,21 @@ def test_check_fails_on_a_dropped_sample(fixture: Fixture, built: Path, tmp_path
     err = failed_check(fixture, data, "train", capsys)
     assert "47 samples, but splits.train.images is 48" in err
     assert "is missing or mislabelled" in Paths(data).report("train", "check").read_text()
+
+
+def test_check_fails_on_a_sample_stored_twice_in_place_of_another(fixture: Fixture, built: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]):
+    data = copy_data(built, tmp_path / "data")
+    kept = read_mds(Paths(data).mds("train"))
+    twin = next(n for n in range(1, len(kept)) if kept[n]["wnid"] == kept[0]["wnid"])  # same class: counts hold
+
+    def duplicate(samples: list[dict]) -> list[dict]:
+        samples[twin] = samples[0]
+        return samples
+
+    rewrite(Paths(data).mds("train"), duplicate)
+    err = failed_check(fixture, data, "train", capsys)
+    assert "is stored 2 times" in err and "is missing or mislabelled" in err
 
 
 def test_check_fails_on_a_swapped_label(fixture: Fixture, built: Path, tmp_path: Path,

@@ -36,22 +36,22 @@ def test_a_stage_is_done_only_on_the_same_inputs_with_its_outputs_there(tmp_path
     def work() -> dict:
         runs.append(1)
         out.mkdir(exist_ok=True)
-        return {"path": str(out)}
+        return {"path": paths.rel(out)}
 
-    assert state(paths, "val", "untar", {"a": 1}, exists("path"), [out, partial(out)]) == "missing"
+    assert state(paths, "val", "untar", {"a": 1}, exists("path"), [out, partial(out)]).name == "missing"
     partial(out).mkdir()
-    assert state(paths, "val", "untar", {"a": 1}, exists("path"), [out, partial(out)]) == "partial"
+    assert state(paths, "val", "untar", {"a": 1}, exists("path"), [out, partial(out)]).name == "partial"
     run_stage(paths, "val", "untar", {"a": 1}, work, exists("path"))
     run_stage(paths, "val", "untar", {"a": 1}, work, exists("path"))  # up to date: not run again
-    assert len(runs) == 1 and state(paths, "val", "untar", {"a": 1}, exists("path"), []) == "done"
-    assert state(paths, "val", "untar", {"a": 2}, exists("path"), []) == "stale"  # the config changed
-    assert state(paths, "val", "untar", None, exists("path"), []) == "stale"  # the stage before is not done
+    assert len(runs) == 1 and state(paths, "val", "untar", {"a": 1}, exists("path"), []).name == "done"
+    assert state(paths, "val", "untar", {"a": 2}, exists("path"), []).name == "stale"  # the config changed
+    assert state(paths, "val", "untar", None, exists("path"), []).name == "stale"  # the stage before is not done
     out.rmdir()
-    assert state(paths, "val", "untar", {"a": 1}, exists("path"), []) == "damaged"  # its output is gone
+    assert state(paths, "val", "untar", {"a": 1}, exists("path"), []) == ("damaged", f"{out} is missing")  # gone
     run_stage(paths, "val", "untar", {"a": 1}, work, exists("path"))
     assert len(runs) == 2 and out.exists()
     for broken in ("{", "{}", json.dumps({"inputs": {"a": 1}})):  # unreadable or not a stamp
         paths.stamp("val", "untar").write_text(broken)
-        assert state(paths, "val", "untar", {"a": 1}, exists("path"), []) == "damaged"
+        assert state(paths, "val", "untar", {"a": 1}, exists("path"), []).name == "damaged"
     run_stage(paths, "val", "untar", {"a": 1}, work, exists("path"))
     assert len(runs) == 3

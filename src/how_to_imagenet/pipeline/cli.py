@@ -27,10 +27,11 @@ def positive(text: str) -> int:
     return int(text)
 
 
-def setup(args: argparse.Namespace, lock: bool = True) -> tuple[Config, Paths]:
-    """Load the config; with `lock`, hold DATA/.lock until the process ends (see `lock_data`)."""
+def setup(args: argparse.Namespace, lock: str | None = "exclusive") -> tuple[Config, Paths]:
+    """Load the config; hold DATA/.lock ("exclusive" or "shared"; None: no lock) until the process
+    ends (see `lock_data`)."""
     cfg = load_config(args.config)
     paths = Paths(Path(args.data).resolve() if args.data else cfg.data_dir)
     if lock:
-        lock_data(paths.lock)
+        lock_data(paths.lock, shared=lock == "shared")
     return cfg, paths

@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
+from ..names import ARCHIVE_STEM
 from .console import UserError
 from .layout import partial
 from .rules import check_class_image, class_tar, val_label
@@ -18,14 +21,24 @@ from .tarwalk import Entry, regular_files
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+FORMAT = 2  # of the index file: 2 added each image's content hash
+
+
 @dataclass(frozen=True)
 class Image:
-    """One image: its class, its file name, and where its bytes are in the archive file."""
+    """One image: its class, its file name, where its bytes are in the archive file, and their
+    xxh3_64 as verify read them ("" where no hash is known: a folder row)."""
 
     wnid: str
     name: str
     offset: int
     size: int
+    xxh3: str = ""
+
+
+def content_hash(data: bytes) -> str:
+    """The per-image proof verify records and mds and check compare with."""
+    return xxhash.xxh3_64_hexdigest(data)
 
 
 def index_val(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
@@ -68,16 +81,26 @@ def index_images(split: str, fd: int, size: int, where: str, limit: int, limit_i
 
 
 def read_index(path: Path) -> list[Image]:
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
-    return [Image(w, n, int(o), int(s)) for w, n, o, s in rows]
+    """The rows of an index file; a file that is not one is an error saying how to write it again."""
+    try:
+        lines = path.read_text().splitlines()
+        if lines[:1] != [HEADER]:
+            raise ValueError("not an index of this version")
+        return [Image(w, n, int(o), int(s), h) for w, n, o, s, h in (line.split("\t") for line in lines[1:])]
+    except (OSError, ValueError, IndexError) as e:
+        split = path.stem.removeprefix(ARCHIVE_STEM)
+        raise UserError(f"{path} is not a readable index ({e}); run 'make verify-{split}' to write it again") from None
+
+
+HEADER = "wnid\tname\toffset\tsize\txxh3"
 
 
 def write_index(path: Path, images: list[Image]) -> None:
     """A TSV of the images in ImageFolder order (class, then file name)."""
     tmp = partial(path)
     with open(tmp, "w") as f:
-        f.write("wnid\tname\toffset\tsize\n")
-        f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\n" for i in images)
+        f.write(HEADER + "\n")
+        f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\t{i.xxh3}\n" for i in images)
     tmp.rename(path)
 
 

@@ -36,6 +36,14 @@ def mds_stage(resize: int | None) -> str:
 class Paths:
     data: Path
 
+    def rel(self, path: Path) -> str:
+        """How stamps and reports name a file: relative to DATA, so DATA can move."""
+        return str(path.relative_to(self.data)) if path.is_relative_to(self.data) else str(path)
+
+    def at(self, name: str) -> Path:
+        """The file a stamp or report names (relative to DATA; an absolute name stays as it is)."""
+        return self.data / name
+
     @property
     def stamps(self) -> Path:
         return self.data / ".stamps"

@@ -54,19 +54,23 @@ def command_line(argv: list[str]) -> str:
     return " ".join(Path(a).name if i == 0 else a for i, a in enumerate(argv))
 
 
-def lock_data(lock: Path) -> None:
-    """Take an exclusive flock on `lock` (DATA/.lock) for the rest of this process, so that two runs
-    on the same data never interleave: a second one waits, saying which process holds the lock."""
+def lock_data(lock: Path, shared: bool = False) -> None:
+    """Take a flock on `lock` (DATA/.lock) for the rest of this process, so that two runs on the same
+    data never interleave: a second one waits, saying which process holds the lock. A stage that
+    writes takes it exclusive; one that only reads (check) takes it shared, so that clean or mds
+    cannot pull files from under it, while other readers go on."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     f = open(lock, "a+")  # noqa: SIM115 - kept open on purpose: closing it releases the lock
+    kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, kind | fcntl.LOCK_NB)
     except BlockingIOError:
         log(f"waiting: {lock} is held by {lock_holder(f.fileno())}")
-        fcntl.flock(f, fcntl.LOCK_EX)
-    f.seek(0)
-    f.truncate()
-    # For people; lock_holder asks the kernel.
-    f.write(f"pid {os.getpid()} ({command_line(argv_of('self') or sys.argv)})\n")
-    f.flush()
+        fcntl.flock(f, kind)
+    if not shared:
+        f.seek(0)
+        f.truncate()
+        # For people; lock_holder asks the kernel.
+        f.write(f"pid {os.getpid()} ({command_line(argv_of('self') or sys.argv)})\n")
+        f.flush()
     _held.append(f)

@@ -21,6 +21,10 @@ class Source:
         self.tar, self.root = tar, root
         self.fd: int | None = None  # opened in each worker, after the fork
 
+    def where(self, image: Image) -> str:
+        """How an error names an image: `<archive>: member <name>` or the file in the tree."""
+        return str(self.root / image.wnid / image.name) if self.root is not None else f"{self.tar}: member {image.name}"
+
     def read(self, image: Image) -> bytes:
         if self.root is not None:
             return (self.root / image.wnid / image.name).read_bytes()

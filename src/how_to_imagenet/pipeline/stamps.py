@@ -13,13 +13,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .console import UserError, log
 from .files import read_json, write_json
 from .layout import Paths
 
-Present = Callable[[dict[str, Any]], bool]  # are a stamp's recorded outputs still on disk?
+# What is wrong with a stamp's recorded outputs on disk now ("<file> is missing"), or None if nothing.
+Present = Callable[[Paths, dict[str, Any]], str | None]
+
+
+class State(NamedTuple):
+    """Where a stage is (see `state`), and why when it is damaged."""
+
+    name: str
+    why: str = ""
 
 
 def read_stamp(path: Path) -> dict[str, Any] | None:
@@ -38,40 +46,42 @@ def upstream(paths: Paths, split: str, stage: str) -> dict[str, Any]:
 
 
 def state(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | None, present: Present,
-          begun: list[Path]) -> str:
+          begun: list[Path]) -> State:
     """done, stale (done, but on other inputs: the config or the stage before changed), damaged (its
-    stamp is unreadable, or an output it recorded is gone), partial (work begun, not finished: one
-    of `begun` exists) or missing. `inputs` is None when the stage before is not done."""
+    stamp is unreadable, or an output it recorded is gone or changed), partial (work begun, not
+    finished: one of `begun` exists) or missing. `inputs` is None when the stage before is not done."""
     path = paths.stamp(split, stage)
     stamp = read_stamp(path)
     if stamp is None:
         if path.exists():
-            return "damaged"
-        return "partial" if any(p.exists() for p in begun) else "missing"
-    if not present(stamp["outputs"]):
-        return "damaged"
-    return "done" if inputs is not None and stamp["inputs"] == inputs else "stale"
+            return State("damaged", f"{path} is not a readable stamp")
+        return State("partial" if any(p.exists() for p in begun) else "missing")
+    if problem := present(paths, stamp["outputs"]):
+        return State("damaged", problem)
+    return State("done" if inputs is not None and stamp["inputs"] == inputs else "stale")
 
 
 def run_stage(paths: Paths, split: str, stage: str, inputs: dict[str, Any], work: Callable[[], dict[str, Any]],
               present: Present) -> None:
     """Run `work` unless `state` says the stage is done on these inputs; write the stamp last.
 
-    `work` returns the stage's outputs; `outputs["path"]` names what it produced."""
+    `work` returns the stage's outputs; `outputs["path"]` names what it produced, relative to DATA."""
     stamp_path = paths.stamp(split, stage)
-    if state(paths, split, stage, inputs, present, []) == "done":
+    now = state(paths, split, stage, inputs, present, [])
+    if now.name == "done":
         log(f"[{stage} {split}] up to date ({stamp_path})")
         return
+    if now.name == "damaged":
+        log(f"[{stage} {split}] {now.why}: doing it again")
     stamp_path.unlink(missing_ok=True)
     t0 = time.time()
     outputs = work()
     seconds = round(time.time() - t0, 3)
     write_json(stamp_path, {"stage": stage, "split": split, "inputs": inputs, "outputs": outputs,
                             "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    log(f"[{stage} {split}] done in {seconds:.1f} s -> {outputs['path']}")
+    log(f"[{stage} {split}] done in {seconds:.1f} s -> {paths.at(outputs['path'])}")
 
 
-def exists(path: str) -> Present:
-    """The usual `present`: the output named by `outputs[path]` exists."""
-    return lambda out: Path(out[path]).exists()
-
+def exists(key: str) -> Present:
+    """The usual `present`: the output named by `outputs[key]` exists."""
+    return lambda paths, out: None if paths.at(out[key]).exists() else f"{paths.at(out[key])} is missing"

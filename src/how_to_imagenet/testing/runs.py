@@ -45,6 +45,15 @@ def stage(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
                           text=True, env={**ENV, "PYTHONPATH": str(PROJECT / "src"), **(env or {})})
 
 
+def checked(config: Path, data: Path, *splits: str) -> None:
+    """What `make check-SPLIT` does, in this process (where streaming is imported once): it must pass."""
+    from ..pipeline.config import load_config
+    from ..pipeline.layout import Paths
+    from ..pipeline.stages.check import check_splits
+
+    check_splits(load_config(config), Paths(data), list(splits), decode=False, resize=None, remote=None)
+
+
 def states(config: Path, data: Path) -> dict[tuple[str, str], str]:
     """(split, stage) -> state, parsed from `make status`."""
     out = make("status", f"CONFIG={config}", f"DATA={data}").stdout

@@ -1,9 +1,11 @@
-"""check: read a finished MDS split back with an unmodified StreamingDataset and verify it against
-the archive, independently of how it was written: every shard's hashes in index.json; the image
-count per class and in total against the config; that y is the sorted-wnid index of wnid; that
-val is in ImageFolder order and train holds each source image exactly once, with its class; and,
-with --decode, that every image decodes to RGB. Checks a --resize variant or a --remote copy too.
-Writes DATA/reports/<split>.check.json."""
+"""check: read a finished MDS split back with an unmodified StreamingDataset and check it against what
+verify proved, independently of how it was written: every shard's hashes in index.json; every
+sample's bytes against the hash verify recorded for its image (so the archive is not needed, and
+may be deleted); labels against the ground truth (val: the shipped labels; train: the class tar each
+image came from), not against the index; the image count per class and in total against the config;
+that y is the sorted-wnid index of wnid; that val is in ImageFolder order and train holds each
+source image exactly once; and, with --decode, that every image decodes to RGB. Checks a --resize
+variant (derived from the archive again) or a --remote copy too. Writes DATA/reports/<split>.check.json."""
 
 from __future__ import annotations
 
@@ -12,19 +14,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import xxhash
-
-from ...labels import class_index
+from ...labels import class_index, val_wnid
 from ...names import SPLITS, variant
 from ..cli import parser, positive, setup
 from ..config import Config
 from ..console import UserError, log
-from ..files import remove, write_json
-from ..index import read_index
+from ..files import read_json, remove, write_json
+from ..index import Image, content_hash, read_index
 from ..layout import Paths
 from ..mds.images import stored
 from ..reader import Source
-from ..stamps import upstream
+from ..shm import clean_orphaned_shm
 from .mds import current_state
 
 SHOWN = 10  # failures printed; the report keeps up to 1000
@@ -56,49 +56,93 @@ def raw_bytes(image: object) -> bytes:
     return image.fp.getvalue()  # type: ignore[attr-defined]
 
 
+def truth(split: str, name: str) -> str | None:
+    """The class of an image by the ground truth: val by the shipped labels, train by its class tar
+    (`<wnid>_<n>.JPEG`, which verify checked against the class tar it came from)."""
+    return val_wnid(name) if split == "val" else name.split("_")[0]
+
+
+def expected_samples(cfg: Config, paths: Paths, split: str, resize: int | None, quality: int, reencoded: set[str],
+                     failures: list[str], mislabelled: list[tuple[Image, str]]) -> list[tuple[str | None, str, Image]]:
+    """(hash of the bytes mds must store, class by the ground truth, index row) of every image, in
+    ImageFolder order by the ground truth. Stored as they came, an image's hash is the one verify
+    recorded: no archive needed. An image re-encoded (RGB guarantee) or resized is derived again from
+    the archive when it is there (its bytes checked against verify's hash first); a re-encoded one
+    without it gets None: it is then checked by decoding. Index rows whose class is not the ground
+    truth go to `mislabelled` (with the true class)."""
+    spec = cfg.split(split)
+    tar = paths.tar(spec.archive)
+    if resize and not tar.exists():
+        raise UserError(f"{tar} is gone; checking a RESIZE variant derives every image from it again: "
+                        f"run 'make download-{split}' first")
+    source = Source(tar=tar) if tar.exists() else None
+    out = []
+    for row in read_index(paths.index(split)):
+        wnid = truth(split, row.name)
+        if wnid is None:
+            failures.append(f"{paths.index(split)} lists {row.name}, which is not a labelled val image")
+            continue
+        if wnid != row.wnid:
+            mislabelled.append((row, wnid))
+        h: str | None = row.xxh3
+        if resize or f"{row.wnid}/{row.name}" in reencoded:
+            h = None
+            if source is not None:
+                data = source.read(row)
+                if content_hash(data) != row.xxh3:
+                    failures.append(f"{source.where(row)} changed since it was verified")
+                h = content_hash(stored(data, row.name, cfg.rgb, resize, quality)[0])
+        out.append((h, wnid, row))
+    return sorted(out, key=lambda e: (e[1], e[2].name))
+
+
 def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | None, remote: str | None) -> dict:
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
 
     spec = cfg.split(split)
     local = paths.mds(split, resize)
     st, stamp = current_state(cfg, paths, split, resize)
-    if st != "done" or stamp is None:
+    if st.name != "done" or stamp is None:
         target = f"mds-{split}" + (f" RESIZE={resize}" if resize else "")
-        raise UserError(f"{local}: the MDS dataset is {st}; run 'make {target}' first")
+        why = f" ({st.why})" if st.why else ""
+        raise UserError(f"{local}: the MDS dataset is {st.name}{why}; run 'make {target}'")
     quality = stamp["inputs"]["mds"]["quality"]
+    report_of_mds = read_json(paths.at(stamp["outputs"]["report"])) or {}
     if remote:  # read it all from the store, into a fresh cache
         remote = f"{remote.rstrip('/')}/{local.name}"
         local = paths.cache(split, resize)
         remove(local)
     t0 = time.time()
-    # What the archive says each sample must be: its class and the hash of the bytes mds must store.
-    images = read_index(paths.index(split))
-    source = Source(tar=Path(upstream(paths, split, "verify")["path"]))
-    expected = [(xxhash.xxh64(stored(source.read(i), i.name, cfg.rgb, resize, quality)[0]).intdigest(), i)
-                for i in images]
-    clean_stale_shared_memory()
+    failures: list[str] = []
+    reencoded = {e["file"] for e in report_of_mds.get("reencoded", [])}
+    mislabelled: list[tuple[Image, str]] = []
+    expected = expected_samples(cfg, paths, split, resize, quality, reencoded, failures, mislabelled)
+    clean_orphaned_shm()
     ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
     index = class_index()
+    known = Counter((h, w) for h, w, _ in expected if h is not None)
     counts: Counter[str] = Counter()
     got = []
-    failures: list[str] = []
     for n in range(len(ds)):
         s = ds[n]
         wnid, y = s["wnid"], s["y"]
         if index.get(wnid) != y:
             failures.append(f"sample {n}: y is {y}, but {wnid} is class {index.get(wnid)} of the sorted wnids")
         counts[wnid] += 1
-        got.append((xxhash.xxh64(raw_bytes(s["x"])).intdigest(), wnid))
-        if decode:
+        h = content_hash(raw_bytes(s["x"]))
+        got.append((h, wnid))
+        if decode or (h, wnid) not in known:  # an image with no known hash must at least be an RGB JPEG
             s["x"].load()
-            if s["x"].mode != "RGB":
-                failures.append(f"sample {n} ({wnid}) decodes to mode {s['x'].mode}, not RGB")
+            if s["x"].mode != "RGB" or s["x"].format != "JPEG":
+                failures.append(f"sample {n} ({wnid}) decodes to {s['x'].format} {s['x'].mode}, not an RGB JPEG")
     shards, shard_problems = shard_failures(local)  # after the reads, which fetched any remote shard
     failures = shard_problems + failures
+    sample_of = {h: n for n, (h, _) in reversed(list(enumerate(got)))}
+    failures += [f"sample {sample_of.get(row.xxh3, '?')} ({row.name}): {paths.index(split)} says {row.wnid}, "
+                 f"the ground truth says {wnid}" for row, wnid in mislabelled]
     if len(ds) != spec.images:
         failures.append(f"{len(ds)} samples, but splits.{split}.images is {spec.images}")
-    for wnid, want in sorted(Counter(i.wnid for i in images).items()):
+    for wnid, want in sorted(Counter(w for _, w, _ in expected).items()):
         if counts[wnid] != want:
             failures.append(f"class {wnid}: {counts[wnid]} samples, the archive holds {want}")
     if spec.per_class and counts:
@@ -106,18 +150,22 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
         failures += [f"class {w}: {c} samples, outside splits.{split}.per_class [{low}, {high}]"
                      for w, c in sorted(counts.items()) if not low <= c <= high]
     if split == "val":  # ImageFolder order: sample n is the n-th image of the sorted tree
-        failures += [f"sample {n} ({w}) is not {i.wnid}/{i.name}, the ImageFolder image {n}"
-                     for n, ((h, w), (e, i)) in enumerate(zip(got, expected, strict=False)) if (h, w) != (e, i.wnid)]
-    else:  # each source image exactly once, with its own class
-        want = Counter((h, i.wnid) for h, i in expected)
+        failures += [f"sample {n} ({w}) is not {ew}/{i.name}, the ImageFolder image {n}"
+                     for n, ((h, w), (e, ew, i)) in enumerate(zip(got, expected, strict=False))
+                     if w != ew or (e is not None and h != e)]
+    else:  # each source image exactly once, with its own class (the ones with no known hash: by count)
         have = Counter(got)
-        named = {(h, i.wnid): f"{i.wnid}/{i.name}" for h, i in expected}
-        failures += [f"{named[k]} is missing or mislabelled" for k in sorted(want - have)]
-        failures += [f"a sample labelled {k[1]} is no image of that class in the archive" for k in sorted(have - want)]
-        failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if have[k] > 1 and k in want]
+        named = {(h, w): f"{w}/{i.name}" for h, w, i in expected if h is not None}
+        failures += [f"{named[k]} is missing or mislabelled" for k in sorted(known - have)]
+        unknown = Counter(w for h, w, _ in expected if h is None)
+        extra = Counter(w for (_, w), c in (have - known).items() for _ in range(c))
+        failures += [f"a sample labelled {w} is no image of that class in the archive" for w in sorted(extra - unknown)]
+        # (ImageNet holds some identical images twice in a class: each is expected as often as it occurs.)
+        failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if k in known and have[k] > known[k]]
+    archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
     report = {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
-              "of_shards_finished": stamp["finished"], "ok": not failures, "samples": len(ds),
-              "shards": shards, "decode": decode,
+              "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"), "ok": not failures,
+              "samples": len(ds), "shards": shards, "decode": decode, "archive_read": archive_read,
               "per_class": {"fewest": min(counts.values(), default=0), "most": max(counts.values(), default=0)},
               "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}
     return report
@@ -126,7 +174,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
 def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, resize: int | None,
                  remote: str | None) -> None:
     """Check each split, write its report and say the verdict; a failure is a UserError naming the first."""
-    failed = []
+    failed, redo = [], []
     for split in splits:
         report = check(cfg, paths, split, decode, resize, remote)
         out = paths.report(split, "check" + variant(resize))
@@ -141,8 +189,9 @@ def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, res
         if failures:
             failed.append(f"check of {split} failed: {failures[0]}"
                           + (f" (and {len(failures) - 1} more, see {out})" if len(failures) > 1 else ""))
-    if failed:
-        raise UserError("; ".join(failed))
+            redo.append(f"mds-{split} RESIZE={resize}" if resize else split)
+    if failed:  # the shards are now damaged for mds (mds.present reads this report): redone by the next run
+        raise UserError("; ".join(failed) + f"; run 'make {' '.join(redo)}' to redo what is wrong, then check again")
 
 
 def run() -> None:
@@ -152,6 +201,6 @@ def run() -> None:
     p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
     p.add_argument("splits", nargs="*", choices=[[], *SPLITS], help="the splits to check (default: the config's)")
     args = p.parse_args()
-    cfg, paths = setup(args, lock=False)
+    cfg, paths = setup(args, lock="shared")
     splits = [cfg.split(s).name for s in args.splits] or list(cfg.splits)
     check_splits(cfg, paths, splits, args.decode, args.resize, args.remote)

@@ -17,7 +17,7 @@ from ..config import Config, Split
 from ..console import UserError, human_bytes, log
 from ..files import check_free_space
 from ..layout import Paths
-from ..stamps import run_stage
+from ..stamps import Present, read_stamp, run_stage
 from ..torrent import magnet_urls, read_torrent
 
 SEED_ARGS = ["-c", "--seed-time=0", "--bt-max-peers=256", "--summary-interval=0",
@@ -141,16 +141,45 @@ def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
                             f"{split.bytes}: the source is not the expected archive; fix the config or the source")
         raise UserError(f"{tar} is incomplete ({size} of {split.bytes} bytes); run the same command again to resume")
     st = tar.stat()
-    return {"path": str(tar), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "source": kind}
+    return {"path": paths.rel(tar), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "source": kind}
+
+
+def needed_archive(paths: Paths, split: Split) -> Path:
+    """The archive, for a stage that reads it; gone (removed after verify) is an error saying how to fetch it."""
+    tar = paths.tar(split.archive)
+    if not tar.exists():
+        raise UserError(f"{tar} is gone (removed after it was verified); run 'make download-{split.name}' "
+                        "to fetch it again")
+    return tar
 
 
 def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
     return {"source": split.source, "archive": split.archive, "bytes": split.bytes}
 
 
-def presence(paths: Paths, split: Split) -> Any:
-    """The archive is complete and is the file downloaded (same mtime)."""
-    return lambda out: is_complete(paths, split) and paths.tar(split.archive).stat().st_mtime_ns == out["mtime_ns"]
+def presence(split: Split) -> Present:
+    """The archive is complete and is the file downloaded (same mtime); or it was removed on purpose
+    once verified (`removed`): the verify index stands for it, and nothing is downloaded again until a
+    stage needs the archive (and says so) or `make download-SPLIT` asks for it."""
+
+    def present(paths: Paths, out: dict[str, Any]) -> str | None:
+        tar = paths.tar(split.archive)
+        if removed(paths, split):
+            return None
+        if not tar.exists():
+            return f"{tar} is missing"
+        if not is_complete(paths, split) or tar.stat().st_mtime_ns != out["mtime_ns"]:
+            return f"{tar} changed since it was downloaded"
+        return None
+
+    return present
+
+
+def removed(paths: Paths, split: Split) -> bool:
+    """The archive is gone, but only after its verify wrote an index that is still there."""
+    stamp = read_stamp(paths.stamp(split.name, "verify"))
+    return (not paths.tar(split.archive).exists() and stamp is not None
+            and paths.at(stamp["outputs"]["index"]).exists())
 
 
 def begun(paths: Paths, split: Split) -> list[Path]:
@@ -161,8 +190,11 @@ def begun(paths: Paths, split: Split) -> list[Path]:
 def run() -> None:
     p = parser(__doc__)
     p.add_argument("--yes", action="store_true", help="do not ask before a large download")
+    p.add_argument("--fetch", action="store_true", help="fetch the archive again if it was removed after verify")
     args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)
+    if args.fetch and removed(paths, split):
+        paths.stamp(split.name, "download").unlink(missing_ok=True)
     run_stage(paths, split.name, "download", inputs(cfg, paths, split), lambda: download(cfg, paths, split, args.yes),
-              presence(paths, split))
+              presence(split))

@@ -15,26 +15,34 @@ import platform
 import queue
 import signal
 import traceback
+import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from ...labels import class_index, classes
+from ...names import variant
 from ..cli import parser, positive, setup
 from ..config import Config
 from ..console import UserError, log
 from ..files import building, check_free_space, du, read_json, write_json
-from ..index import Image, image_folder, read_index
+from ..index import Image, content_hash, image_folder, read_index
 from ..layout import Paths, mds_stage, partial
 from ..mds.images import stored
 from ..mds.index import INDEX, merge_index
 from ..mds.plan import COLUMNS, Part, plan
 from ..reader import Source
-from ..stamps import read_stamp, run_stage, state, upstream
+from ..stamps import State, read_stamp, run_stage, state, upstream
+from . import verify
+from .download import needed_archive
 
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
+
+
+class Changed(UserError):
+    """An image read for mds is not the one verify hashed."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +71,26 @@ def inputs(cfg: Config, paths: Paths, split: str, source: str, s: Settings) -> d
     return {before: upstream(paths, split, before), "mds": recorded}
 
 
-def present(out: dict[str, Any]) -> bool:
-    """index.json and every shard it names are there, at the size it records."""
-    index = read_json(Path(out["path"]) / INDEX)
+def present(paths: Paths, out: dict[str, Any]) -> str | None:
+    """index.json and every shard it names are there, at the size it records, and no `make check`
+    of these very shards (the same `id`) found them wrong."""
+    folder = paths.at(out["path"])
+    check = read_json(paths.at(out["check"])) if "check" in out else None
+    if isinstance(check, dict) and check.get("of_shards") == out.get("id") and not check.get("ok", True):
+        return f"make check found them wrong ({(check.get('failures') or ['?'])[0]})"
+    index = read_json(folder / INDEX)
     if not isinstance(index, dict):
-        return False
+        return f"{folder / INDEX} is missing or not JSON"
     try:
-        return all(os.path.getsize(Path(out["path"]) / s["raw_data"]["basename"]) == s["raw_data"]["bytes"]
-                   for s in index["shards"])
-    except (OSError, KeyError, TypeError):
-        return False
+        for shard in index["shards"]:
+            path = folder / shard["raw_data"]["basename"]
+            if not path.exists():
+                return f"{path} is missing"
+            if path.stat().st_size != shard["raw_data"]["bytes"]:
+                return f"{path} has {path.stat().st_size} bytes, {folder / INDEX} says {shard['raw_data']['bytes']}"
+    except (KeyError, TypeError):
+        return f"{folder / INDEX} is not an MDS index"
+    return None
 
 
 def begun(paths: Paths, split: str, resize: int | None = None) -> list[Path]:
@@ -80,7 +98,7 @@ def begun(paths: Paths, split: str, resize: int | None = None) -> list[Path]:
     return [out, partial(out)]
 
 
-def current_state(cfg: Config, paths: Paths, split: str, resize: int | None = None) -> tuple[str, dict | None]:
+def current_state(cfg: Config, paths: Paths, split: str, resize: int | None = None) -> tuple[State, dict | None]:
     """`stamps.state` of a split's mds stage for the config as it is now, with the source, quality and
     remote it was made with (what status and check ask); and its stamp."""
     stage = mds_stage(resize)
@@ -125,6 +143,9 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
                   else ShardWriter(folder, **kwargs))
         with writer:
             for n, (image, data) in enumerate(zip(part.images, source.stream(part.images, PREFETCH), strict=True)):
+                if content_hash(data) != image.xxh3:
+                    raise Changed(f"{source.where(image)} is not the image verify read (its bytes changed since: "
+                                  "bit rot, or a tool that touched the file)")
                 read_bytes += len(data)
                 data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize, s.quality)
                 if original is not None:
@@ -137,8 +158,8 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
                     unreported = 0
         results.put((part.folder, read_bytes, reencoded, None))
     except BaseException as e:
-        user = isinstance(e, UserError)
-        results.put((part.folder, 0, [], (user, str(e) if user else traceback.format_exc())))
+        kind = "changed" if isinstance(e, Changed) else "user" if isinstance(e, UserError) else "bug"
+        results.put((part.folder, 0, [], (kind, traceback.format_exc() if kind == "bug" else str(e))))
 
 
 def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, s: Settings, split: str,
@@ -164,8 +185,10 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
                     bar.update(done.value - bar.n)
                     continue
                 if error is not None:
-                    user, text = error
-                    if user:
+                    kind, text = error
+                    if kind == "changed":
+                        raise Changed(text)
+                    if kind == "user":
                         raise UserError(text)
                     if remote:
                         raise UserError(f"uploading {split} to {remote} failed: {text.strip().splitlines()[-1]}; check "
@@ -183,14 +206,18 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
 
 def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, s: Settings) -> dict:
     images: list[Image]
+    index = read_index(paths.index(split))  # each image's hash, as verify read it
     if source == "tar":
-        tar = Path(upstream(paths, split, "verify")["path"])
-        images, reader = read_index(paths.index(split)), Source(tar=tar)
+        tar = needed_archive(paths, cfg.split(split))
+        if problem := verify.present(paths, upstream(paths, split, "verify")):  # the cheap guard: size and mtime
+            raise UserError(f"{problem}; run 'make verify-{split}' to verify it again")
+        images, reader = index, Source(tar=tar)
         need = sum(i.size for i in images)
     else:
         root = paths.untar(split)
-        images, reader = image_folder(root), Source(root=root)
-        need = du(root)
+        reader, need = Source(root=root), du(root)
+        hashes = {(i.wnid, i.name): i.xxh3 for i in index}
+        images = [replace(i, xxh3=hashes.get((i.wnid, i.name), "")) for i in image_folder(root)]
         if unknown := sorted({i.wnid for i in images} - set(class_index())):
             raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
     out, stage = paths.mds(split, s.resize), mds_stage(s.resize)
@@ -223,10 +250,12 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
     write_json(paths.report(split, stage), report)
     log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
         + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
-    return {"path": str(out), "remote": remote, "images": len(images), "source": source, "workers": len(parts),
+    return {"path": paths.rel(out), "id": uuid.uuid4().hex, "remote": remote, "images": len(images),
+            "check": paths.rel(paths.report(split, "check" + variant(s.resize))), "source": source,
+            "workers": len(parts),
             "bytes_read": sum(b for _, b, _ in results), "bytes_written": du(out),
             "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
-            "report": str(paths.report(split, stage)), "versions": report["versions"]}
+            "report": paths.rel(paths.report(split, stage)), "versions": report["versions"]}
 
 
 def versions() -> dict[str, str]:
@@ -247,5 +276,15 @@ def run() -> None:
     cfg, paths = setup(args)
     split = cfg.split(args.split).name
     s = settings(cfg, args.resize, args.quality, args.remote)
-    run_stage(paths, split, mds_stage(s.resize), inputs(cfg, paths, split, args.source, s),
-              lambda: write_mds(cfg, paths, split, args.source, args.workers, s), present)
+    try:
+        run_stage(paths, split, mds_stage(s.resize), inputs(cfg, paths, split, args.source, s),
+                  lambda: write_mds(cfg, paths, split, args.source, args.workers, s), present)
+    except Changed as e:  # what the images were read from is not what verify proved
+        if args.source == "untar":
+            paths.stamp(split, "untar").unlink(missing_ok=True)
+            raise UserError(f"{e}; the ImageFolder tree is forgotten: run the same command again to unpack "
+                            "the verified archive again and write the shards") from None
+        paths.stamp(split, "verify").unlink(missing_ok=True)
+        aside = verify.set_aside(paths, split, paths.tar(cfg.split(split).archive))
+        raise UserError(f"{e}; the archive is moved aside to {aside.name}: run the same command again to fetch "
+                        "a good copy and write the shards") from None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from ...labels import class_name
 from ..cli import parser, positive, setup
+from ..shm import clean_orphaned_shm
 
 
 def show(local: str, count: int) -> None:
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
 
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     ds = StreamingDataset(local=local, remote=None, shuffle=False, batch_size=1)
     print(f"{local}: {len(ds)} samples")
     print(f"{'index':>6} {'y':>4}  {'wnid':<10} {'size':<9} name")
@@ -26,5 +26,5 @@ def run() -> None:
     p.add_argument("-n", type=int, default=5, help="how many samples")
     p.add_argument("--resize", type=positive, help="read the low-resolution variant made with mds --resize")
     args = p.parse_args()
-    cfg, paths = setup(args, lock=False)
+    cfg, paths = setup(args, lock="shared")
     show(str(paths.mds(cfg.split(args.split).name, args.resize)), args.n)

@@ -9,14 +9,15 @@ from ..config import Config, Split
 from ..console import UserError, human_bytes
 from ..files import read_json
 from ..layout import STAGES, Paths, mds_stage
-from ..stamps import read_stamp, state
+from ..stamps import State, read_stamp, state
 from . import download, mds, untar, verify
 
 OPTIONAL = ("untar",)  # mds reads the verified archive itself
 
 
-def stage_state(cfg: Config, paths: Paths, split: Split, stage: str) -> tuple[str, dict | None]:
-    """(state, stamp) of one of STAGES for `split`, by `stamps.state`."""
+def stage_state(cfg: Config, paths: Paths, split: Split, stage: str) -> tuple[State, dict | None]:
+    """(state, stamp) of one of STAGES for `split`, by `stamps.state`; a download whose archive was
+    removed after verify is `removed` (done: nothing needs it until a stage says so)."""
     if stage == "mds":
         return mds.current_state(cfg, paths, split.name)
     module = {"download": download, "verify": verify, "untar": untar}[stage]
@@ -24,35 +25,45 @@ def stage_state(cfg: Config, paths: Paths, split: Split, stage: str) -> tuple[st
         now = module.inputs(cfg, paths, split)
     except UserError:  # the stage before is not done
         now = None
-    present = download.presence(paths, split) if stage == "download" else module.present
+    present = download.presence(split) if stage == "download" else module.present
     begun = {"download": download.begun(paths, split), "verify": [], "untar": untar.begun(paths, split)}[stage]
-    return state(paths, split.name, stage, now, present, begun), read_stamp(paths.stamp(split.name, stage))
+    st = state(paths, split.name, stage, now, present, begun)
+    if stage == "download" and st.name == "done" and download.removed(paths, split):
+        st = State("removed")
+    return st, read_stamp(paths.stamp(split.name, stage))
 
 
-def row(split: str, stage: str, st: str, stamp: dict | None) -> str:
-    out = (stamp or {}).get("outputs", {}) if st in ("done", "stale") else {}
+def row(split: str, stage: str, st: State, stamp: dict | None) -> str:
+    out = (stamp or {}).get("outputs", {}) if st.name in ("done", "stale", "removed") else {}
     size = out.get("bytes_written", out.get("bytes"))
-    cells = [split, stage, st, human_bytes(size) if size is not None else "-",
+    cells = [split, stage, st.name, human_bytes(size) if size is not None else "-",
              str(out.get("images", "-")), f"{stamp['seconds']:.1f} s" if out and stamp else "-"]
     return f"{cells[0]:<6} {cells[1]:<9} {cells[2]:<8} {cells[3]:>10} {cells[4]:>9} {cells[5]:>9}"
 
 
 def run() -> None:
     args = parser(__doc__, split=False).parse_args()
-    cfg, paths = setup(args, lock=False)
+    cfg, paths = setup(args, lock=None)
     print(f"data: {paths.data}   config: {cfg.path}")
     print(f"{'split':<6} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
-    todo, remotes = [], []
+    if not cfg.splits:
+        raise UserError(f"{cfg.path}: 'splits' names no split; add train and/or val")
+    todo, remotes, damaged = [], [], []
     for split in cfg.splits.values():
         datasets = [None, *paths.resizes(split.name)]  # the full-size dataset, then the RESIZE variants
         for stage in STAGES:
             st, stamp = stage_state(cfg, paths, split, stage)
             print(row(split.name, stage, st, stamp))
-            if st != "done" and stage not in OPTIONAL:
+            if st.name not in ("done", "removed") and stage not in OPTIONAL:
                 todo.append(f"{stage}-{split.name}")
+            if st.why:
+                damaged.append(f"damaged: {split.name} {stage}: {st.why}; 'make {stage}-{split.name}' does it again")
         for resize in datasets[1:]:
             st, stamp = mds.current_state(cfg, paths, split.name, resize)
             print(row(split.name, mds_stage(resize), st, stamp))
+            if st.why:
+                damaged.append(f"damaged: {split.name} {mds_stage(resize)}: {st.why}; "
+                               f"'make mds-{split.name} RESIZE={resize}' does it again")
         stamps = [read_stamp(paths.stamp(split.name, mds_stage(resize))) for resize in datasets]
         remotes += [f"{split.name}: {s['outputs']['remote']}" for s in stamps if s and s["outputs"].get("remote")]
     if todo:
@@ -60,6 +71,12 @@ def run() -> None:
     else:
         print(f"all done: ImageNetMDS(local='{paths.mds_root}') reads the shards")
     print("(untar makes ImageFolder trees, which MDS does not need: make folders)")
+    for line in damaged:
+        print(line)
+    for split in cfg.splits.values():
+        if download.removed(paths, split):
+            print(f"{split.name}: {paths.tar(split.archive).name} was removed after verify; the shards and check do "
+                  f"not need it ('make download-{split.name}' fetches it again)")
     for line in remotes:
         print(f"remote copy of {line}")
     for split in cfg.splits:

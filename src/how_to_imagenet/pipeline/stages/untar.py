@@ -13,17 +13,18 @@ from ..files import building, check_free_space, du
 from ..layout import Paths, partial
 from ..stamps import exists, run_stage, upstream
 from ..unpack import UNTAR
+from .download import needed_archive
 
 
 def untar(cfg: Config, paths: Paths, split_name: str, workers: int) -> dict:
     split = cfg.split(split_name)
-    tar, out = paths.tar(split.archive), paths.untar(split_name)
+    tar, out = needed_archive(paths, split), paths.untar(split_name)
     check_free_space(out.parent, split.bytes, f"unpacking {split.archive}")
     with building(out) as tmp:
         counts = UNTAR[split_name](tar, tmp, workers)
         total = sum(counts.values())
         check_image_count(cfg, split, tar, total)
-    return {"path": str(out), "images": total, "classes": len(counts), "per_class": counts,
+    return {"path": paths.rel(out), "images": total, "classes": len(counts), "per_class": counts,
             "bytes_read": split.bytes, "bytes_written": du(out)}
 
 

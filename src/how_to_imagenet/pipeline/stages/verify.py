@@ -9,15 +9,17 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..cli import parser, setup
 from ..config import HASHERS, Config, Split, check_image_count, read_checksums
 from ..console import UserError, human_bytes, log, progress
-from ..index import Image, index_images, write_index
+from ..index import FORMAT, Image, content_hash, index_images, write_index
 from ..layout import Paths
 from ..stamps import run_stage, upstream
+from .download import needed_archive
 
 CHUNK = 8 << 20
 QUEUED = 4  # chunks a hash may fall behind the read
@@ -85,7 +87,7 @@ def set_aside(paths: Paths, split: str, tar: Path) -> Path:
 
 def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str]) -> dict:
     split = cfg.split(split_name)
-    tar = paths.tar(split.archive)
+    tar = needed_archive(paths, split)
     size = tar.stat().st_size
     if size != split.bytes:
         aside = set_aside(paths, split_name, tar)
@@ -109,7 +111,9 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
                         end = size + LOOKAHEAD
                         continue
                     end = image.offset + image.size
-                    images.append(image)
+                    # Its bytes were just read: the page cache gives them back for the per-image proof.
+                    data = os.pread(f.fileno(), image.size, image.offset)
+                    images.append(replace(image, xxh3=content_hash(data)))
             except UserError as e:
                 problem = e
 
@@ -132,17 +136,32 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
     write_index(index, images)
     log(f"[verify {split_name}] {tar.name}: {human_bytes(size)} at {rate:.0f} MB/s, {', '.join(sorted(actual))} OK, "
         f"{len(images)} images indexed")
-    return {"path": str(tar), "bytes": size, "bytes_read": size, "images": len(images), "index": str(index),
-            "index_bytes": os.path.getsize(index), **actual}
+    st = tar.stat()
+    return {"path": paths.rel(tar), "bytes": size, "mtime_ns": st.st_mtime_ns, "bytes_read": size,
+            "images": len(images), "index": paths.rel(index), "index_bytes": os.path.getsize(index),
+            "index_xxh3": content_hash(index.read_bytes()), **actual}
 
 
 def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
     return {"download": upstream(paths, split.name, "download"), "expected": read_checksums(cfg, split.archive),
-            "images": split.images}
+            "images": split.images, "index_format": FORMAT}
 
 
-def present(out: dict[str, Any]) -> bool:
-    return Path(out["path"]).exists() and Path(out["index"]).exists()
+def present(paths: Paths, out: dict[str, Any]) -> str | None:
+    """The index is there as verify wrote it, and the archive is the one verified (same size and
+    mtime): a cheap guard against a file changed since. An archive removed on purpose leaves the
+    index standing for it."""
+    index, tar = paths.at(out["index"]), paths.at(out["path"])
+    if not index.exists():
+        return f"{index} is missing"
+    if content_hash(index.read_bytes()) != out.get("index_xxh3"):
+        return f"{index} changed since verify wrote it"
+    if not tar.exists():
+        return None
+    st = tar.stat()
+    if st.st_size != out["bytes"] or st.st_mtime_ns != out.get("mtime_ns"):
+        return f"{tar} changed since it was verified"
+    return None
 
 
 def run() -> None:

@@ -1,0 +1,36 @@
+"""Shared memory left by a killed reader is cleaned; what a live one (a training job) maps is kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from how_to_imagenet.pipeline.shm import SHM, clean_orphaned_shm
+
+MAP = """
+import mmap, sys
+f = open(sys.argv[1], "r+b")
+m = mmap.mmap(f.fileno(), 4)
+print("mapped", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_only_shared_memory_no_live_process_maps_is_unlinked():
+    orphan, live = SHM / "999998_locals", SHM / "999997_locals"
+    other = SHM / "999997_barrier"  # the same prefix as a live one: kept with it
+    for p in (orphan, live, other):
+        p.write_bytes(bytes(4))
+    user = subprocess.Popen([sys.executable, "-c", MAP, str(live)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert user.stdout.readline() == "mapped\n"
+        removed = clean_orphaned_shm()
+        assert orphan.name in removed and not orphan.exists()
+        assert live.exists() and other.exists()
+    finally:
+        user.kill()
+        user.wait()
+        for p in (orphan, live, other):
+            Path(p).unlink(missing_ok=True)
