@@ -32,8 +32,9 @@ PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val 
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/src
 STAGE := $(PY) -m how_to_imagenet.pipeline
-ARGS = --config '$(CONFIG)' $(if $(DATA),--data '$(DATA)')
-VARIANT_ARGS = $(if $(RESIZE),--resize $(RESIZE)) $(if $(REMOTE),--remote $(REMOTE))
+# Every stage gets the variables it may use, and checks all of them before any work.
+ARGS = --config '$(CONFIG)' $(if $(DATA),--data '$(DATA)') $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(v)='$($(v))')
+VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
 
 .PHONY: help all train val folders status bench check demo test lint venv aria2c \
@@ -55,20 +56,20 @@ folders: | venv ## every split in the config as an ImageFolder tree (not needed 
 	@$(MAKE) --no-print-directory $$($(SPLIT_TARGETS) untar-)
 
 download-train download-val: download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
-	$(STAGE) download $(ARGS) $(if $(filter 1,$(YES)),--yes) $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
+	$(STAGE) download $(ARGS) --yes='$(YES)' $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
 verify-train verify-val: verify-%: download-% ## check size and hashes, and index the images, in one read
 	$(STAGE) verify $(ARGS) $*
 untar-train untar-val: untar-%: verify-% ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
-	$(STAGE) untar $(ARGS) --workers $(WORKERS) $*
+	$(STAGE) untar $(ARGS) --workers='$(WORKERS)' $*
 mds-train mds-val: mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/
-	$(STAGE) mds $(ARGS) --from $(MDS_FROM) --workers $(WORKERS) $(VARIANT_ARGS) $(if $(RESIZE),--quality $(QUALITY)) $*
+	$(STAGE) mds $(ARGS) --from='$(MDS_FROM)' --workers='$(WORKERS)' --quality='$(QUALITY)' $(VARIANT_ARGS) $*
 
 check: | venv ## check every split in the config (below), in one run
-	$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS)
+	$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS)
 check-train check-val: check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
-	$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS) $*
+	$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS) $*
 samples-train samples-val: samples-%: | venv ## print a few samples read back with StreamingDataset
-	$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize $(RESIZE)) $*
+	$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize='$(RESIZE)') $*
 status: | venv ## table of every split and stage (done / stale / damaged / partial / missing) and the next command
 	@$(STAGE) status $(ARGS)
 clean-train clean-val: clean-%: | venv ## remove SPLIT's untar, MDS and their stamps (keeps the tar)

@@ -29,7 +29,7 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     root = tmp_path_factory.mktemp("fixture")
     server = serve(root)
     url = f"http://127.0.0.1:{server.server_port}/"
-    yield Fixture(root=root, config=build(root, url), url=url)
+    yield Fixture(root=root, config=build(root, url), url=url, server=server)
     server.shutdown()
 
 

@@ -157,20 +157,40 @@ def test_the_wait_message_names_the_process_holding_the_lock_not_an_earlier_one(
 # ---------------------------------------------------------------- broken input
 
 
-def test_a_flipped_byte_fails_verify_and_a_fresh_download_is_then_accepted(fixture: Fixture, built: Path,
-                                                                          tmp_path: Path):
+def flip(tar: Path, at: int) -> bytes:
+    raw = bytearray(tar.read_bytes())
+    raw[at] ^= 0xFF
+    tar.write_bytes(raw)
+    return bytes(raw)
+
+
+def test_a_flipped_byte_is_repaired_from_the_torrent_fetching_only_its_piece(fixture: Fixture, built: Path,
+                                                                            tmp_path: Path):
     data = copy_data(built, tmp_path / "data")
     tar = Paths(data).tar(archive("val"))
-    raw = bytearray(tar.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    tar.write_bytes(raw)
-    (Paths(data).stamp("val", "verify")).unlink()
-    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}", check=False)
-    assert done.returncode != 0 and "md5 mismatch: expected " in done.stderr
-    assert Paths(data).aside(tar).read_bytes() == raw
-    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}")  # aria2c fetches it again from the web seed
-    assert "aria2c -c" in done.stderr
-    assert tar.read_bytes() == (fixture.tar("val")).read_bytes()
+    flip(tar, tar.stat().st_size // 2)
+    before = fixture.server.bytes_sent
+    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}")  # the archive changed: verified again
+    assert "md5 mismatch" in done.stderr and "checking its pieces against ILSVRC2012_img_val.tar.torrent" in done.stderr
+    assert fixture.server.bytes_sent - before == 1 << 15  # one piece of the fixture torrent, not the archive
+    assert tar.read_bytes() == fixture.tar("val").read_bytes() and not Paths(data).aside(tar).exists()
+    assert set(states(fixture.config, data).values()) == {"done"}
+
+
+def test_an_archive_that_cannot_be_repaired_is_set_aside_once_and_fetched_again(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("http-source", **{"splits.val.source": fixture.url + archive("val")})  # no pieces
+    data = tmp_path / "data"
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
+    tar = Paths(data).tar(archive("val"))
+    for attempt in range(2):
+        raw = flip(tar, 1000 + attempt)
+        done = make("val", f"CONFIG={config}", f"DATA={data}", check=False)
+        assert done.returncode != 0 and "md5 mismatch: expected " in done.stderr
+        assert "moved aside to ILSVRC2012_img_val.tar.corrupt; run 'make download-val'" in done.stderr
+        assert Paths(data).aside(tar).read_bytes() == raw
+        assert [p.name for p in tar.parent.iterdir() if ".corrupt" in p.name] == [f"{tar.name}.corrupt"]  # one
+        done = make("val", f"CONFIG={config}", f"DATA={data}")  # aria2c fetches it again from the web seed
+        assert "aria2c -c" in done.stderr and tar.read_bytes() == fixture.tar("val").read_bytes()
 
 
 VAL1, VAL2 = (f"ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2))
@@ -227,7 +247,7 @@ def test_an_unreachable_url_gives_up_in_bounded_time_with_one_line(fixture: Fixt
     t0 = time.time()
     line = one_line_error(make("download-val", f"CONFIG={config}", f"DATA={tmp_path}", check=False))
     assert time.time() - t0 < 120
-    assert "aria2c exited with code" in line
+    assert "aria2c stopped on " in line and "(exit code " in line and "run the same command again to resume" in line
 
 
 # ---------------------------------------------------------------- hostile archives

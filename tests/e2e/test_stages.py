@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -39,43 +40,66 @@ def test_status_shows_every_state_step_by_step(fixture: Fixture, tmp_path: Path)
     assert status(cfg, data)[("train", "download")] == "partial"
 
 
-def test_a_wrong_checksum_fails_verify_with_expected_and_actual_and_no_stamp(fixture: Fixture, built: Path,
-                                                                              tmp_path: Path):
-    data = copy_data(built, tmp_path / "data")
+def bad_md5(fixture: Fixture, tmp_path: Path, **changes: object) -> tuple[Path, str]:
+    """A config whose MD5SUMS line for val is zeros (sha256 and xxh64 stay right), and that line."""
     sums = tmp_path / "bad-checksums"
     shutil.copytree(fixture.root / "checksums", sums)
-    good = (sums / "MD5SUMS").read_text()
-    (sums / "MD5SUMS").write_text(good.replace(good.split()[2], "0" * 32, 1) if "val" in good.split()[3]
-                                  else good.replace(good.split()[0], "0" * 32, 1))
-    config = fixture.variant("bad-md5", checksums=str(sums))
-    (Paths(data).stamp("val", "verify")).unlink()
-    done = make("verify-val", f"CONFIG={config}", f"DATA={data}", check=False)
-    assert done.returncode != 0
-    assert "md5 mismatch: expected 00000000000000000000000000000000, actual " in done.stderr
-    assert not (Paths(data).stamp("val", "verify")).exists()
-    assert Paths(data).aside(Paths(data).tar(archive("val"))).exists()  # kept aside, not silently deleted
-    assert "moved aside to ILSVRC2012_img_val.tar.corrupt" in done.stderr
-    done = make("mds-val", f"CONFIG={config}", f"DATA={data}", check=False)
-    assert done.returncode != 0
-    assert "pipeline mds" not in done.stdout and "pipeline untar" not in done.stdout  # nothing downstream ran
+    lines = (sums / "MD5SUMS").read_text().splitlines()
+    n = next(k for k, line in enumerate(lines) if line.endswith(archive("val")))
+    lines[n] = "0" * 32 + "  " + archive("val")
+    (sums / "MD5SUMS").write_text("\n".join(lines) + "\n")
+    return fixture.variant("bad-md5", checksums=str(sums), **changes), f"{sums / 'MD5SUMS'}:{n + 1}"
 
 
-def test_a_tar_of_the_wrong_size_fails_verify_with_expected_and_actual(fixture: Fixture, built: Path,
-                                                                        tmp_path: Path):
+def test_a_wrong_checksum_entry_is_named_and_nothing_is_downloaded_again(fixture: Fixture, built: Path,
+                                                                         tmp_path: Path):
     data = copy_data(built, tmp_path / "data")
+    config, where = bad_md5(fixture, tmp_path)
+    before = fixture.server.bytes_sent
+    for _ in range(3):  # three runs: no download, no copy set aside, the same one line
+        done = make("val", f"CONFIG={config}", f"DATA={data}", check=False)
+        line = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+        assert done.returncode != 0 and len(line) == 1 and "Traceback" not in done.stderr
+        assert f"md5 is {built_md5(built)}, but {where} says {'0' * 32}, while sha256 and xxh64 match" in line[0]
+        assert "probably a wrong checksum entry" in line[0]
+        assert "pipeline mds" not in done.stdout  # nothing downstream ran
+    assert fixture.server.bytes_sent == before
+    assert not Paths(data).stamp("val", "verify").exists() and Paths(data).tar(archive("val")).exists()
+    assert not Paths(data).aside(Paths(data).tar(archive("val"))).exists()
+
+
+def test_a_wrong_only_checksum_is_named_once_the_torrent_vouches_for_every_piece(fixture: Fixture, built: Path,
+                                                                                 tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    config, where = bad_md5(fixture, tmp_path)
+    for name in ("SHA256SUMS", "XXH64SUMS"):
+        (Path(where.rsplit(":", 1)[0]).parent / name).unlink()  # md5 is the only hash listed
+    done = make("val", f"CONFIG={config}", f"DATA={data}", check=False)
+    assert done.returncode != 0 and "checking its pieces against ILSVRC2012_img_val.tar.torrent" in done.stderr
+    assert f"but {where} says {'0' * 32}, while every piece matches the torrent: probably a wrong" in done.stderr
+    assert not Paths(data).aside(Paths(data).tar(archive("val"))).exists()
+
+
+def built_md5(built: Path) -> str:
+    return json.loads(Paths(built).stamp("val", "verify").read_text())["outputs"]["md5"]
+
+
+def test_a_tar_of_the_wrong_size_fails_verify_with_expected_and_actual(fixture: Fixture, tmp_path: Path):
+    config = fixture.variant("http-size", **{"splits.val.source": fixture.url + archive("val")})  # no pieces to mend
+    data = tmp_path / "data"
+    make("download-val", f"CONFIG={config}", f"DATA={data}")
     tar = Paths(data).tar(archive("val"))
     size = tar.stat().st_size
     with open(tar, "r+b") as f:
         f.truncate(size - 512)
-    (Paths(data).stamp("val", "verify")).unlink()
     # The verify stage on its own: `make verify-val` would first have download resume the short file.
-    done = run_stage("verify", f"--config={fixture.config}", f"--data={data}", "val")
+    done = run_stage("verify", f"--config={config}", f"--data={data}", "val")
     assert done.returncode != 0
     assert f"wrong size: expected {size} bytes, actual {size - 512}" in done.stderr
     assert not (Paths(data).stamp("val", "verify")).exists()
     # A good copy put in its place is accepted.
     shutil.copy(fixture.tar("val"), tar)
-    make("verify-val", f"CONFIG={fixture.config}", f"DATA={data}")
+    make("verify-val", f"CONFIG={config}", f"DATA={data}")
     assert Paths(data).aside(Paths(data).tar(archive("val"))).stat().st_size == size - 512
 
 

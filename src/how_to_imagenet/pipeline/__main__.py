@@ -18,7 +18,7 @@ def run() -> None:
         sys.exit(f"usage: python -m how_to_imagenet.pipeline {{{','.join(STAGES)}}} [options] [split]")
     stage = sys.argv.pop(1)
     sys.argv[0] = f"how_to_imagenet.pipeline {stage}"  # what argparse's usage and errors name
-    main(importlib.import_module(f".stages.{stage}", __package__).run)
+    main(importlib.import_module(f".stages.{stage}", __package__).run, stage)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from ..names import SPLITS
 from .config import Config, load_config
+from .console import UserError
 from .layout import Paths
 from .lock import lock_data
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad value as one `error:` line naming the Make variable (see `whole`)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("argument ") and ": " in message:
+            message = message.split(": ", 1)[1]
+        raise UserError(f"{message} (make help lists the variables)")
+
+
 def parser(description: str | None, split: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = Parser(description=description)
+    p.add_argument("--var", action="append", default=[], type=make_variable, metavar="NAME=VALUE",
+                   help="a Make variable, checked before any work (make passes them all to every stage)")
     p.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
     p.add_argument("--data", default=None, help="data folder (default: the config's data_dir)")
     if split:
@@ -20,11 +34,51 @@ def parser(description: str | None, split: bool = True) -> argparse.ArgumentPars
     return p
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (WORKERS=0 is a mistake, not a request)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
+def whole(variable: str, low: int = 1, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type for the Make variable `variable`: a whole number in [low, high] (WORKERS=0,
+    QUALITY=500 or RESIZE=-1 is a mistake, not a request)."""
+    allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
+
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= (high if high is not None else int(text)):
+            raise argparse.ArgumentTypeError(f"{variable} must be a whole number {allowed}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def flag(variable: str) -> Callable[[str], bool]:
+    """An argparse type for a 0-or-1 Make variable (DECODE, YES): anything else is an error, not 0."""
+    parse = whole(variable, 0, 1)
+    return lambda text: bool(parse(text))
+
+
+def one_of(variable: str, *allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"{variable} must be {' or '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
+
+
+# The Make variables every stage checks before any work, whichever of them it uses (the one place
+# their ranges are written); empty means "not set" for the optional ones.
+VARIABLES: dict[str, Callable[[str], object]] = {
+    "WORKERS": whole("WORKERS"), "RESIZE": whole("RESIZE"), "QUALITY": whole("QUALITY", 1, 100),
+    "DECODE": flag("DECODE"), "YES": flag("YES"), "MDS_FROM": one_of("MDS_FROM", "tar", "untar"),
+}
+OPTIONAL_VARIABLES = {"RESIZE"}
+
+
+def make_variable(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` of one Make variable, checked against VARIABLES."""
+    name, _, value = text.partition("=")
+    if name not in VARIABLES:
+        raise argparse.ArgumentTypeError(f"unknown Make variable {name!r}")
+    if value == "" and name in OPTIONAL_VARIABLES:
+        return name, None
+    return name, VARIABLES[name](value)
 
 
 def setup(args: argparse.Namespace, lock: str | None = "exclusive") -> tuple[Config, Paths]:

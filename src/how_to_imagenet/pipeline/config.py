@@ -103,6 +103,8 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     _check(raw, SCHEMA, "", path)
+    if not raw["splits"]:
+        raise UserError(f"{path}: 'splits' names no split; add train and/or val (see config.yaml)")
     for name, s in raw["splits"].items():
         for key in ("bytes", "images"):
             if s[key] <= 0:
@@ -138,6 +140,11 @@ def known_hashes() -> set[str]:
 
 def read_checksums(cfg: Config, archive: str) -> dict[str, str]:
     """Expected digests of `archive` from every checksum file (`md5sum -c` format) that lists it."""
+    return {alg: digest for alg, (digest, _) in checksum_entries(cfg, archive).items()}
+
+
+def checksum_entries(cfg: Config, archive: str) -> dict[str, tuple[str, str]]:
+    """(expected digest, `<file>:<line>` it is on) of `archive` for each algorithm listing it."""
     found = {}
     for alg, fname in HASH_FILES.items():
         f = cfg.checksums / fname
@@ -150,7 +157,7 @@ def read_checksums(cfg: Config, archive: str) -> dict[str, str]:
             if not m:
                 raise UserError(f"{f}:{n}: not in '<hex>  <file name>' format: {line!r}")
             if m.group(2) == archive:
-                found[alg] = m.group(1).lower()
+                found[alg] = (m.group(1).lower(), f"{f}:{n}")
     if not found:
         files = ", ".join(HASH_FILES.values())
         raise UserError(f"no checksum for {archive} in {cfg.checksums} ({files}); add its hash to verify it")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,6 +15,10 @@ if TYPE_CHECKING:
 
 class UserError(Exception):
     """A problem the user can fix; printed as one `error:` line, without a traceback."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was kept and how to go on, where that is not the usual (nothing kept)."""
 
 
 def log(msg: str) -> None:
@@ -26,6 +33,25 @@ def human_bytes(n: float) -> str:
     raise AssertionError
 
 
+def disk_problem(e: OSError, stage: str) -> str | None:
+    """The one line for a full or read-only disk (None for any other error): the stage, the folder,
+    what it needed and what is free."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    where = Path(e.filename).parent if e.filename else Path.cwd()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if e.errno == errno.EROFS:
+        return (f"{stage}: {where} is on a read-only filesystem ({e.filename}); remount it read-write or set "
+                "DATA=<a writable folder>")
+    need = f"about {human_bytes(NEED[0])} for {NEED[1]}, " if NEED else ""
+    return (f"{stage}: the disk holding {where} is full ({need}{human_bytes(shutil.disk_usage(where).free)} free); "
+            "free space or set DATA=<bigger disk>, then run the same command again (finished work is kept)")
+
+
+NEED: list = []  # (bytes, what) of the last free-space check (files.check_free_space), for disk_problem
+
+
 def progress(total: int, desc: str) -> tqdm:
     """A progress bar of bytes on stderr, for the long reads and writes."""
     from tqdm import tqdm
@@ -33,13 +59,19 @@ def progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=desc, mininterval=0.5)
 
 
-def main(fn: Callable[[], None]) -> None:
-    """Run a stage's body: a user error becomes one line on stderr and exit 1; Ctrl-C exit 130."""
+def main(fn: Callable[[], None], stage: str = "") -> None:
+    """Run a stage's body: a user error, a full disk or a read-only one becomes one line on stderr and
+    exit 1; Ctrl-C exit 130. Outputs being built are removed on the way out (`files.building`)."""
     try:
         fn()
     except UserError as e:
         log(f"error: {e}")
         sys.exit(1)
-    except KeyboardInterrupt:
-        log("interrupted: nothing half-done was kept; run the same command again to resume")
+    except OSError as e:
+        if (line := disk_problem(e, stage)) is None:
+            raise
+        log(f"error: {line}")
+        sys.exit(1)
+    except KeyboardInterrupt as e:
+        log(str(e) or "interrupted: nothing half-done was kept; run the same command again to resume")
         sys.exit(130)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .console import UserError, human_bytes
+from .console import NEED, UserError, human_bytes
 from .layout import partial
 
 
@@ -51,6 +51,7 @@ def check_free_space(path: Path, need: int, what: str) -> None:
     IMAGENET_FREE_BYTES overrides the measured free space (for tests and dry runs).
     """
     path.mkdir(parents=True, exist_ok=True)
+    NEED[:] = [need, what]
     free = int(os.environ.get("IMAGENET_FREE_BYTES") or shutil.disk_usage(path).free)
     if need > free:
         raise UserError(

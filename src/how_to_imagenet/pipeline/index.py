@@ -98,9 +98,13 @@ HEADER = "wnid\tname\toffset\tsize\txxh3"
 def write_index(path: Path, images: list[Image]) -> None:
     """A TSV of the images in ImageFolder order (class, then file name)."""
     tmp = partial(path)
-    with open(tmp, "w") as f:
-        f.write(HEADER + "\n")
-        f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\t{i.xxh3}\n" for i in images)
+    try:
+        with open(tmp, "w") as f:
+            f.write(HEADER + "\n")
+            f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\t{i.xxh3}\n" for i in images)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written index behind
+        raise
     tmp.rename(path)
 
 

@@ -38,11 +38,13 @@ def read_stamp(path: Path) -> dict[str, Any] | None:
 
 
 def upstream(paths: Paths, split: str, stage: str) -> dict[str, Any]:
-    """The outputs recorded by an earlier stage, which must have finished."""
+    """The outputs recorded by an earlier stage, which must have finished: what a later stage runs on.
+    Without `mtime_ns`: when a file was last written is how its own stage notices a change (`present`),
+    not what later stages depend on (an archive repaired to the same bytes leaves them done)."""
     stamp = read_stamp(paths.stamp(split, stage))
     if stamp is None:
         raise UserError(f"{split} has no finished {stage} stage; run 'make {stage}-{split}' first")
-    return stamp["outputs"]
+    return {k: v for k, v in stamp["outputs"].items() if k != "mtime_ns"}
 
 
 def state(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | None, present: Present,
@@ -61,13 +63,15 @@ def state(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | None, p
     return State("done" if inputs is not None and stamp["inputs"] == inputs else "stale")
 
 
-def run_stage(paths: Paths, split: str, stage: str, inputs: dict[str, Any], work: Callable[[], dict[str, Any]],
-              present: Present) -> None:
+def run_stage(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | Callable[[], dict[str, Any]],
+              work: Callable[[], dict[str, Any]], present: Present) -> None:
     """Run `work` unless `state` says the stage is done on these inputs; write the stamp last.
 
-    `work` returns the stage's outputs; `outputs["path"]` names what it produced, relative to DATA."""
+    `work` returns the stage's outputs; `outputs["path"]` names what it produced, relative to DATA.
+    `inputs` may be a function: asked again after the work, for a stage whose work changes an input
+    (verify repairing the download)."""
     stamp_path = paths.stamp(split, stage)
-    now = state(paths, split, stage, inputs, present, [])
+    now = state(paths, split, stage, inputs() if callable(inputs) else inputs, present, [])
     if now.name == "done":
         log(f"[{stage} {split}] up to date ({stamp_path})")
         return
@@ -77,7 +81,8 @@ def run_stage(paths: Paths, split: str, stage: str, inputs: dict[str, Any], work
     t0 = time.time()
     outputs = work()
     seconds = round(time.time() - t0, 3)
-    write_json(stamp_path, {"stage": stage, "split": split, "inputs": inputs, "outputs": outputs,
+    write_json(stamp_path, {"stage": stage, "split": split, "inputs": inputs() if callable(inputs) else inputs,
+                            "outputs": outputs,
                             "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     log(f"[{stage} {split}] done in {seconds:.1f} s -> {paths.at(outputs['path'])}")
 

@@ -3,6 +3,7 @@ one function per archive kind."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -39,6 +40,9 @@ def extract(tar: Path, dest: Path, offset: int, size: int, bar: tqdm) -> None:
             pass
         err = proc.stderr.read().decode(errors="replace").strip()
         rc = proc.wait()
+    for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")):
+        if text in err:  # the disk, not the archive
+            raise OSError(code, text, str(dest / "x"))
     if rc != 0:
         raise UserError(f"{tar}: GNU tar could not extract it ({err.splitlines()[0] if err else f'exit code {rc}'})")
 

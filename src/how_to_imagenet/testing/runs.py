@@ -12,6 +12,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -101,6 +102,7 @@ class Fixture:
     root: Path
     config: Path
     url: str
+    server: Any = None  # the web seed serving `root` at `url` (webseed.serve), counting what it sends
 
     def variant(self, name: str, **changes: object) -> Path:
         """A copy of the fixture config beside it (so relative paths still hold) with `changes`

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...labels import class_index, val_wnid
 from ...names import SPLITS, variant
-from ..cli import parser, positive, setup
+from ..cli import flag, parser, setup, whole
 from ..config import Config
 from ..console import UserError, log
 from ..files import read_json, remove, write_json
@@ -196,8 +196,8 @@ def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, res
 
 def run() -> None:
     p = parser(__doc__, split=False)
-    p.add_argument("--decode", action="store_true", help="also decode every image and check it is RGB")
-    p.add_argument("--resize", type=positive, help="check the low-resolution variant made with mds --resize")
+    p.add_argument("--decode", type=flag("DECODE"), default=False, help="1: also decode every image (RGB?)")
+    p.add_argument("--resize", type=whole("RESIZE"), help="check the low-resolution variant made with mds --resize")
     p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
     p.add_argument("splits", nargs="*", choices=[[], *SPLITS], help="the splits to check (default: the config's)")
     args = p.parse_args()

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..cli import parser, setup
-from ..config import Config, Split
-from ..console import UserError, human_bytes, log
-from ..files import check_free_space
+from ..cli import flag, parser, setup
+from ..config import Config, Split, read_checksums
+from ..console import Interrupted, UserError, human_bytes, log
+from ..files import check_free_space, write_json
 from ..layout import Paths
 from ..stamps import Present, read_stamp, run_stage
 from ..torrent import magnet_urls, read_torrent
 
-SEED_ARGS = ["-c", "--seed-time=0", "--bt-max-peers=256", "--summary-interval=0",
+SEED_ARGS = ["-c", "--seed-time=0", "--bt-max-peers=256", "--summary-interval=0", "--auto-save-interval=1",
              "--auto-file-renaming=false", "--allow-overwrite=true", "--console-log-level=warn"]
 # IMAGENET_LOOPBACK_ONLY=1 (set by make test, make demo and CI): refuse any non-loopback source
 # and keep aria2c off DHT, local peer discovery and peer exchange.
@@ -92,13 +92,41 @@ def confirm(split: Split, tar: Path, yes: bool) -> None:
         raise UserError("download cancelled; run with YES=1 to skip this question")
 
 
-def aria2c(cfg: Config, split: Split, kind: str, src: str, folder: Path) -> None:
+# aria2c's exit codes (man aria2c, EXIT STATUS): what each means, for the one line a failure prints.
+ARIA2C_EXIT = {
+    1: "an unknown error", 2: "a time-out", 3: "a resource was not found", 4: "too many resources not found",
+    5: "a too slow download", 6: "a network problem", 7: "unfinished downloads", 8: "a server without resume",
+    9: "not enough disk space", 13: "a file that already exists", 15: "a file it could not open",
+    16: "a file it could not create or truncate", 17: "an I/O error", 19: "a failed name lookup",
+    22: "a bad HTTP response", 23: "too many redirects", 24: "a refused HTTP authorization",
+    28: "an option it does not accept", 32: "a failed checksum",
+}
+
+
+def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair: bool = False) -> None:
+    """Fetch (or resume) the archive with aria2c. `repair`: check every piece of the file already there
+    against the torrent's SHA-1s first (--check-integrity), so only bad or missing pieces are fetched."""
     if shutil.which("aria2c") is None:
         raise UserError("aria2c not found; install it with 'apt-get install aria2' (make does when run as root)")
+    tar = paths.tar(split.archive)
+    folder = tar.parent
+    control = paths.control(tar)
+    if control.exists() and control.stat().st_size == 0:  # left empty by a full disk: it cannot resume from it
+        control.unlink()
+        if kind == "url":  # nothing to tell good bytes from unwritten ones: start over
+            tar.unlink(missing_ok=True)
+            log(f"[download {split.name}] the control file was empty: downloading {tar.name} from the start")
+        else:
+            repair = True
+            log(f"[download {split.name}] the control file was empty: checking the pieces on disk against the torrent")
+    if kind != "url" and tar.exists() and not control.exists() and not is_complete(paths, split):
+        repair = True  # pieces without a control file (a SIGKILL before its first save): keep the good ones
     alloc = "falloc" if falloc_supported(folder) else "trunc"
     cmd = ["aria2c", *SEED_ARGS, f"--file-allocation={alloc}", "-d", str(folder)]
     if kind == "url":
         cmd += ["-o", split.archive]
+    if repair and kind != "url":
+        cmd += ["--check-integrity=true"]
     cmd += cfg.aria2c_args + [a for a in LOOPBACK_ARGS if LOOPBACK_ONLY and a not in cfg.aria2c_args] + [src]
     log(f"[download {split.name}] {' '.join(cmd)}")
     proc = subprocess.Popen(cmd)
@@ -110,12 +138,24 @@ def aria2c(cfg: Config, split: Split, kind: str, src: str, folder: Path) -> None
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        raise
+        raise Interrupted(f"interrupted: what was downloaded is kept ({control.name}); run the same command "
+                          "again to resume") from None
+    if rc == 9:
+        free = shutil.disk_usage(folder).free
+        left = split.bytes - (tar.stat().st_blocks * 512 if tar.exists() else 0)
+        raise UserError(f"download {split.name}: not enough disk space in {folder} (aria2c exit code 9): about "
+                        f"{human_bytes(max(left, 0))} still to write, {human_bytes(free)} free; free space or set "
+                        "DATA=<bigger disk>, then run the same command again: the pieces downloaded are kept")
+    if rc == 28:
+        raise UserError(f"aria2c does not accept its options (exit code 28): check aria2c_args in {cfg.path}")
     if rc != 0:
-        raise UserError(f"aria2c exited with code {rc} for {src}; run the same command again to resume")
+        what = ARIA2C_EXIT.get(rc, "an error")
+        raise UserError(f"aria2c stopped on {what} (exit code {rc}) for {src}; what was downloaded is kept: "
+                        "run the same command again to resume")
 
 
 def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
+    read_checksums(cfg, split.archive)  # before any byte is fetched: with no checksum, verify could not pass
     kind, src = source_kind(cfg, split)
     tar = paths.tar(split.archive)
     if kind == "file":
@@ -131,7 +171,7 @@ def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
         have = tar.stat().st_blocks * 512 if tar.exists() else 0
         check_free_space(tar.parent, max(0, split.bytes - have), f"downloading {split.archive}")
         confirm(split, tar, yes)
-        aria2c(cfg, split, kind, src, tar.parent)
+        aria2c(cfg, paths, split, kind, src)
     else:
         log(f"[download {split.name}] {tar} is already complete; not downloading it again")
     if not is_complete(paths, split):
@@ -140,8 +180,22 @@ def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
             raise UserError(f"{tar} has {size} bytes but splits.{split.name}.bytes in {cfg.path} says "
                             f"{split.bytes}: the source is not the expected archive; fix the config or the source")
         raise UserError(f"{tar} is incomplete ({size} of {split.bytes} bytes); run the same command again to resume")
+    return outputs(paths, split, kind)
+
+
+def outputs(paths: Paths, split: Split, kind: str) -> dict[str, Any]:
+    """What download records of the archive: where it is, its size and mtime (to notice a change)."""
+    tar = paths.tar(split.archive)
     st = tar.stat()
     return {"path": paths.rel(tar), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "source": kind}
+
+
+def record(paths: Paths, split: Split, kind: str) -> None:
+    """After verify repaired the archive from the torrent: its download stamp, as download would write it."""
+    path = paths.stamp(split.name, "download")
+    stamp = read_stamp(path)
+    if stamp is not None:
+        write_json(path, {**stamp, "outputs": outputs(paths, split, kind)})
 
 
 def needed_archive(paths: Paths, split: Split) -> Path:
@@ -189,7 +243,7 @@ def begun(paths: Paths, split: Split) -> list[Path]:
 
 def run() -> None:
     p = parser(__doc__)
-    p.add_argument("--yes", action="store_true", help="do not ask before a large download")
+    p.add_argument("--yes", type=flag("YES"), default=False, help="1: do not ask before a large download")
     p.add_argument("--fetch", action="store_true", help="fetch the archive again if it was removed after verify")
     args = p.parse_args()
     cfg, paths = setup(args)

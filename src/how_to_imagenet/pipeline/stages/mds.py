@@ -24,7 +24,7 @@ from typing import Any
 
 from ...labels import class_index, classes
 from ...names import variant
-from ..cli import parser, positive, setup
+from ..cli import parser, setup, whole
 from ..config import Config
 from ..console import UserError, log
 from ..files import building, check_free_space, du, read_json, write_json
@@ -157,6 +157,8 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
                         done.value += unreported
                     unreported = 0
         results.put((part.folder, read_bytes, reencoded, None))
+    except OSError as e:
+        results.put((part.folder, 0, [], ("oserror", (e.errno, e.strerror, e.filename))))
     except BaseException as e:
         kind = "changed" if isinstance(e, Changed) else "user" if isinstance(e, UserError) else "bug"
         results.put((part.folder, 0, [], (kind, traceback.format_exc() if kind == "bug" else str(e))))
@@ -188,6 +190,10 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
                     kind, text = error
                     if kind == "changed":
                         raise Changed(text)
+                    if kind == "oserror" and not remote:  # a full or read-only disk: one line (console.main)
+                        raise OSError(*text)
+                    if kind == "oserror":
+                        text = f"OSError: {text[1]} ({text[2]})"
                     if kind == "user":
                         raise UserError(text)
                     if remote:
@@ -209,7 +215,8 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
     index = read_index(paths.index(split))  # each image's hash, as verify read it
     if source == "tar":
         tar = needed_archive(paths, cfg.split(split))
-        if problem := verify.present(paths, upstream(paths, split, "verify")):  # the cheap guard: size and mtime
+        stamp = read_stamp(paths.stamp(split, "verify"))
+        if stamp and (problem := verify.present(paths, stamp["outputs"])):  # the cheap guard: size and mtime
             raise UserError(f"{problem}; run 'make verify-{split}' to verify it again")
         images, reader = index, Source(tar=tar)
         need = sum(i.size for i in images)
@@ -268,9 +275,9 @@ def run() -> None:
     p = parser(__doc__)
     p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
                    help="read images from the verified archive (default) or the unpacked folders")
-    p.add_argument("--workers", type=positive, default=os.cpu_count() or 1, help="processes (default: cores)")
-    p.add_argument("--resize", type=positive, help="write the low-resolution variant: shorter side at most this")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the --resize variant")
+    p.add_argument("--workers", type=whole("WORKERS"), default=os.cpu_count() or 1, help="processes (default: cores)")
+    p.add_argument("--resize", type=whole("RESIZE"), help="write the low-resolution variant: shorter side at most this")
+    p.add_argument("--quality", type=whole("QUALITY", 1, 100), default=90, help="JPEG quality of the --resize variant")
     p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
     args = p.parse_args()
     cfg, paths = setup(args)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...labels import class_name
-from ..cli import parser, positive, setup
+from ..cli import parser, setup, whole
 from ..shm import clean_orphaned_shm
 
 
@@ -24,7 +24,7 @@ def show(local: str, count: int) -> None:
 def run() -> None:
     p = parser(__doc__)
     p.add_argument("-n", type=int, default=5, help="how many samples")
-    p.add_argument("--resize", type=positive, help="read the low-resolution variant made with mds --resize")
+    p.add_argument("--resize", type=whole("RESIZE"), help="read the low-resolution variant made with mds --resize")
     args = p.parse_args()
     cfg, paths = setup(args, lock="shared")
     show(str(paths.mds(cfg.split(args.split).name, args.resize)), args.n)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cli import parser, positive, setup
+from ..cli import parser, setup, whole
 from ..config import Config, Split, check_image_count
 from ..files import building, check_free_space, du
 from ..layout import Paths, partial
@@ -42,7 +42,7 @@ def begun(paths: Paths, split: Split) -> list[Path]:
 
 def run() -> None:
     p = parser(__doc__)
-    p.add_argument("--workers", type=positive, default=os.cpu_count() or 1, help="class tars unpacked at once")
+    p.add_argument("--workers", type=whole("WORKERS"), default=os.cpu_count() or 1, help="class tars unpacked at once")
     args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)

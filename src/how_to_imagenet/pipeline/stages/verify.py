@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import parser, setup
-from ..config import HASHERS, Config, Split, check_image_count, read_checksums
+from ..config import HASHERS, Config, Split, check_image_count, checksum_entries, read_checksums
 from ..console import UserError, human_bytes, log, progress
 from ..index import FORMAT, Image, content_hash, index_images, write_index
 from ..layout import Paths
 from ..stamps import run_stage, upstream
+from . import download
 from .download import needed_archive
 
 CHUNK = 8 << 20
@@ -76,23 +77,41 @@ class Feed:
 
 def set_aside(paths: Paths, split: str, tar: Path) -> Path:
     """Keep a damaged archive under another name (never delete 150 GB silently) and forget its
-    download, so the next run fetches or accepts a good copy."""
-    aside, n = paths.aside(tar), 1
-    while aside.exists() or aside.is_symlink():  # an earlier damaged copy is kept too
-        aside, n = paths.aside(tar, n), n + 1
+    download, so the next run fetches or accepts a good copy. One copy is kept, the latest: a disk
+    never fills with them."""
+    aside = paths.aside(tar)
+    if aside.exists() or aside.is_symlink():
+        aside.unlink()
     tar.rename(aside)
     paths.stamp(split, "download").unlink(missing_ok=True)
     return aside
 
 
-def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str]) -> dict:
+def mend(cfg: Config, paths: Paths, split: Split, problem: str, repaired: bool) -> dict:
+    """A damaged archive: from a torrent (or magnet), check its pieces against the torrent's SHA-1s
+    and fetch only the bad or missing ones, then verify again; else set it aside and say so."""
+    tar = paths.tar(split.archive)
+    kind, src = download.source_kind(cfg, split)
+    if kind in ("torrent", "magnet") and not repaired:
+        torrent = Path(src).name if kind == "torrent" else "the magnet"
+        log(f"[verify {split.name}] {tar.name}: {problem}; checking its pieces against {torrent} and fetching only "
+            "the bad ones")
+        download.aria2c(cfg, paths, split, kind, src, repair=True)
+        download.record(paths, split, kind)  # the archive changed: its download stamp says so
+        return verify(cfg, paths, split.name, read_checksums(cfg, split.archive), repaired=True)
+    aside = set_aside(paths, split.name, tar)
+    raise UserError(f"{tar}: {problem}; moved aside to {aside.name}; run 'make download-{split.name}' to fetch it "
+                    f"again or put a good copy at {tar}")
+
+
+def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str], repaired: bool = False) -> dict:
+    """Check the archive's size and hashes and index its images in one read; `repaired`: after a
+    repair from the torrent (then a hash that still differs is a wrong checksum entry)."""
     split = cfg.split(split_name)
     tar = needed_archive(paths, split)
     size = tar.stat().st_size
     if size != split.bytes:
-        aside = set_aside(paths, split_name, tar)
-        raise UserError(f"{tar}: wrong size: expected {split.bytes} bytes, actual {size}; moved aside to "
-                        f"{aside.name}; run 'make download-{split_name}' to fetch it again or put a good copy at {tar}")
+        return mend(cfg, paths, split, f"wrong size: expected {split.bytes} bytes, actual {size}", repaired)
     images: list[Image] = []
     problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
     with open(tar, "rb") as f:
@@ -121,12 +140,15 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str])
         actual = file_digests(tar, sorted(expected), f"verify {split_name}", index_upto)
         rate = size / max(time.perf_counter() - t0, 1e-9) / 1e6
         index_upto(size + LOOKAHEAD)
-    for alg in sorted(expected):
-        if actual[alg] != expected[alg]:
-            aside = set_aside(paths, split_name, tar)
-            raise UserError(f"{tar}: {alg} mismatch: expected {expected[alg]}, actual {actual[alg]}; "
-                            f"moved aside to {aside.name}; run 'make download-{split_name}' to fetch it again "
-                            f"or put a good copy at {tar}")
+    if wrong := [alg for alg in sorted(expected) if actual[alg] != expected[alg]]:
+        alg, where = wrong[0], checksum_entries(cfg, split.archive)[wrong[0]][1]
+        right = [a for a in sorted(expected) if a not in wrong]
+        if right or repaired:  # the other hashes, or every piece of the torrent, say the archive is right
+            proof = f"{' and '.join(right)} match" if right else "every piece matches the torrent"
+            raise UserError(f"{tar}: {alg} is {actual[alg]}, but {where} says {expected[alg]}, while {proof}: "
+                            f"probably a wrong checksum entry; fix {where} (the archive is kept, nothing is "
+                            "downloaded again)")
+        return mend(cfg, paths, split, f"{alg} mismatch: expected {expected[alg]}, actual {actual[alg]}", repaired)
     if problem is not None:
         raise problem
     images.sort(key=lambda i: (i.wnid, i.name))
@@ -168,6 +190,5 @@ def run() -> None:
     args = parser(__doc__).parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)
-    recorded = inputs(cfg, paths, split)
-    run_stage(paths, split.name, "verify", recorded, lambda: verify(cfg, paths, split.name, recorded["expected"]),
-              present)
+    run_stage(paths, split.name, "verify", lambda: inputs(cfg, paths, split),
+              lambda: verify(cfg, paths, split.name, read_checksums(cfg, split.archive)), present)
