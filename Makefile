@@ -70,7 +70,7 @@ check-train check-val: check-%: | venv ## read SPLIT back with StreamingDataset:
 	$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS) $*
 samples-train samples-val: samples-%: | venv ## print a few samples read back with StreamingDataset
 	$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize='$(RESIZE)') $*
-status: | venv ## table of every split and stage (done / stale / damaged / partial / missing) and the next command
+status: | venv ## every split and stage (done/stale/damaged/partial/missing/removed) and the next command
 	@$(STAGE) status $(ARGS)
 clean-train clean-val: clean-%: | venv ## remove SPLIT's untar, MDS and their stamps (keeps the tar)
 	$(STAGE) clean $(ARGS) $*

@@ -126,7 +126,7 @@ def load_config(path: str | Path) -> Config:
         splits={n: Split(name=n, **s) for n, s in raw["splits"].items()},
         size_limit=raw["mds"]["size_limit"],
         shuffle_seed=raw["mds"]["shuffle_seed"],
-        hashes=raw["mds"]["hashes"],
+        hashes=sorted(set(raw["mds"]["hashes"])),  # as streaming's writer wants them
         rgb=raw["mds"].get("rgb", True),
         aria2c_args=raw["aria2c_args"],
     )

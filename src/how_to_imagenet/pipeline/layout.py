@@ -91,6 +91,10 @@ class Paths:
     def report(self, split: str, kind: str) -> Path:
         return self.data / "reports" / f"{split}.{kind}.json"
 
+    def check_report(self, split: str, resize: int | None = None) -> Path:
+        """What make check wrote of a split's dataset (full size or RESIZE=N)."""
+        return self.report(split, "check" + variant(resize))
+
     def reports(self, split: str) -> list[Path]:
         return sorted((self.data / "reports").glob(f"{split}.*.json"))
 

@@ -1,7 +1,9 @@
 """streaming's shared memory (/dev/shm/<prefix:06>_<name>) left behind by a killed reader.
 
 streaming's own clean_stale_shared_memory() unlinks every prefix, including those a running
-training job is using. This unlinks only the prefixes that no live process has mapped.
+training job is using. This unlinks only the prefixes that no live process in /proc has mapped (a
+job in another PID namespace sharing /dev/shm, such as a container run with --ipc=host, is not
+visible here: run check in the same namespace as training).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import re
 from pathlib import Path
 
 SHM = Path("/dev/shm")
-NAME = re.compile(r"(\d{6})_[a-z_]+")
+# streaming's names (streaming.base.constant.SHM_TO_CLEAN), under a six-digit prefix.
+NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|shard_access_times|resume|"
+                  r"epoch_shape|epoch_data)")
 
 
 def mapped() -> set[str]:

@@ -15,14 +15,15 @@ from collections import Counter
 from pathlib import Path
 
 from ...labels import class_index, val_wnid
-from ...names import SPLITS, variant
+from ...names import SPLITS
 from ..cli import flag, parser, setup, whole
 from ..config import Config
 from ..console import UserError, log
-from ..files import read_json, remove, write_json
+from ..files import remove, write_json
 from ..index import Image, content_hash, read_index
 from ..layout import Paths
 from ..mds.images import stored
+from ..mds.index import INDEX
 from ..reader import Source
 from ..shm import clean_orphaned_shm
 from .mds import current_state
@@ -33,7 +34,7 @@ SHOWN = 10  # failures printed; the report keeps up to 1000
 def shard_failures(local: Path) -> tuple[int, list[str]]:
     from streaming.base.hashing import get_hash
 
-    index = json.loads((local / "index.json").read_text())
+    index = json.loads((local / INDEX).read_text())
     failures = []
     for shard in index["shards"]:
         raw = shard["raw_data"]
@@ -106,19 +107,28 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
         target = f"mds-{split}" + (f" RESIZE={resize}" if resize else "")
         why = f" ({st.why})" if st.why else ""
         raise UserError(f"{local}: the MDS dataset is {st.name}{why}; run 'make {target}'")
-    quality = stamp["inputs"]["mds"]["quality"]
-    report_of_mds = read_json(paths.at(stamp["outputs"]["report"])) or {}
+    recorded = stamp["inputs"]["mds"]
+    quality = recorded["quality"]
+    # The command that writes these shards again, with the settings they were made with.
+    redo = f"mds-{split} RESIZE={resize} QUALITY={quality}" if resize else split
+    redo += f" REMOTE={recorded['remote']}" if recorded.get("remote") else ""
     if remote:  # read it all from the store, into a fresh cache
         remote = f"{remote.rstrip('/')}/{local.name}"
         local = paths.cache(split, resize)
         remove(local)
     t0 = time.time()
     failures: list[str] = []
-    reencoded = {e["file"] for e in report_of_mds.get("reencoded", [])}
+    reencoded = set(stamp["outputs"].get("reencoded_files", []))
     mislabelled: list[tuple[Image, str]] = []
     expected = expected_samples(cfg, paths, split, resize, quality, reencoded, failures, mislabelled)
     clean_orphaned_shm()
-    ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
+    try:
+        ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
+    except Exception as e:
+        if not remote:
+            raise
+        raise UserError(f"cannot read {remote} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        "check REMOTE, the credentials and the endpoint") from None
     index = class_index()
     known = Counter((h, w) for h, w, _ in expected if h is not None)
     counts: Counter[str] = Counter()
@@ -165,7 +175,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
     archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
     report = {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
               "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"), "ok": not failures,
-              "samples": len(ds), "shards": shards, "decode": decode, "archive_read": archive_read,
+              "samples": len(ds), "shards": shards, "decode": decode, "archive_read": archive_read, "redo": redo,
               "per_class": {"fewest": min(counts.values(), default=0), "most": max(counts.values(), default=0)},
               "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}
     return report
@@ -177,7 +187,7 @@ def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, res
     failed, redo = [], []
     for split in splits:
         report = check(cfg, paths, split, decode, resize, remote)
-        out = paths.report(split, "check" + variant(resize))
+        out = paths.check_report(split, resize)
         write_json(out, report)
         pc, failures = report["per_class"], report["failures"]
         verdict = "OK" if report["ok"] else f"{len(failures)} FAILURES"
@@ -189,9 +199,9 @@ def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, res
         if failures:
             failed.append(f"check of {split} failed: {failures[0]}"
                           + (f" (and {len(failures) - 1} more, see {out})" if len(failures) > 1 else ""))
-            redo.append(f"mds-{split} RESIZE={resize}" if resize else split)
+            redo.append(f"'make {report['redo']}'")
     if failed:  # the shards are now damaged for mds (mds.present reads this report): redone by the next run
-        raise UserError("; ".join(failed) + f"; run 'make {' '.join(redo)}' to redo what is wrong, then check again")
+        raise UserError("; ".join(failed) + f"; run {' and '.join(redo)} to redo what is wrong, then check again")
 
 
 def run() -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from ...labels import class_index, classes
-from ...names import variant
 from ..cli import parser, setup, whole
 from ..config import Config
 from ..console import UserError, log
@@ -35,14 +34,18 @@ from ..mds.index import INDEX, merge_index
 from ..mds.plan import COLUMNS, Part, plan
 from ..reader import Source
 from ..stamps import State, read_stamp, run_stage, state, upstream
-from . import verify
+from . import download, verify
 from .download import needed_archive
 
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
 
 
 class Changed(UserError):
-    """An image read for mds is not the one verify hashed."""
+    """An image read for mds is not the one verify hashed; `image` is its (wnid, name)."""
+
+    def __init__(self, message: str, image: tuple[str, str]) -> None:
+        super().__init__(message)
+        self.image = image
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,9 @@ def inputs(cfg: Config, paths: Paths, split: str, source: str, s: Settings) -> d
     recorded: dict[str, Any] = asdict(s)
     if split == "train":
         recorded["shuffle_seed"] = cfg.shuffle_seed
-    before = "verify" if source == "tar" else "untar"
-    return {before: upstream(paths, split, before), "mds": recorded}
+    if source == "tar":
+        return {"verify": verify.proof(upstream(paths, split, "verify")), "mds": recorded}
+    return {"untar": upstream(paths, split, "untar"), "mds": recorded}
 
 
 def present(paths: Paths, out: dict[str, Any]) -> str | None:
@@ -145,7 +149,7 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
             for n, (image, data) in enumerate(zip(part.images, source.stream(part.images, PREFETCH), strict=True)):
                 if content_hash(data) != image.xxh3:
                     raise Changed(f"{source.where(image)} is not the image verify read (its bytes changed since: "
-                                  "bit rot, or a tool that touched the file)")
+                                  "bit rot, or a tool that touched the file)", (image.wnid, image.name))
                 read_bytes += len(data)
                 data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize, s.quality)
                 if original is not None:
@@ -159,8 +163,10 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
         results.put((part.folder, read_bytes, reencoded, None))
     except OSError as e:
         results.put((part.folder, 0, [], ("oserror", (e.errno, e.strerror, e.filename))))
+    except Changed as e:
+        results.put((part.folder, 0, [], ("changed", (str(e), e.image))))
     except BaseException as e:
-        kind = "changed" if isinstance(e, Changed) else "user" if isinstance(e, UserError) else "bug"
+        kind = "user" if isinstance(e, UserError) else "bug"
         results.put((part.folder, 0, [], (kind, traceback.format_exc() if kind == "bug" else str(e))))
 
 
@@ -189,7 +195,7 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
                 if error is not None:
                     kind, text = error
                     if kind == "changed":
-                        raise Changed(text)
+                        raise Changed(*text)
                     if kind == "oserror" and not remote:  # a full or read-only disk: one line (console.main)
                         raise OSError(*text)
                     if kind == "oserror":
@@ -225,6 +231,14 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
         reader, need = Source(root=root), du(root)
         hashes = {(i.wnid, i.name): i.xxh3 for i in index}
         images = [replace(i, xxh3=hashes.get((i.wnid, i.name), "")) for i in image_folder(root)]
+        tree = {(i.wnid, i.name) for i in images}
+        if tree != hashes.keys():  # a file lost or added since untar: unpack the verified archive again
+            missing, extra = sorted(hashes.keys() - tree), sorted(tree - hashes.keys())
+            what = (f"{'/'.join(missing[0])} is missing" if missing else f"{'/'.join(extra[0])} is not an image verify "
+                    f"indexed") + f" ({len(missing)} missing, {len(extra)} extra)"
+            paths.stamp(split, "untar").unlink(missing_ok=True)
+            raise UserError(f"{root}: {what}; the tree is forgotten: run the same command again to unpack the "
+                            "verified archive again")
         if unknown := sorted({i.wnid for i in images} - set(class_index())):
             raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
     out, stage = paths.mds(split, s.resize), mds_stage(s.resize)
@@ -258,10 +272,11 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
     log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
         + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
     return {"path": paths.rel(out), "id": uuid.uuid4().hex, "remote": remote, "images": len(images),
-            "check": paths.rel(paths.report(split, "check" + variant(s.resize))), "source": source,
+            "check": paths.rel(paths.check_report(split, s.resize)), "source": source,
             "workers": len(parts),
             "bytes_read": sum(b for _, b, _ in results), "bytes_written": du(out),
             "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
+            "reencoded_files": [r["file"] for r in reencoded],
             "report": paths.rel(paths.report(split, stage)), "versions": report["versions"]}
 
 
@@ -287,11 +302,22 @@ def run() -> None:
         run_stage(paths, split, mds_stage(s.resize), inputs(cfg, paths, split, args.source, s),
                   lambda: write_mds(cfg, paths, split, args.source, args.workers, s), present)
     except Changed as e:  # what the images were read from is not what verify proved
-        if args.source == "untar":
+        raise UserError(f"{e}; {mend_changed(cfg, paths, split, args.source, e.image)}") from None
+
+
+def mend_changed(cfg: Config, paths: Paths, split: str, source: str, image: tuple[str, str]) -> str:
+    """Forget what gave an image that is not the one verify hashed, so the same command mends it;
+    what that command will do."""
+    spec = cfg.split(split)
+    tar = paths.tar(spec.archive)
+    if source == "untar":  # the tree, or the archive under it?
+        row = next(i for i in read_index(paths.index(split)) if (i.wnid, i.name) == image)
+        if not tar.exists() or content_hash(Source(tar=tar).read(row)) == row.xxh3:
             paths.stamp(split, "untar").unlink(missing_ok=True)
-            raise UserError(f"{e}; the ImageFolder tree is forgotten: run the same command again to unpack "
-                            "the verified archive again and write the shards") from None
-        paths.stamp(split, "verify").unlink(missing_ok=True)
-        aside = verify.set_aside(paths, split, paths.tar(cfg.split(split).archive))
-        raise UserError(f"{e}; the archive is moved aside to {aside.name}: run the same command again to fetch "
-                        "a good copy and write the shards") from None
+            return "the ImageFolder tree is forgotten: run the same command again to unpack the archive again"
+    paths.stamp(split, "verify").unlink(missing_ok=True)
+    kind, src = download.source_kind(cfg, spec)
+    if kind == "file":  # a link to the user's own copy: only they can replace it
+        return f"the archive {src} is damaged: put a good copy there, then run the same command again"
+    aside = verify.set_aside(paths, split, tar)
+    return f"the archive is moved aside to {aside.name}: run the same command again to fetch a good copy"

@@ -1,4 +1,5 @@
-"""status: one line per split and stage (done / stale / damaged / partial / missing) by the same rule
+"""status: one line per split and stage (done / stale / damaged / partial / missing, and removed for an
+archive deleted after verify) by the same rule
 the stages use (`stamps.state`), then the next command to run. Reads no image and imports neither
 torch nor streaming."""
 
@@ -75,8 +76,8 @@ def run() -> None:
         print(line)
     for split in cfg.splits.values():
         if download.removed(paths, split):
-            print(f"{split.name}: {paths.tar(split.archive).name} was removed after verify; the shards and check do "
-                  f"not need it ('make download-{split.name}' fetches it again)")
+            print(f"{split.name}: {paths.tar(split.archive).name} was removed after verify; the shards and make check "
+                  f"do not need it (a RESIZE check does; 'make download-{split.name}' fetches it again)")
     for line in remotes:
         print(f"remote copy of {line}")
     for split in cfg.splits:

@@ -13,6 +13,7 @@ from ..files import building, check_free_space, du
 from ..layout import Paths, partial
 from ..stamps import exists, run_stage, upstream
 from ..unpack import UNTAR
+from . import verify
 from .download import needed_archive
 
 
@@ -29,7 +30,7 @@ def untar(cfg: Config, paths: Paths, split_name: str, workers: int) -> dict:
 
 
 def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
-    return {"verify": upstream(paths, split.name, "verify"), "images": split.images}
+    return {"verify": verify.proof(upstream(paths, split.name, "verify")), "images": split.images}
 
 
 present = exists("path")

@@ -99,6 +99,9 @@ def mend(cfg: Config, paths: Paths, split: Split, problem: str, repaired: bool) 
         download.aria2c(cfg, paths, split, kind, src, repair=True)
         download.record(paths, split, kind)  # the archive changed: its download stamp says so
         return verify(cfg, paths, split.name, read_checksums(cfg, split.archive), repaired=True)
+    if kind == "file":  # a link to the user's own copy: moving the link aside would mend nothing
+        raise UserError(f"{tar}: {problem}; it is a link to {src}: put a good copy there, then run the same "
+                        "command again")
     aside = set_aside(paths, split.name, tar)
     raise UserError(f"{tar}: {problem}; moved aside to {aside.name}; run 'make download-{split.name}' to fetch it "
                     f"again or put a good copy at {tar}")
@@ -167,6 +170,12 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
 def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
     return {"download": upstream(paths, split.name, "download"), "expected": read_checksums(cfg, split.archive),
             "images": split.images, "index_format": FORMAT}
+
+
+def proof(out: dict[str, Any]) -> dict[str, Any]:
+    """What the stages after verify run on: the images it indexed and the index it wrote, not where
+    or when the archive was read nor which checksum files listed it."""
+    return {key: out[key] for key in ("bytes", "images", "index_xxh3")}
 
 
 def present(paths: Paths, out: dict[str, Any]) -> str | None:
