@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from how_to_imagenet.names import archive
+from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, checked, copy_data, make, read_mds, states
@@ -58,7 +61,9 @@ def test_a_tampered_index_fails_check_naming_the_sample_and_make_val_mends_it(fi
     first[0], last[0] = last[0], first[0]
     lines[1], lines[-1] = "\t".join(first), "\t".join(last)
     index.write_text("\n".join(lines) + "\n")
-    line = one_error(make("check-val", *cfg, check=False))  # check trusts the ground truth, not the index
+    with pytest.raises(UserError) as failed:  # check trusts the ground truth, not the index
+        checked(fixture.config, data, "val")
+    line = str(failed.value)
     assert f"sample 0 ({first[1]}): {index} says {first[0]}, the ground truth says {last[0]}" in line, line
     assert "run 'make val' to redo what is wrong" in line
     assert states(fixture.config, data)[("val", "verify")] == "damaged"  # the index is not what verify wrote
@@ -93,7 +98,7 @@ def test_the_archive_deleted_after_mds_is_not_needed_until_a_stage_needs_it(fixt
     assert f"val: {tar.name} was removed after verify" in status and "next: make" not in status
     done = make("val", *cfg)  # stays done: nothing downloaded
     assert "aria2c" not in done.stderr and "[mds val] up to date" in done.stderr
-    assert ": OK" in make("check-val", "DECODE=1", *cfg).stderr  # check reads no archive
+    assert ": OK" in checked(fixture.config, data, "val", decode=True)  # check reads no archive
     assert not tar.exists()
     shutil.rmtree(Paths(data).untar("val"))  # the ImageFolder tree needs the archive again
     line = one_error(make("untar-val", *cfg, check=False))
@@ -134,7 +139,10 @@ def test_check_holds_the_lock_shared_so_clean_waits_for_it(fixture: Fixture, bui
     try:
         assert holder.stdout.readline() == "held\n"
         # Another reader goes on at once; clean (a writer) waits, naming the reader.
-        assert ": OK" in make("check-val", f"CONFIG={fixture.config}", f"DATA={data}").stderr
+        env = {**ENV, "PYTHONPATH": str(PROJECT / "src")}
+        reader = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(60)", "pass"), str(Paths(data).lock)],
+                                capture_output=True, text=True, timeout=30, env=env)
+        assert reader.stdout == "held\n" and "waiting" not in reader.stderr
         clean = subprocess.Popen(["make", "--no-print-directory", "clean-val", f"CONFIG={fixture.config}",
                                   f"DATA={data}"], cwd=PROJECT, env=ENV, stderr=subprocess.PIPE, text=True)
         line = clean.stderr.readline()

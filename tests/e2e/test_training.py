@@ -8,10 +8,21 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import xxhash
 
 from how_to_imagenet.pipeline.layout import Paths
-from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, copy_data, free_port, make, read_mds, use_installed
+from how_to_imagenet.testing.runs import (
+    ENV,
+    PROJECT,
+    Fixture,
+    checked,
+    copy_data,
+    free_port,
+    make,
+    read_mds,
+    use_installed,
+)
 
 
 def identities(local: Path) -> Counter:
@@ -48,6 +59,7 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
 RANK_SCRIPT = """
 import json, sys
 from torch.utils.data import DataLoader
+import pytest
 import xxhash
 from how_to_imagenet import ImageNetMDS
 ds = ImageNetMDS(local=sys.argv[1], split="train", transform=None, batch_size=4, shuffle=True, shuffle_seed=7)
@@ -98,9 +110,9 @@ def test_the_seed_projects_loading_example_works_unchanged_and_gives_three_chann
 
 def test_a_low_resolution_variant_keeps_labels_and_order(fixture: Fixture, built: Path, tmp_path: Path):
     data = copy_data(built, tmp_path / "data")
-    done = make("mds-train", "check-train", "RESIZE=64", "QUALITY=85", "WORKERS=2", f"CONFIG={fixture.config}",
-                f"DATA={data}")
-    assert "[check train] 48 samples" in done.stderr and ": OK" in done.stderr
+    make("mds-train", "RESIZE=64", "QUALITY=85", "WORKERS=2", f"CONFIG={fixture.config}", f"DATA={data}")
+    said = checked(fixture.config, data, "train", resize=64)  # derives each image again at QUALITY=85
+    assert "[check train] 48 samples" in said and ": OK" in said
     small = read_mds(Paths(data).mds("train", 64))
     full = read_mds(Paths(built).mds("train"))
     assert [(s["y"], s["wnid"]) for s in small] == [(s["y"], s["wnid"]) for s in full]
@@ -126,7 +138,8 @@ def test_a_low_resolution_variant_keeps_labels_and_order(fixture: Fixture, built
 
 
 def test_mds_uploads_to_s3_and_check_and_the_loader_read_it_back(fixture: Fixture, built: Path, tmp_path: Path,
-                                                                 s3: dict[str, str], installed: Path):
+                                                                 s3: dict[str, str], installed: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
     import boto3
 
     data = copy_data(built, tmp_path / "data")
@@ -145,8 +158,10 @@ def test_mds_uploads_to_s3_and_check_and_the_loader_read_it_back(fixture: Fixtur
     assert {prefix + "index.json", prefix + "classes.json", prefix + "00000/shard.00000.mds"} <= keys
     status = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
     assert f"remote copy of val: {remote}/ILSVRC2012_img_val" in status
-    done = make("check-val", f"REMOTE={remote}", f"CONFIG={fixture.config}", f"DATA={data}", env=s3)
-    assert "[check val] 24 samples" in done.stderr and ": OK" in done.stderr
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    said = checked(fixture.config, data, "val", remote=remote)  # `make check-val REMOTE=...`, in this process
+    assert "[check val] 24 samples" in said and ": OK" in said
     # ImageNetMDS, installed from the wheel, reads it back, with no classes.json in its cache.
     ys = [s["y"] for s in read_mds(Paths(built).mds("val"))]
     assert use_installed(installed, tmp_path / "cache", remote, s3) == f"construction crane {ys}\n"

@@ -46,13 +46,21 @@ def stage(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
                           text=True, env={**ENV, "PYTHONPATH": str(PROJECT / "src"), **(env or {})})
 
 
-def checked(config: Path, data: Path, *splits: str) -> None:
-    """What `make check-SPLIT` does, in this process (where streaming is imported once): it must pass."""
+def checked(config: Path, data: Path, *splits: str, decode: bool = False, resize: int | None = None,
+            remote: str | None = None) -> str:
+    """What `make check-SPLIT` does, in this process (where streaming is imported once): it must pass.
+    What it said; a failure raises the UserError whose line make would print."""
+    import contextlib
+    import io
+
     from ..pipeline.config import load_config
     from ..pipeline.layout import Paths
     from ..pipeline.stages.check import check_splits
 
-    check_splits(load_config(config), Paths(data), list(splits), decode=False, resize=None, remote=None)
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        check_splits(load_config(config), Paths(data), list(splits), decode=decode, resize=resize, remote=remote)
+    return said.getvalue()
 
 
 def states(config: Path, data: Path) -> dict[tuple[str, str], str]:
