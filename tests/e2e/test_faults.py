@@ -18,6 +18,7 @@ import yaml
 from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.layout import Paths, partial
 from how_to_imagenet.testing.runs import Fixture, copy_data, make, mds_files, start, states
+from how_to_imagenet.testing.torrent import make_torrent
 from how_to_imagenet.testing.webseed import serve
 
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a filesystem: needs root (CI runs as root)")
@@ -199,3 +200,28 @@ def test_unsorted_shard_hashes_in_the_config_are_taken_as_streaming_wants_them(f
     assert yaml.safe_load(config.read_text())["mds"]["hashes"] == ["xxh64", "sha1", "xxh64"]
     make("val", f"CONFIG={config}", f"DATA={data}")  # the same as [sha1, xxh64]: nothing to redo
     assert mds_files(Paths(data).mds("val")) == mds_files(Paths(built).mds("val"))
+
+
+def test_a_lost_control_file_costs_no_piece_already_on_disk(fixture: Fixture, tmp_path: Path):
+    server = serve(fixture.root)
+    server.rate = 8000  # bytes/s per request: the 100 KB val tar takes seconds
+    try:
+        torrent = tmp_path / f"{archive('val')}.torrent"  # the fixture's torrent, seeded by this slow server
+        torrent.write_bytes(make_torrent(fixture.tar("val"), f"http://127.0.0.1:{server.server_port}/"))
+        config = fixture.variant("slow-torrent", **{"splits.val.source": str(torrent)})
+        data = tmp_path / "data"
+        tar = Paths(data).tar(archive("val"))
+        proc = start("download-val", f"CONFIG={config}", f"DATA={data}")
+        t0 = time.time()
+        while server.bytes_sent < 40000:
+            assert proc.poll() is None and time.time() - t0 < 60
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+        Paths(data).control(tar).unlink()  # lost: aria2c alone would call the preallocated file complete
+        sent, server.rate = server.bytes_sent, 0
+        done = make("val", f"CONFIG={config}", f"DATA={data}")
+        assert tar.read_bytes() == fixture.tar("val").read_bytes() and "[mds val] done" in done.stderr
+        assert server.bytes_sent - sent < tar.stat().st_size  # the good pieces on disk were kept, not fetched again
+    finally:
+        server.shutdown()
