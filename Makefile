@@ -32,8 +32,9 @@ PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val 
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/src
 STAGE := $(PY) -m how_to_imagenet.pipeline
+WHERE = --config '$(CONFIG)' $(if $(DATA),--data '$(DATA)')
 # Every stage gets the variables it may use, and checks all of them before any work.
-ARGS = --config '$(CONFIG)' $(if $(DATA),--data '$(DATA)') $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(v)='$($(v))')
+ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(v)='$($(v))')
 VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
 
@@ -80,7 +81,7 @@ clean-train-tar clean-val-tar: clean-%-tar: | venv ## as clean-SPLIT, and remove
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(DEMO)
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
-	$(PY) tools/bench.py $(ARGS) --images $(BENCH_IMAGES) --workers $(WORKERS) --repeat $(BENCH_REPEAT)
+	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) --workers $(WORKERS) --repeat $(BENCH_REPEAT)
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest $(PYTEST_ARGS)
 lint: | venv ## ruff check

@@ -108,7 +108,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
         why = f" ({st.why})" if st.why else ""
         raise UserError(f"{local}: the MDS dataset is {st.name}{why}; run 'make {target}'")
     recorded = stamp["inputs"]["mds"]
-    quality = recorded["quality"]
+    quality = recorded.get("quality") or 90  # counts only for a RESIZE variant
     # The command that writes these shards again, with the settings they were made with.
     redo = f"mds-{split} RESIZE={resize} QUALITY={quality}" if resize else split
     redo += f" REMOTE={recorded['remote']}" if recorded.get("remote") else ""

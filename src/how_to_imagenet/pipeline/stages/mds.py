@@ -56,12 +56,13 @@ class Settings:
     hashes: list[str]
     rgb: bool
     resize: int | None = None
-    quality: int = 90
+    quality: int | None = None  # of the RESIZE variant's JPEGs; the full-size dataset stores the source bytes
     remote: str | None = None  # the object-store folder holding the ILSVRC2012_img_* datasets
 
 
 def settings(cfg: Config, resize: int | None = None, quality: int = 90, remote: str | None = None) -> Settings:
-    return Settings(cfg.size_limit, cfg.hashes, cfg.rgb, resize, quality, remote)
+    """The settings mds runs with; QUALITY counts only with RESIZE (else changing it would redo nothing)."""
+    return Settings(cfg.size_limit, cfg.hashes, cfg.rgb, resize, quality if resize else None, remote)
 
 
 def inputs(cfg: Config, paths: Paths, split: str, source: str, s: Settings) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def current_state(cfg: Config, paths: Paths, split: str, resize: int | None = No
     stage = mds_stage(resize)
     stamp = read_stamp(paths.stamp(split, stage))
     recorded = (stamp or {}).get("inputs", {}).get("mds", {})
-    s = settings(cfg, resize, recorded.get("quality", 90), recorded.get("remote"))
+    s = settings(cfg, resize, recorded.get("quality") or 90, recorded.get("remote"))
     try:
         now = inputs(cfg, paths, split, "untar" if "untar" in (stamp or {}).get("inputs", {}) else "tar", s)
     except UserError:
@@ -151,7 +152,7 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
                     raise Changed(f"{source.where(image)} is not the image verify read (its bytes changed since: "
                                   "bit rot, or a tool that touched the file)", (image.wnid, image.name))
                 read_bytes += len(data)
-                data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize, s.quality)
+                data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize, s.quality or 90)
                 if original is not None:
                     reencoded.append({"sample": part.first + n, "file": f"{image.wnid}/{image.name}", **original})
                 writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
@@ -266,7 +267,7 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
                                 "the credentials and the endpoint, then run the same command again") from None
     reencoded = [r for _, _, part in results for r in part]
     report = {"split": split, "dataset": out.name, "images": len(images), "per_class": dict(sorted(counts.items())),
-              "rgb": cfg.rgb, "resize": s.resize, "quality": s.quality if s.resize else None,
+              "rgb": cfg.rgb, "resize": s.resize, "quality": s.quality,
               "reencoded": reencoded, "versions": versions()}
     write_json(paths.report(split, stage), report)
     log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
