@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import yaml
 
 from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.layout import Paths, partial
-from how_to_imagenet.testing.runs import Fixture, copy_data, make, mds_files, start, states
+from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, mds_files, start, states
 from how_to_imagenet.testing.torrent import make_torrent
 from how_to_imagenet.testing.webseed import serve
 
@@ -225,3 +226,47 @@ def test_a_lost_control_file_costs_no_piece_already_on_disk(fixture: Fixture, tm
         assert server.bytes_sent - sent < tar.stat().st_size  # the good pieces on disk were kept, not fetched again
     finally:
         server.shutdown()
+
+
+def test_an_empty_control_file_left_by_a_full_disk_is_replaced_by_a_piece_check(fixture: Fixture, built: Path,
+                                                                                  tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    tar = Paths(data).tar(archive("val"))
+    with open(tar, "r+b") as f:  # half written, as when the disk filled: the rest is zeros
+        f.seek(tar.stat().st_size // 2)
+        f.write(bytes(tar.stat().st_size - tar.stat().st_size // 2))
+    Paths(data).control(tar).write_bytes(b"")  # what aria2c left (before: "Failed to read from the segment file")
+    shutil.rmtree(Paths(data).mds("val"))
+    before = fixture.server.bytes_sent
+    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert "the control file was empty: checking the pieces on disk against the torrent" in done.stderr
+    assert tar.read_bytes() == fixture.tar("val").read_bytes()
+    assert fixture.server.bytes_sent - before < tar.stat().st_size  # the good half was kept
+
+
+KEEP = """
+import sys, time
+from streaming import StreamingDataset
+ds = StreamingDataset(local=sys.argv[1], batch_size=1)
+ds[0]
+print("reading", flush=True)
+time.sleep(120)
+"""
+
+
+def test_shared_memory_of_a_killed_reader_is_cleaned_by_the_next_check(fixture: Fixture, built: Path,
+                                                                        tmp_path: Path):
+    from how_to_imagenet.pipeline.shm import NAME, SHM
+
+    data = copy_data(built, tmp_path / "data")
+    before = {p.name for p in SHM.iterdir()}
+    reader = subprocess.Popen([sys.executable, "-c", KEEP, str(Paths(data).mds("val"))], stdout=subprocess.PIPE,
+                              text=True)
+    assert reader.stdout.readline() == "reading\n"
+    left = {p.name for p in SHM.iterdir()} - before
+    assert any(NAME.fullmatch(n) for n in left), left
+    reader.send_signal(signal.SIGKILL)  # as a killed make check would be: nothing cleans up after it
+    reader.wait()
+    assert left <= {p.name for p in SHM.iterdir()}  # stays, so far
+    checked(fixture.config, data, "val")
+    assert not left & {p.name for p in SHM.iterdir()}
