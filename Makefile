@@ -28,6 +28,7 @@ BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 136
 BENCH_REPEAT ?= 2## runs of each make bench row; the fastest counts (the machine may be shared)
 DEMO ?= demo## folder for make demo (emptied first)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
+TEST_JOBS ?= 2## pytest processes for make test (pytest-xdist); each builds its own fixtures
 
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/src
@@ -50,11 +51,11 @@ help: ## list targets and variables
 	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\3/p' $(MAKEFILE_LIST) | awk -F'|' 'NF < 2 {print; next} {printf "  %-12s %s\n", $$1, $$2}'
 
 all: | venv ## every split in the config (train and val): download, verify, MDS shards
-	@$(MAKE) --no-print-directory $$($(SPLIT_TARGETS) mds-)
+	@goals="$$($(SPLIT_TARGETS) mds-)" && $(MAKE) --no-print-directory $$goals
 train: mds-train ## train split: download, verify, MDS shards (shuffled with mds.shuffle_seed)
 val: mds-val ## val split: download, verify, MDS shards (ImageFolder order)
 folders: | venv ## every split in the config as an ImageFolder tree (not needed for MDS)
-	@$(MAKE) --no-print-directory $$($(SPLIT_TARGETS) untar-)
+	@goals="$$($(SPLIT_TARGETS) untar-)" && $(MAKE) --no-print-directory $$goals
 
 download-train download-val: download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
 	$(STAGE) download $(ARGS) --yes='$(YES)' $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
@@ -83,7 +84,7 @@ demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole p
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
 	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) --workers $(WORKERS) --repeat $(BENCH_REPEAT)
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
-	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest $(PYTEST_ARGS)
+	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 lint: | venv ## ruff check
 	$(VENV)/bin/ruff check src tools tests
 

@@ -4,6 +4,7 @@ found, said in one line naming the file, and mended by the command that line giv
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -42,11 +43,12 @@ def test_bit_rot_in_a_verified_archive_is_refused_naming_the_image_and_mended(fi
     make("clean-val", *cfg)
     line = one_error(make("val", *cfg, check=False))
     assert f"member {row.name} is not the image verify read" in line, line
-    assert "run the same command again to fetch a good copy" in line
+    assert "run the same command again to repair it from the torrent" in line
     assert not Paths(data).mds("val").exists() and not Paths(data).stamp("val", "verify").exists()
-    assert Paths(data).aside(tar).exists()  # kept, not deleted
-    done = make("val", *cfg)  # the advised command: a good copy from the web seed, verified, converted
-    assert "aria2c -c" in done.stderr and "[mds val] done" in done.stderr
+    before = fixture.server.bytes_sent
+    done = make("val", *cfg)  # the advised command: verify finds the bad piece and fetches only that
+    assert "checking its pieces against" in done.stderr and "[mds val] done" in done.stderr
+    assert fixture.server.bytes_sent - before == 1 << 15 and not Paths(data).aside(tar).exists()
     assert tar.read_bytes() == fixture.tar("val").read_bytes()
     checked(fixture.config, data, "val")
 
@@ -152,3 +154,19 @@ def test_check_holds_the_lock_shared_so_clean_waits_for_it(fixture: Fixture, bui
         assert clean.wait(timeout=30) == 0 and not Paths(data).mds("val").exists()
     finally:
         holder.kill()
+
+
+def test_stamps_of_an_older_version_are_stale_and_redone_not_a_traceback(fixture: Fixture, built: Path,
+                                                                         tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    stamp = Paths(data).stamp("val", "verify")
+    old = json.loads(stamp.read_text())
+    for key in ("index_xxh3", "mtime_ns"):  # what verify recorded before this version
+        del old["outputs"][key]
+    del old["inputs"]["index_format"]
+    stamp.write_text(json.dumps(old))
+    assert states(fixture.config, data)[("val", "verify")] == "stale"
+    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}")
+    assert "[verify val] done" in done.stderr and "Traceback" not in done.stderr
+    assert {st for (split, _), st in states(fixture.config, data).items() if split == "val"} == {"done"}
+

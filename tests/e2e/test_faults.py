@@ -50,6 +50,12 @@ def test_a_bad_value_is_one_line_before_any_work(fixture: Fixture, tmp_path: Pat
     assert fixture.server.bytes_sent == before and not (tmp_path / "data" / "tar").exists()  # nothing fetched
 
 
+def test_make_all_and_folders_fail_on_a_bad_value_or_config(fixture: Fixture, tmp_path: Path):
+    data = f"DATA={tmp_path / 'data'}"
+    assert "QUALITY must be" in one_line(make("all", "QUALITY=500", f"CONFIG={fixture.config}", data, check=False))
+    assert "config file not found" in one_line(make("folders", f"CONFIG={tmp_path}/nope.yaml", data, check=False))
+
+
 def test_a_bad_config_is_one_line_before_any_work(fixture: Fixture, tmp_path: Path):
     data = f"DATA={tmp_path / 'data'}"
     assert "config file not found" in one_line(make("val", f"CONFIG={tmp_path}/nope.yaml", data, check=False))
@@ -122,14 +128,14 @@ def test_a_full_disk_in_verify_untar_or_mds_is_one_line_and_leaves_nothing_half_
         make("download-val", *cfg)
         filler = fill(data)
         line = one_line(make("verify-val", *cfg, check=False))
-        assert line.startswith("error: verify: the disk holding ") and "is full" in line, line
+        assert line.startswith(f"error: verify: the disk holding {data}") and "is full" in line, line
         assert not list(Paths(data).index("val").parent.glob("*.partial"))
         filler.unlink()
         make("verify-val", *cfg)
         filler = fill(data)
         for stage, out in (("untar", Paths(data).untar("val")), ("mds", Paths(data).mds("val"))):
             line = one_line(make(f"{stage}-val", *cfg, check=False, env={"IMAGENET_FREE_BYTES": str(10**9)}))
-            assert line.startswith(f"error: {stage}: the disk holding ") and "is full" in line, line
+            assert line.startswith(f"error: {stage}: the disk holding {data}") and "is full" in line, line
             assert "GNU tar could not extract" not in line  # the disk, not the archive
             assert not partial(out).exists() and not out.exists() and not Paths(data).stamp("val", stage).exists()
         filler.unlink()

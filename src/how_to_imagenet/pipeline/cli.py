@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from ..names import SPLITS
 from .config import Config, load_config
-from .console import UserError
+from .console import DATA, UserError
 from .layout import Paths
 from .lock import lock_data
 
@@ -86,6 +86,7 @@ def setup(args: argparse.Namespace, lock: str | None = "exclusive") -> tuple[Con
     ends (see `lock_data`)."""
     cfg = load_config(args.config)
     paths = Paths(Path(args.data).resolve() if args.data else cfg.data_dir)
+    DATA[:] = [paths.data]
     if lock:
         lock_data(paths.lock, shared=lock == "shared")
     return cfg, paths

@@ -36,20 +36,23 @@ def human_bytes(n: float) -> str:
 def disk_problem(e: OSError, stage: str) -> str | None:
     """The one line for a full or read-only disk (None for any other error): the stage, the folder,
     what it needed and what is free."""
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
         return None
-    where = Path(e.filename).parent if e.filename else Path.cwd()
+    where = Path(e.filename).parent if e.filename else Path(DATA[0]) if DATA else Path.cwd()
     while not where.exists() and where != where.parent:
         where = where.parent
     if e.errno == errno.EROFS:
-        return (f"{stage}: {where} is on a read-only filesystem ({e.filename}); remount it read-write or set "
+        return (f"{stage}: {where} is on a read-only filesystem; remount it read-write or set "
                 "DATA=<a writable folder>")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{stage}: {e.filename or where}: permission denied; make it writable for you or set DATA=<yours>"
     need = f"about {human_bytes(NEED[0])} for {NEED[1]}, " if NEED else ""
     return (f"{stage}: the disk holding {where} is full ({need}{human_bytes(shutil.disk_usage(where).free)} free); "
             "free space or set DATA=<bigger disk>, then run the same command again (finished work is kept)")
 
 
 NEED: list = []  # (bytes, what) of the last free-space check (files.check_free_space), for disk_problem
+DATA: list = []  # the DATA folder of this run (cli.setup): where a write that names no file was going
 
 
 def progress(total: int, desc: str) -> tqdm:

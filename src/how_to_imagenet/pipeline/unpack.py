@@ -27,7 +27,8 @@ def extract(tar: Path, dest: Path, offset: int, size: int, bar: tqdm) -> None:
     if shutil.which("tar") is None:
         raise UserError("GNU tar not found; install it with 'apt-get install tar'")
     cmd = ["tar", "-x", "-f", "-", "-C", str(dest), *TAR_ARGS]
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc, open(tar, "rb") as f:
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, "LC_ALL": "C"}) as proc, open(tar, "rb") as f:  # its messages in English
         assert proc.stdin is not None and proc.stderr is not None
         try:
             end = offset + size
@@ -40,7 +41,8 @@ def extract(tar: Path, dest: Path, offset: int, size: int, bar: tqdm) -> None:
             pass
         err = proc.stderr.read().decode(errors="replace").strip()
         rc = proc.wait()
-    for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")):
+    for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded"),
+                       (errno.EROFS, "Read-only file system")):
         if text in err:  # the disk, not the archive
             raise OSError(code, text, str(dest / "x"))
     if rc != 0:

@@ -101,9 +101,25 @@ ARIA2C_EXIT = {
     22: "a bad HTTP response", 23: "too many redirects", 24: "a refused HTTP authorization",
     28: "an option it does not accept", 32: "a failed checksum",
 }
+SOURCE_PROBLEMS = {3, 4, 19, 22, 23, 24}  # the source names nothing there: a rerun would fail the same way
 
 
-def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair: bool = False) -> None:
+def drop_control(paths: Paths, split: Split, kind: str, why: str) -> bool:
+    """A control file aria2c cannot resume from (empty after a full disk, truncated, or from another
+    source): remove it. A torrent's pieces on disk are then checked (True: repair); a URL download,
+    with nothing to tell good bytes from unwritten ones, starts over."""
+    tar = paths.tar(split.archive)
+    paths.control(tar).unlink(missing_ok=True)
+    if kind == "url":
+        tar.unlink(missing_ok=True)
+        log(f"[download {split.name}] the control file {why}: downloading {tar.name} from the start")
+        return False
+    log(f"[download {split.name}] the control file {why}: checking the pieces on disk against the torrent")
+    return True
+
+
+def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair: bool = False,
+           retried: bool = False) -> None:
     """Fetch (or resume) the archive with aria2c. `repair`: check every piece of the file already there
     against the torrent's SHA-1s first (--check-integrity), so only bad or missing pieces are fetched."""
     if shutil.which("aria2c") is None:
@@ -112,13 +128,7 @@ def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair:
     folder = tar.parent
     control = paths.control(tar)
     if control.exists() and control.stat().st_size == 0:  # left empty by a full disk: it cannot resume from it
-        control.unlink()
-        if kind == "url":  # nothing to tell good bytes from unwritten ones: start over
-            tar.unlink(missing_ok=True)
-            log(f"[download {split.name}] the control file was empty: downloading {tar.name} from the start")
-        else:
-            repair = True
-            log(f"[download {split.name}] the control file was empty: checking the pieces on disk against the torrent")
+        repair = drop_control(paths, split, kind, "was empty") or repair
     if kind != "url" and tar.exists() and not control.exists() and not is_complete(paths, split):
         repair = True  # pieces without a control file (a SIGKILL before its first save): keep the good ones
     alloc = "falloc" if falloc_supported(folder) else "trunc"
@@ -127,6 +137,8 @@ def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair:
         cmd += ["-o", split.archive]
     if repair and kind != "url":
         cmd += ["--check-integrity=true"]
+        if not any(a.startswith("--bt-stop-timeout") for a in cfg.aria2c_args):
+            cmd += ["--bt-stop-timeout=300"]  # no seed answering for 5 minutes: stop, rather than wait for good
     cmd += cfg.aria2c_args + [a for a in LOOPBACK_ARGS if LOOPBACK_ONLY and a not in cfg.aria2c_args] + [src]
     log(f"[download {split.name}] {' '.join(cmd)}")
     proc = subprocess.Popen(cmd)
@@ -140,6 +152,11 @@ def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair:
             proc.kill()
         raise Interrupted(f"interrupted: what was downloaded is kept ({control.name}); run the same command "
                           "again to resume") from None
+    # It could not use its control file (truncated, or from another source): once more without it. Only
+    # for a torrent, whose pieces on disk are checked: a URL download would start over for a mere network error.
+    if rc in (1, 10) and control.exists() and kind != "url" and not retried:
+        return aria2c(cfg, paths, split, kind, src, drop_control(paths, split, kind, f"was refused (exit code {rc})"),
+                      retried=True)
     if rc == 9:
         free = shutil.disk_usage(folder).free
         left = split.bytes - (tar.stat().st_blocks * 512 if tar.exists() else 0)
@@ -147,7 +164,11 @@ def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair:
                         f"{human_bytes(max(left, 0))} still to write, {human_bytes(free)} free; free space or set "
                         "DATA=<bigger disk>, then run the same command again: the pieces downloaded are kept")
     if rc == 28:
-        raise UserError(f"aria2c does not accept its options (exit code 28): check aria2c_args in {cfg.path}")
+        raise UserError(f"aria2c does not accept its options (exit code 28): check aria2c_args in {cfg.path} "
+                        f"and that {shutil.which('aria2c')} is aria2 1.35 or newer with BitTorrent")
+    if rc in SOURCE_PROBLEMS:  # running it again would not help: the source is wrong
+        raise UserError(f"aria2c stopped on {ARIA2C_EXIT[rc]} (exit code {rc}) for {src}; check splits.{split.name}"
+                        f".source in {cfg.path} (what was downloaded is kept)")
     if rc != 0:
         what = ARIA2C_EXIT.get(rc, "an error")
         raise UserError(f"aria2c stopped on {what} (exit code {rc}) for {src}; what was downloaded is kept: "

@@ -8,6 +8,7 @@ order and the workers' parts are mds/plan.py's; each worker writes its part with
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import multiprocessing as mp
 import os
@@ -38,6 +39,7 @@ from . import download, verify
 from .download import needed_archive
 
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # the disk, not the upload
 
 
 class Changed(UserError):
@@ -163,7 +165,10 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
                     unreported = 0
         results.put((part.folder, read_bytes, reencoded, None))
     except OSError as e:
-        results.put((part.folder, 0, [], ("oserror", (e.errno, e.strerror, e.filename))))
+        if e.errno is None:
+            results.put((part.folder, 0, [], ("bug", traceback.format_exc())))
+        else:
+            results.put((part.folder, 0, [], ("oserror", (e.errno, e.strerror, e.filename or str(out)))))
     except Changed as e:
         results.put((part.folder, 0, [], ("changed", (str(e), e.image))))
     except BaseException as e:
@@ -197,7 +202,7 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
                     kind, text = error
                     if kind == "changed":
                         raise Changed(*text)
-                    if kind == "oserror" and not remote:  # a full or read-only disk: one line (console.main)
+                    if kind == "oserror" and (not remote or text[0] in DISK_ERRORS):  # one line (console.main)
                         raise OSError(*text)
                     if kind == "oserror":
                         text = f"OSError: {text[1]} ({text[2]})"
@@ -320,5 +325,7 @@ def mend_changed(cfg: Config, paths: Paths, split: str, source: str, image: tupl
     kind, src = download.source_kind(cfg, spec)
     if kind == "file":  # a link to the user's own copy: only they can replace it
         return f"the archive {src} is damaged: put a good copy there, then run the same command again"
+    if kind in ("torrent", "magnet"):  # verify, run again, finds the bad pieces and fetches only those
+        return "its verification is forgotten: run the same command again to repair it from the torrent"
     aside = verify.set_aside(paths, split, tar)
     return f"the archive is moved aside to {aside.name}: run the same command again to fetch a good copy"

@@ -146,11 +146,14 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
     if wrong := [alg for alg in sorted(expected) if actual[alg] != expected[alg]]:
         alg, where = wrong[0], checksum_entries(cfg, split.archive)[wrong[0]][1]
         right = [a for a in sorted(expected) if a not in wrong]
-        if right or repaired:  # the other hashes, or every piece of the torrent, say the archive is right
-            proof = f"{' and '.join(right)} match" if right else "every piece matches the torrent"
-            raise UserError(f"{tar}: {alg} is {actual[alg]}, but {where} says {expected[alg]}, while {proof}: "
-                            f"probably a wrong checksum entry; fix {where} (the archive is kept, nothing is "
-                            "downloaded again)")
+        if "sha256" in right:  # a cryptographic hash vouches for the archive: the entry is what is wrong
+            raise UserError(f"{tar}: {alg} is {actual[alg]}, but {where} says {expected[alg]}, while "
+                            f"{' and '.join(right)} match: probably a wrong checksum entry; fix {where} (the archive "
+                            "is kept, nothing is downloaded again)")
+        if repaired:  # every piece matches the torrent, not the checksum files: one of them is wrong
+            raise UserError(f"{tar} matches every piece of its torrent, but its {alg} is {actual[alg]} where {where} "
+                            f"says {expected[alg]}: the torrent and the checksum files describe different archives; "
+                            "find out which one is right (the archive is kept, nothing is downloaded again)")
         return mend(cfg, paths, split, f"{alg} mismatch: expected {expected[alg]}, actual {actual[alg]}", repaired)
     if problem is not None:
         raise problem
@@ -175,7 +178,7 @@ def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
 def proof(out: dict[str, Any]) -> dict[str, Any]:
     """What the stages after verify run on: the images it indexed and the index it wrote, not where
     or when the archive was read nor which checksum files listed it."""
-    return {key: out[key] for key in ("bytes", "images", "index_xxh3")}
+    return {key: out.get(key) for key in ("bytes", "images", "index_xxh3")}  # (a stamp of an older version: stale)
 
 
 def present(paths: Paths, out: dict[str, Any]) -> str | None:
@@ -185,12 +188,12 @@ def present(paths: Paths, out: dict[str, Any]) -> str | None:
     index, tar = paths.at(out["index"]), paths.at(out["path"])
     if not index.exists():
         return f"{index} is missing"
-    if content_hash(index.read_bytes()) != out.get("index_xxh3"):
+    if "index_xxh3" in out and content_hash(index.read_bytes()) != out["index_xxh3"]:
         return f"{index} changed since verify wrote it"
     if not tar.exists():
         return None
     st = tar.stat()
-    if st.st_size != out["bytes"] or st.st_mtime_ns != out.get("mtime_ns"):
+    if st.st_size != out["bytes"] or st.st_mtime_ns != out.get("mtime_ns", st.st_mtime_ns):
         return f"{tar} changed since it was verified"
     return None
 
