@@ -41,10 +41,10 @@ def content_hash(data: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(data)
 
 
-def index_val(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
-    """(header position, image) for every val image, labelled by the ground truth."""
+def index_val(fd: int, size: int, where: str) -> Iterator[Image]:
+    """Every val image, labelled by the ground truth."""
     for e in regular_files(fd, 0, size, where):
-        yield e.pos, Image(val_label(where, e.name), e.name, e.offset, e.size)
+        yield Image(val_label(where, e.name), e.name, e.offset, e.size)
 
 
 def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
@@ -54,15 +54,15 @@ def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
         yield class_tar(where, e.name, seen), e
 
 
-def index_train(fd: int, size: int, where: str) -> Iterator[tuple[int, Image]]:
-    """(header position, image) for every train image, through the class tars."""
+def index_train(fd: int, size: int, where: str) -> Iterator[Image]:
+    """Every train image, through the class tars."""
     for wnid, outer in class_tars(fd, size, where):
         for e in regular_files(fd, outer.offset, outer.offset + outer.size, f"{where}: {outer.name}"):
             check_class_image(where, outer.name, wnid, e.name)
-            yield e.pos, Image(wnid, e.name, e.offset, e.size)
+            yield Image(wnid, e.name, e.offset, e.size)
 
 
-INDEX: dict[str, Callable[[int, int, str], Iterator[tuple[int, Image]]]] = {"train": index_train, "val": index_val}
+INDEX: dict[str, Callable[[int, int, str], Iterator[Image]]] = {"train": index_train, "val": index_val}
 
 
 def index_images(split: str, fd: int, size: int, where: str, limit: int, limit_is: str) -> Iterator[Image]:
@@ -70,7 +70,7 @@ def index_images(split: str, fd: int, size: int, where: str, limit: int, limit_i
     member seen twice, or more than `limit` images (a flood of tiny members stops there; `limit_is`
     says where the limit comes from), is an error naming the member."""
     seen: set[tuple[str, str]] = set()
-    for _, image in INDEX[split](fd, size, where):
+    for image in INDEX[split](fd, size, where):
         if (image.wnid, image.name) in seen:
             raise UserError(f"{where}: member {image.name} appears more than once")
         if len(seen) == limit:
