@@ -18,7 +18,7 @@ DATA ?=## data folder (default: the config's data_dir, ./data)
 YES ?= 0## YES=1: do not ask before a large download (asked only at a terminal)
 VENV ?= .venv## the virtual environment that make builds from requirements*.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
-WORKERS ?= $(shell nproc)## processes for mds and untar (default: the number of cores)
+WORKERS ?=## processes for mds and untar (default: 2 for full-size mds, bound by the disk; one per core for RESIZE and untar)
 MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
 RESIZE ?=## short side in pixels: mds/check/samples work on the variant ILSVRC2012_img_SPLIT_r<RESIZE>/
 QUALITY ?= 90## JPEG quality of the RESIZE variant
@@ -62,9 +62,9 @@ download-train download-val: download-%: | venv aria2c ## aria2c fetches the arc
 verify-train verify-val: verify-%: download-% ## check size and hashes, and index the images, in one read
 	$(STAGE) verify $(ARGS) $*
 untar-train untar-val: untar-%: verify-% ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
-	$(STAGE) untar $(ARGS) --workers='$(WORKERS)' $*
+	$(STAGE) untar $(ARGS) $(if $(WORKERS),--workers='$(WORKERS)') $*
 mds-train mds-val: mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/
-	$(STAGE) mds $(ARGS) --from='$(MDS_FROM)' --workers='$(WORKERS)' --quality='$(QUALITY)' $(VARIANT_ARGS) $*
+	$(STAGE) mds $(ARGS) --from='$(MDS_FROM)' $(if $(WORKERS),--workers='$(WORKERS)') --quality='$(QUALITY)' $(VARIANT_ARGS) $*
 
 check: | venv ## check every split in the config (below), in one run
 	$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS)
@@ -82,7 +82,7 @@ clean-train-tar clean-val-tar: clean-%-tar: | venv ## as clean-SPLIT, and remove
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(DEMO)
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
-	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) --workers $(WORKERS) --repeat $(BENCH_REPEAT)
+	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 lint: | venv ## ruff check

@@ -33,6 +33,7 @@ STAGE = [PY, "-m", "how_to_imagenet.pipeline"]
 SELF = [PY, str(Path(__file__).resolve())]  # this script's own measurements, run as subcommands
 CLASSES = 100
 CHART_CUT = 4.0  # bars of the chart longer than this many copy floors are drawn cut
+LOADER_WORKERS, BATCH = 2, 64  # the loader rows' DataLoader
 
 
 def drop_caches() -> bool:
@@ -78,6 +79,7 @@ class Bench:
         self.rows: list[dict] = []
         self.copy_rate = 0.0  # bytes/s of the copy floor
         self.project_mds = mds  # the config's mds section: the fixtures are written as the real data would be
+        self.summary: dict[str, float] = {}
 
     def fixture(self, images: int) -> Path:
         """Build (or reuse) a fixture of about `images` images over 100 classes, 90% train."""
@@ -219,7 +221,7 @@ class Bench:
         self.row(f"mds train from tar, 1/4 of the images (WORKERS={self.workers})", sb, s, small_rss, work)
         remove(small_data)
         self.loaders(data)
-        self.summary = {
+        self.summary.update({
             "mds_from_tar_x_copy": self.find(f"mds train from tar (WORKERS={self.workers})")["x_copy"],
             "verified_tars_to_mds_x_copy": self.find("verified tars to MDS: mds train + val")["x_copy"],
             "verify_all_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
@@ -231,32 +233,48 @@ class Bench:
             "workers_speedup_resize": round(resized[1] / resized[self.workers], 2),
             "rss_full_vs_quarter": round(mds_rss / small_rss, 2),
             "mds_peak_rss_mb": round(mds_rss),
-        }
+        })
 
     def find(self, name: str) -> dict:
         return next(r for r in self.rows if r["row"] == name)
 
     def loaders(self, data: Path) -> None:
-        """Samples per second through a DataLoader with 2 workers: MDS vs an ImageFolder tree, and the
-    ImageNetMDS loader with its training transform."""
+        """Samples per second through a DataLoader with 2 workers: MDS vs an ImageFolder tree; then ImageNetMDS
+    with the reference PIL transforms and with the fast path, train and val, side by side."""
         n = min(4000, self.images // 2)
         self.stage("untar", self.root / f"fixture-{self.images}" / "config.yaml", data, "train",
                    "--workers", str(self.workers))
-        for decode, kind in ((False, "mds"), (False, "folder"), (True, "mds"), (True, "folder"), (True, "loader")):
-            t = timed([*SELF, "loader", str(data), kind, str(int(decode)), str(n)])
-            seconds, rss, rate = t.seconds, t.rss, json.loads(t.out)
+        for decode, kind in ((False, "mds"), (False, "folder"), (True, "mds"), (True, "folder")):
             what = "decoded to RGB" if decode else "raw bytes"
-            if kind == "loader":
-                kind, what = "ImageNetMDS", "decoded + train transform"
-            self.rows.append({"row": f"loader {kind} {what} (2 workers)", "seconds": round(seconds, 3),
-                              "work_seconds": rate["seconds"], "samples_s": rate["samples_s"],
-                              "peak_rss_mb": round(rss), "bytes": None, "mb_s": None, "x_copy": None,
-                              "note": f"{n} samples"})
-            log(f"[bench] loader {kind} {what}: {rate['samples_s']} samples/s")
+            self.loader_row(f"loader {kind} {what} (2 workers)", [data, kind, int(decode), n])
+        self.loader_rows(data, n)
+
+    def loader_rows(self, data: Path, n: int) -> None:
+        """ImageNetMDS's reference and fast transforms, train and val, over the same shards."""
+        val = read_json(Paths(data).mds("val") / "index.json")
+        n_val = sum(s["samples"] for s in val["shards"])
+        for split, count in (("train", n), ("val", n_val)):
+            for transform in ("pil", "fast"):
+                self.loader_row(f"ImageNetMDS {split} transform={transform} ({LOADER_WORKERS} workers)",
+                                [data, f"{split}:{transform}", 1, count])
+            ref, fast = (self.find(f"ImageNetMDS {split} transform={t} ({LOADER_WORKERS} workers)")
+                         for t in ("pil", "fast"))
+            self.summary[f"fast_vs_pil_{split}"] = round(fast["samples_s"] / ref["samples_s"], 2)
+
+    def loader_row(self, name: str, args: list) -> None:
+        t = timed([*SELF, "loader", *map(str, args)])
+        rate = json.loads(t.out)
+        self.rows.append({"row": name, "seconds": round(t.seconds, 3), "work_seconds": rate["seconds"],
+                          "samples_s": rate["samples_s"], "per_core": round(rate["samples_s"] / LOADER_WORKERS),
+                          "peak_rss_mb": round(t.rss), "bytes": None, "mb_s": None, "x_copy": None,
+                          "note": f"{rate['samples']} samples"})
+        log(f"[bench] {name}: {rate['samples_s']} samples/s")
 
 
 def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
-    """Read `n` samples of the train split with a DataLoader(num_workers=2)."""
+    """Read `n` samples with a DataLoader(num_workers=2); the rate counts from the first batch on, so worker
+    start-up is left out (as in the second epoch of a run with persistent workers). `kind` is mds, folder, or
+    SPLIT:TRANSFORM for ImageNetMDS."""
     import io
 
     from PIL import Image
@@ -265,10 +283,16 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
     def load(raw: bytes) -> int:
         return Image.open(io.BytesIO(raw)).convert("RGB").size[0] if decode else len(raw)
 
-    if kind == "loader":
+    collate: Callable | None = list
+    if ":" in kind:
+        from streaming.base.util import clean_stale_shared_memory
+
         from how_to_imagenet import ImageNetMDS
 
-        ds: Dataset = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split="train", batch_size=64, shuffle=False)
+        clean_stale_shared_memory()
+        split, transform = kind.split(":")
+        ds: Dataset = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split=split, transform=transform,
+                                  batch_size=BATCH, shuffle=False)
         collate = None
     elif kind == "mds":
         from streaming import StreamingDataset
@@ -281,18 +305,21 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
                 x = super().__getitem__(i)["x"]
                 return x.convert("RGB").size[0] if decode else len(x.fp.getvalue())
 
-        ds = Raw(local=str(Paths(Path(data)).mds("train")), remote=None, shuffle=False, batch_size=64)
-        collate = list
+        ds = Raw(local=str(Paths(Path(data)).mds("train")), remote=None, shuffle=False, batch_size=BATCH)
     else:
         from torchvision.datasets import ImageFolder
 
         ds = ImageFolder(str(Paths(Path(data)).untar("train")), loader=lambda p: load(Path(p).read_bytes()))
-        collate = list
-    loader = DataLoader(Subset(ds, range(min(n, len(ds)))), batch_size=64, num_workers=2, collate_fn=collate)
-    t0 = time.perf_counter()
-    count = sum(len(b) if collate else len(b[1]) for b in loader)  # default collate: [images, ys]
+    loader = DataLoader(Subset(ds, range(min(n, len(ds)))), batch_size=BATCH, num_workers=LOADER_WORKERS,
+                        collate_fn=collate)
+    count, t0 = 0, 0.0
+    for k, batch in enumerate(loader):
+        if k == 0:
+            t0 = time.perf_counter()  # the workers are up
+        else:
+            count += len(batch) if collate else len(batch[1])  # default collate: [images, ys]
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 3), "samples_s": round(count / seconds)}
+    return {"seconds": round(seconds, 3), "samples": count, "samples_s": round(count / seconds)}
 
 
 def hash_seconds(path: Path, algorithms: list[str]) -> float:
@@ -335,7 +362,8 @@ def chart(rows: list[dict], path: Path) -> None:
 
 
 def measure(argv: list[str]) -> None:
-    """The subcommands the bench times in a process of their own: `hash FILE ALG...`, `loader DATA KIND DECODE N`."""
+    """The subcommands the bench times in a process of their own: `hash FILE ALG...`,
+    `loader DATA KIND DECODE N`."""
     if argv[0] == "hash":
         print(hash_seconds(Path(argv[1]), argv[2:]))
     else:

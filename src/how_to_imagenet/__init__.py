@@ -15,14 +15,15 @@ from typing import Any
 from .labels import class_index, class_name, classes, val_wnid, wnids
 from .names import dataset
 
-__all__ = ["MEAN", "STD", "ImageNetMDS", "class_index", "class_name", "classes", "dataset", "train_transform",
-           "val_transform", "val_wnid", "wnids"]
-_LOADER = {"ImageNetMDS", "train_transform", "val_transform", "MEAN", "STD"}
+__all__ = ["MEAN", "STD", "FastTrain", "FastVal", "ImageNetMDS", "class_index", "class_name", "classes", "dataset",
+           "normalize", "train_transform", "val_transform", "val_wnid", "wnids"]
+_TRANSFORMS = ("FastTrain", "FastVal", "MEAN", "STD", "normalize", "train_transform", "val_transform")
+_LAZY = {"ImageNetMDS": "loader", **dict.fromkeys(_TRANSFORMS, "transforms")}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LOADER:
-        from . import loader
+    if name in _LAZY:
+        import importlib
 
-        return getattr(loader, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'how_to_imagenet' has no attribute {name!r}")

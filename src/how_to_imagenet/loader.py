@@ -1,8 +1,10 @@
 """ImageNetMDS: the shards as a PyTorch dataset in three lines.
 
-    from how_to_imagenet import ImageNetMDS
+    from how_to_imagenet import ImageNetMDS, normalize
     train = ImageNetMDS(local="data/mds", split="train", batch_size=256)
-    loader = torch.utils.data.DataLoader(train, batch_size=256, num_workers=8)
+    loader = torch.utils.data.DataLoader(train, batch_size=256, num_workers=8, pin_memory=True)
+    for images, y in loader:
+        x = normalize(images.to("cuda", non_blocking=True))
 
 A streaming.StreamingDataset subclass returning (image, y), so everything streaming offers works:
 several DataLoader workers, several ranks and nodes (it reads RANK, WORLD_SIZE, LOCAL_WORLD_SIZE),
@@ -20,41 +22,41 @@ from streaming import StreamingDataset
 
 from .labels import classes as class_table
 from .names import split_folder
+from .transforms import FastTrain, FastVal, train_transform, val_transform
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def train_transform(size: int = 224) -> Callable:
-    """The standard ImageNet training augmentation: random-resized crop and horizontal flip."""
-    from torchvision import transforms
-
-    return transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
-                               transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-
-
-def val_transform(size: int = 224, resize: int = 256) -> Callable:
-    """The standard ImageNet evaluation: resize the short side to 256, centre-crop 224."""
-    from torchvision import transforms
-
-    return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size),
-                               transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transform)}
 
 
 class ImageNetMDS(StreamingDataset):
     """One split of the MDS output: `local` (and/or `remote`) is the folder holding the
-    `ILSVRC2012_img_<split>` datasets (DATA/mds). Items are `(transform(image), y)`, the image
-    converted to RGB first. `transform` defaults to the standard one for the split; pass None for
-    the PIL image. `resize=256` reads the `_r256` low-resolution variant. Other keyword arguments go
-    to StreamingDataset (batch_size, shuffle, cache_limit, ...); shuffle defaults to split == "train"."""
+    `ILSVRC2012_img_<split>` datasets (DATA/mds). Items are `(transform(image), y)`.
+
+    `transform` is the split's standard augmentation (train: RandomResizedCrop 224 + flip; val: resize 256,
+    centre crop 224) done one of two ways: "fast" (the default) decodes only what the crop needs and gives
+    uint8 tensors, to be normalised on the device with `how_to_imagenet.normalize`; "pil" is the reference,
+    torchvision's transforms on PIL images giving normalised float tensors. A callable gets the RGB PIL
+    image; None returns that image.
+
+    `resize=256` reads the `_r256` low-resolution variant. Other keyword arguments go to StreamingDataset
+    (batch_size, shuffle, cache_limit, ...); shuffle defaults to split == "train"."""
 
     def __init__(self, local: str | None = None, remote: str | None = None, split: str = "train",
-                 transform: Callable | str | None = "standard", resize: int | None = None, **kwargs: Any) -> None:
+                 transform: Callable | str | None = "fast", resize: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("shuffle", split == "train")
         super().__init__(local=split_folder(local, split, resize), remote=split_folder(remote, split, resize),
                          **kwargs)
-        if transform == "standard":
-            transform = train_transform() if split == "train" else val_transform()
+        if isinstance(transform, str):
+            if transform not in TRANSFORMS:
+                raise ValueError(f"transform={transform!r}: use one of {', '.join(map(repr, TRANSFORMS))}, "
+                                 "a callable, or None")
+            transform = TRANSFORMS[transform][split != "train"]()
         self.transform = transform
+        self.undecoded = isinstance(transform, FastTrain | FastVal)
+        if self.undecoded:  # they take the JPEG bytes: have the shards hand them over as they are stored
+            for shard in self.shards:
+                shard.column_encodings = ["bytes" if name == "x" else encoding
+                                          for name, encoding in zip(shard.column_names, shard.column_encodings,
+                                                                    strict=True)]
         self.split = split
         table = self._classes()
         self.wnids = [c["wnid"] for c in table]
@@ -69,5 +71,7 @@ class ImageNetMDS(StreamingDataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         sample = super().__getitem__(index)
+        if self.undecoded:
+            return self.transform(sample["x"]), sample["y"]
         image = sample["x"].convert("RGB")
         return (self.transform(image) if self.transform is not None else image), sample["y"]

@@ -11,6 +11,7 @@ from PIL import Image
 
 from how_to_imagenet.labels import val_labels, wnids
 from how_to_imagenet.names import archive
+from how_to_imagenet.pipeline.cli import READERS
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.mds.plan import permutation
@@ -94,6 +95,7 @@ def test_stamps_record_what_each_stage_produced(fixture: Fixture, built: Path):
         assert stamp(built, split, "verify")["outputs"]["bytes_read"] == tar.stat().st_size  # one read
         assert mds["source"] == "tar" and mds["bytes_read"] == sum(len(b) for b in fixture.members(split).values())
         assert mds["versions"]["mosaicml-streaming"] and mds["versions"]["Pillow"]
+        assert mds["workers"] == min(READERS, os.cpu_count() or 1)  # full size, WORKERS not set: a few readers
         assert all(stamp(built, split, s)["seconds"] >= 0 for s in ("download", "verify", "untar", "mds"))
 
 

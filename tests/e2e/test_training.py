@@ -35,12 +35,18 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
     from streaming.base.util import clean_stale_shared_memory
     from torch.utils.data import DataLoader
 
-    from how_to_imagenet import ImageNetMDS
+    from how_to_imagenet import STD, ImageNetMDS, normalize
 
     clean_stale_shared_memory()
     train = ImageNetMDS(local=str(built / "mds"), split="train", batch_size=4)
-    image, y = train[0]
-    assert isinstance(image, torch.Tensor) and image.shape == (3, 224, 224) and 0 <= y < 1000
+    image, y = train[0]  # the fast path: uint8, normalised later on the device
+    assert isinstance(image, torch.Tensor) and image.shape == (3, 224, 224) and image.dtype == torch.uint8
+    assert 0 <= y < 1000
+    clean_stale_shared_memory()
+    reference, y_ref = ImageNetMDS(local=str(built / "mds"), split="train", transform="pil", batch_size=4)[0]
+    assert reference.dtype == torch.float32 and reference.shape == (3, 224, 224) and y_ref == y
+    with pytest.raises(ValueError, match="use one of 'fast', 'pil'"):
+        ImageNetMDS(local=str(built / "mds"), split="train", transform="standard", batch_size=4)
     assert train.classes[517] == "construction crane" and train.wnids[0] == "n01440764"
     clean_stale_shared_memory()
     raw = ImageNetMDS(local=str(built / "mds"), split="train", transform=None, batch_size=4, shuffle=True)
@@ -54,6 +60,10 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
     val = ImageNetMDS(local=str(built / "mds"), split="val", batch_size=8)
     images, ys = next(iter(DataLoader(val, batch_size=8, num_workers=2)))
     assert images.shape == (8, 3, 224, 224) and ys.tolist() == [0, 0, 0, 1, 1, 1, 59, 59]  # val in order
+    clean_stale_shared_memory()
+    ref = ImageNetMDS(local=str(built / "mds"), split="val", transform="pil", batch_size=8)
+    expected, _ = next(iter(DataLoader(ref, batch_size=8, num_workers=2)))
+    assert (normalize(images) - expected).abs().mean() < 2 / 255 / min(STD)  # the same pixels, within 2 levels
 
 
 RANK_SCRIPT = """

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from how_to_imagenet.pipeline.cli import READERS, worker_count
 from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.testing.runs import PROJECT, make
@@ -63,3 +64,15 @@ def test_a_split_left_out_of_the_config_is_a_clear_error(tmp_path: Path):
     cfg = load_config(write(tmp_path, lambda c: c["splits"].pop("train")))
     with pytest.raises(UserError, match=r"no 'splits\.train' section"):
         cfg.split("train")
+
+
+@pytest.mark.parametrize(("cores", "given", "cpu_bound", "expected"), [
+    (16, None, False, READERS),  # full-size mds: a few readers, not one per core
+    (16, None, True, 16),  # RESIZE and untar: the cores
+    (1, None, False, 1),
+    (16, 3, False, 3),  # WORKERS=3 is taken as given
+])
+def test_workers_default_to_what_the_work_is_bound_by(monkeypatch: pytest.MonkeyPatch, cores: int, given: int | None,
+                                                      cpu_bound: bool, expected: int):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert worker_count(given, cpu_bound) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -68,7 +69,16 @@ VARIABLES: dict[str, Callable[[str], object]] = {
     "WORKERS": whole("WORKERS"), "RESIZE": whole("RESIZE"), "QUALITY": whole("QUALITY", 1, 100),
     "DECODE": flag("DECODE"), "YES": flag("YES"), "MDS_FROM": one_of("MDS_FROM", "tar", "untar"),
 }
-OPTIONAL_VARIABLES = {"RESIZE"}
+OPTIONAL_VARIABLES = {"RESIZE", "WORKERS"}
+READERS = 2  # processes for work bound by the disk (full-size mds): enough to keep it busy, too few to make it seek
+
+
+def worker_count(given: int | None, cpu_bound: bool) -> int:
+    """WORKERS when set; else one process per core for work bound by the CPU (RESIZE re-encodes every image,
+    untar runs a GNU tar per class), and READERS for work bound by the disk: full-size mds copies bytes, and
+    on a 16-core machine 16 of them took 1.50x the copy floor where one took 1.10x (make bench)."""
+    cores = os.cpu_count() or 1
+    return given or (cores if cpu_bound else min(READERS, cores))
 
 
 def make_variable(text: str) -> tuple[str, object]:

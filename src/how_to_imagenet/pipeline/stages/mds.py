@@ -11,7 +11,6 @@ import ctypes
 import errno
 import logging
 import multiprocessing as mp
-import os
 import platform
 import queue
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ...labels import class_index, classes
-from ..cli import parser, setup, whole
+from ..cli import READERS, parser, setup, whole, worker_count
 from ..config import Config
 from ..console import UserError, log
 from ..files import building, check_free_space, du, read_json, write_json
@@ -296,7 +295,8 @@ def run() -> None:
     p = parser(__doc__)
     p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
                    help="read images from the verified archive (default) or the unpacked folders")
-    p.add_argument("--workers", type=whole("WORKERS"), default=os.cpu_count() or 1, help="processes (default: cores)")
+    p.add_argument("--workers", type=whole("WORKERS"), help=f"processes (default: {READERS} for full size, bound by "
+                   "the disk; one per core with --resize)")
     p.add_argument("--resize", type=whole("RESIZE"), help="write the low-resolution variant: shorter side at most this")
     p.add_argument("--quality", type=whole("QUALITY", 1, 100), default=90, help="JPEG quality of the --resize variant")
     p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
@@ -304,9 +304,10 @@ def run() -> None:
     cfg, paths = setup(args)
     split = cfg.split(args.split).name
     s = settings(cfg, args.resize, args.quality, args.remote)
+    n = worker_count(args.workers, cpu_bound=s.resize is not None)
     try:
         run_stage(paths, split, mds_stage(s.resize), inputs(cfg, paths, split, args.source, s),
-                  lambda: write_mds(cfg, paths, split, args.source, args.workers, s), present)
+                  lambda: write_mds(cfg, paths, split, args.source, n, s), present)
     except Changed as e:  # what the images were read from is not what verify proved
         raise UserError(f"{e}; {mend_changed(cfg, paths, split, args.source, e.image)}") from None
 

@@ -3,11 +3,10 @@ $(DATA)/untar/ILSVRC2012_img_<split>/<wnid>/<image> (val sorted into classes by 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from ..cli import parser, setup, whole
+from ..cli import parser, setup, whole, worker_count
 from ..config import Config, Split, check_image_count
 from ..files import building, check_free_space, du
 from ..layout import Paths, partial
@@ -43,9 +42,9 @@ def begun(paths: Paths, split: Split) -> list[Path]:
 
 def run() -> None:
     p = parser(__doc__)
-    p.add_argument("--workers", type=whole("WORKERS"), default=os.cpu_count() or 1, help="class tars unpacked at once")
+    p.add_argument("--workers", type=whole("WORKERS"), help="class tars unpacked at once (default: one per core)")
     args = p.parse_args()
     cfg, paths = setup(args)
     split = cfg.split(args.split)
     run_stage(paths, split.name, "untar", inputs(cfg, paths, split),
-              lambda: untar(cfg, paths, split.name, args.workers), present)
+              lambda: untar(cfg, paths, split.name, worker_count(args.workers, cpu_bound=True)), present)

@@ -1,0 +1,241 @@
+"""The fast decode path: JPEG bytes in, uint8 CHW tensors out, normalised on the device in batch.
+
+    from how_to_imagenet import ImageNetMDS, normalize
+    loader = DataLoader(ImageNetMDS(local="data/mds", split="train", batch_size=256), batch_size=256,
+                        num_workers=8, pin_memory=True)
+    for images, y in loader:
+        x = normalize(images.to("cuda", non_blocking=True))    # float, channels_last, ImageNet mean/std
+
+The augmentation is the reference one (torchvision's RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), a
+horizontal flip; for val, resize the short side to 256 and centre-crop 224), done in another order: the crop
+is drawn from the JPEG header's size first, the image is decoded only as large as that crop needs
+(libjpeg-turbo's DCT scaling by 1/2, 1/4 or 1/8), and only the crop is resized. Samples are uint8, a quarter
+of the bytes of the reference's float tensors through the DataLoader's queues, and the float conversion and
+normalisation run on the device over the whole batch.
+
+A sample that is not a baseline RGB or greyscale JPEG (a PNG or CMYK file kept by `mds.rgb: false`) is
+decoded by Pillow instead; the crop and resize that follow are the same.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+FAST_COLORSPACES = ("YCbCr", "Gray")  # simplejpeg's header names for what libjpeg-turbo turns into RGB exactly
+
+
+class Box(NamedTuple):
+    """A crop in the image's pixels: left, top, width, height (floats where a resize maps it)."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+def random_resized_crop_box(width: int, height: int, scale: tuple[float, float] = SCALE,
+                            ratio: tuple[float, float] = RATIO) -> Box:
+    """torchvision's RandomResizedCrop.get_params, from the image's size alone and from torch's random
+    generator (so torch.manual_seed and the DataLoader's per-worker seeds apply): ten tries at an area in
+    `scale` and a log-uniform aspect in `ratio`, then the centre crop clamped to `ratio`."""
+    import torch
+
+    area = width * height
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        u = torch.rand(4).tolist()
+        target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+        aspect = math.exp(log_lo + u[1] * (log_hi - log_lo))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return Box(min(int(u[3] * (width - w + 1)), width - w), min(int(u[2] * (height - h + 1)), height - h), w, h)
+    aspect = width / height
+    if aspect < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif aspect > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return Box((width - w) // 2, (height - h) // 2, w, h)
+
+
+def center_crop_box(width: int, height: int, size: int = 224, resize: int = 256) -> Box:
+    """Where torchvision's Resize(resize) then CenterCrop(size) take their pixels from, in the source image."""
+    if width <= height:
+        new_w, new_h = resize, int(resize * height / width)
+    else:
+        new_w, new_h = int(resize * width / height), resize
+    left, top = round((new_w - size) / 2.0), round((new_h - size) / 2.0)
+    sx, sy = width / new_w, height / new_h
+    return Box(left * sx, top * sy, size * sx, size * sy)
+
+
+def dct_scale(box: Box, size: int) -> int:
+    """The largest of 1, 2, 4, 8 to divide the image by in the decoder that leaves the crop at least `size`
+    pixels on each side. Only these: libjpeg-turbo's other scales (3/4, 5/8, ...) decode slower than 1."""
+    for denominator in (8, 4, 2):
+        if min(box.width, box.height) / denominator >= size:
+            return denominator
+    return 1
+
+
+def header(data: bytes | memoryview) -> tuple[int, int, str]:
+    """(width, height, colorspace) from the JPEG header, or (0, 0, "") where simplejpeg cannot read one."""
+    import simplejpeg
+
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return 0, 0, ""
+    return width, height, colorspace
+
+
+def decode(data: bytes | memoryview, width: int, height: int, denominator: int = 1, fast: bool = False) -> np.ndarray:
+    """The width x height JPEG as an HxWx3 uint8 array, 1/denominator of its size (rounded up), decoded by
+    libjpeg-turbo (simplejpeg). `fast` takes libjpeg's fast integer DCT and plain chroma upsampling: a little
+    quicker, fine for training."""
+    import simplejpeg
+
+    return simplejpeg.decode_jpeg(data, fastdct=fast, fastupsample=fast, min_width=-(-width // denominator),
+                                  min_height=-(-height // denominator))
+
+
+def decode_pil(data: bytes | memoryview, denominator: int = 1) -> np.ndarray:
+    """The fallback for what `decode` cannot take: Pillow, converted to RGB as the reference path does."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    if denominator > 1:
+        image.draft("RGB", (image.width // denominator, image.height // denominator))
+    return np.array(image.convert("RGB"))  # writable, as torch wants
+
+
+def raw_bytes(sample: bytes | memoryview | Image.Image) -> bytes | memoryview:
+    """A sample's JPEG bytes. streaming's `jpeg` column hands over a lazily opened PIL image whose file
+    object holds them; reading them back costs no decode."""
+    if isinstance(sample, bytes | memoryview):
+        return sample
+    fp = getattr(sample, "fp", None)
+    if isinstance(fp, io.BytesIO):
+        return fp.getbuffer()
+    buf = io.BytesIO()
+    sample.save(buf, "PNG")  # not a file-backed image (a custom dataset): lossless, decoded by the fallback
+    return buf.getbuffer()
+
+
+def _size(data: bytes | memoryview) -> tuple[int, int, bool]:
+    width, height, colorspace = header(data)
+    if colorspace in FAST_COLORSPACES:
+        return width, height, True
+    from PIL import Image
+
+    return *Image.open(io.BytesIO(data)).size, False
+
+
+def crop_resize(array: np.ndarray, box: Box, width: int, height: int, size: int) -> torch.Tensor:
+    """The `box` of a width x height image, bilinear with antialiasing as torchvision resizes PIL images, from
+    `array`, that image as decoded (maybe 1/2, 1/4, 1/8 of its size): a size x size uint8 CHW tensor.
+    Whole pixels go through torchvision's uint8 kernels; a box in fractions of a pixel (a centre crop, or
+    a crop of a scaled decode) through Pillow, which samples the same positions as resizing the whole
+    image and then cropping."""
+    import numpy as np
+    import torch
+
+    sy, sx = array.shape[0] / height, array.shape[1] / width
+    left, top, w, h = box.left * sx, box.top * sy, box.width * sx, box.height * sy
+    if all(float(v).is_integer() for v in (left, top, w, h)):
+        import torchvision.transforms.v2.functional as F
+
+        image = torch.from_numpy(array).permute(2, 0, 1)
+        return F.resized_crop(image, int(top), int(left), int(h), int(w), [size, size], antialias=True)
+    from PIL import Image
+
+    out = Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+    return torch.from_numpy(np.array(out)).permute(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class FastTrain:
+    """The reference training augmentation on JPEG bytes: RandomResizedCrop(size, scale, ratio) and a
+    horizontal flip with probability `flip`. Returns a uint8 tensor 3 x size x size."""
+
+    size: int = 224
+    scale: tuple[float, float] = SCALE
+    ratio: tuple[float, float] = RATIO
+    flip: float = 0.5
+    fast_dct: bool = True
+
+    def __call__(self, sample: bytes | memoryview | Image.Image) -> torch.Tensor:
+        import torch
+
+        data = raw_bytes(sample)
+        width, height, fast = _size(data)
+        box = random_resized_crop_box(width, height, self.scale, self.ratio)
+        den = dct_scale(box, self.size)
+        out = crop_resize(decode(data, width, height, den, self.fast_dct) if fast else decode_pil(data, den),
+                          box, width, height, self.size)
+        if torch.rand(1).item() < self.flip:
+            out = out.flip(-1)
+        return out
+
+
+@dataclass(frozen=True)
+class FastVal:
+    """The reference evaluation transform on JPEG bytes: the pixels of Resize(resize) + CenterCrop(size),
+    resized from the crop's own box in one step (the same sampling positions and filter as resizing the
+    whole image, with exact decoding). Returns a uint8 tensor 3 x size x size."""
+
+    size: int = 224
+    resize: int = 256
+
+    def __call__(self, sample: bytes | memoryview | Image.Image) -> torch.Tensor:
+        data = raw_bytes(sample)
+        width, height, fast = _size(data)
+        box = center_crop_box(width, height, self.size, self.resize)
+        den = dct_scale(box, self.size)
+        return crop_resize(decode(data, width, height, den) if fast else decode_pil(data, den), box, width, height,
+                           self.size)
+
+
+def train_transform(size: int = 224) -> Callable:
+    """The reference training augmentation on PIL images: RandomResizedCrop, horizontal flip, ToTensor and
+    Normalize, per image in the worker (float tensors)."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.RandomResizedCrop(size, SCALE, RATIO), transforms.RandomHorizontalFlip(),
+                               transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+
+def val_transform(size: int = 224, resize: int = 256) -> Callable:
+    """The reference evaluation on PIL images: resize the short side to 256, centre-crop 224, ToTensor, Normalize."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size),
+                               transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD,
+              dtype: torch.dtype | None = None, channels_last: bool = True) -> torch.Tensor:
+    """A batch of uint8 images (N x 3 x H x W, on any device) as floats normalised by the ImageNet mean and
+    std, what ToTensor + Normalize give per image, in one pass on the batch's device. `channels_last` lays
+    it out as torchvision's ResNets run fastest on a GPU; `dtype` defaults to float32."""
+    import torch
+
+    dtype = dtype or torch.float32
+    scale = torch.tensor([255.0 * s for s in std], device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    shift = torch.tensor([255.0 * m for m in mean], device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images.float().sub_(shift).div_(scale).to(dtype)

@@ -1,0 +1,143 @@
+"""The fast decode path against the reference PIL transforms: the same crops, the same val pixels."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as F
+
+from how_to_imagenet.testing.fixture import bench_photos
+from how_to_imagenet.transforms import (
+    MEAN,
+    RATIO,
+    SCALE,
+    STD,
+    Box,
+    FastTrain,
+    FastVal,
+    center_crop_box,
+    dct_scale,
+    normalize,
+    random_resized_crop_box,
+)
+
+DRAWS = 20000
+
+
+def ks(a: np.ndarray, b: np.ndarray) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs."""
+    grid = np.sort(np.concatenate([a, b]))
+    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)  # noqa: E731
+    return float(np.abs(cdf(a) - cdf(b)).max())
+
+
+@pytest.mark.parametrize("width,height", [(400, 350), (500, 375), (120, 480), (1600, 200), (64, 64)])
+def test_crops_are_drawn_as_torchvisions_random_resized_crop(width: int, height: int):
+    torch.manual_seed(0)
+    image = torch.empty(3, height, width)
+    ref = np.array([T.RandomResizedCrop.get_params(image, list(SCALE), list(RATIO)) for _ in range(DRAWS)],
+                   dtype=float)  # top, left, height, width
+    ours = np.array([(b.top, b.left, b.height, b.width) for b in
+                     (random_resized_crop_box(width, height) for _ in range(DRAWS))], dtype=float)
+    limit = 1.95 * (2 / DRAWS) ** 0.5  # the KS test's critical value at p = 0.001
+    for name, f in {"scale": lambda c: c[:, 2] * c[:, 3] / (width * height), "aspect": lambda c: c[:, 3] / c[:, 2],
+                    "top": lambda c: c[:, 0], "left": lambda c: c[:, 1]}.items():
+        assert ks(f(ref), f(ours)) < limit, name
+    assert (ours[:, 0] + ours[:, 2] <= height).all() and (ours[:, 1] + ours[:, 3] <= width).all()
+    assert (ours >= 0).all() and (ours[:, 2:] >= 1).all()
+
+
+def test_the_crops_follow_torch_seeds():
+    torch.manual_seed(5)
+    a = [random_resized_crop_box(400, 350) for _ in range(5)]
+    torch.manual_seed(5)
+    assert a == [random_resized_crop_box(400, 350) for _ in range(5)]
+
+
+def test_center_crop_box_is_where_resize_and_center_crop_take_their_pixels():
+    assert center_crop_box(256, 256) == Box(16, 16, 224, 224)
+    left, top, w, h = center_crop_box(512, 300)  # short side 300 -> 256: the long side becomes 436
+    assert (w, h) == pytest.approx((224 * 512 / 436, 224 * 300 / 256))
+    assert top == pytest.approx(16 * 300 / 256) and left == pytest.approx(106 * 512 / 436)
+
+
+def test_dct_scale_keeps_the_crop_at_least_the_output_size():
+    assert dct_scale(Box(0, 0, 400, 350), 224) == 1
+    assert dct_scale(Box(0, 0, 448, 460), 224) == 2
+    assert dct_scale(Box(0, 0, 1000, 900), 224) == 4
+    assert dct_scale(Box(0, 0, 3000, 1800), 224) == 8
+
+
+def jpeg(width: int, height: int, mode: str = "RGB", fmt: str = "JPEG", seed: int = 0) -> bytes:
+    """A photo-like image: smooth noise, so a misplaced pixel shows."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    image.convert(mode).save(buf, fmt, quality=92)
+    return buf.getvalue()
+
+
+def reference_val(data: bytes) -> torch.Tensor:
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    return T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])(image)
+
+
+def mean_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.int() - b.int()).abs().float().mean().item()
+
+
+@pytest.mark.parametrize("data", [*bench_photos(random.Random(3), 6), jpeg(500, 375), jpeg(375, 500),
+                                  jpeg(1200, 900), jpeg(2400, 2000), jpeg(150, 100),
+                                  jpeg(400, 300, "L"), jpeg(400, 300, "CMYK"), jpeg(400, 300, fmt="PNG")])
+def test_fast_val_is_within_two_levels_of_the_reference(data: bytes):
+    out = FastVal()(data)
+    assert out.dtype == torch.uint8 and out.shape == (3, 224, 224)
+    assert mean_abs(out, reference_val(data)) <= 2.0  # of 255
+
+
+@pytest.mark.parametrize("data", [bench_photos(random.Random(4), 1)[0], jpeg(900, 700), jpeg(100, 80),
+                                  jpeg(300, 200, "CMYK"), jpeg(300, 200, fmt="PNG")])
+def test_fast_train_crops_what_the_reference_would_crop_from_the_same_draw(data: bytes):
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out = FastTrain(flip=0.0, fast_dct=False)(data)
+        torch.manual_seed(seed)
+        left, top, w, h = random_resized_crop_box(*image.size)
+        ref = F.pil_to_tensor(F.resized_crop(image, top, left, h, w, [224, 224]))
+        assert out.dtype == torch.uint8 and out.shape == (3, 224, 224)
+        assert mean_abs(out, ref) <= 4.0, seed  # the decoder's DCT scaling of large crops, and rounding
+
+
+def test_fast_train_flips_half_the_time():
+    data = jpeg(300, 300)
+    torch.manual_seed(0)
+    crops = [FastTrain(scale=(1.0, 1.0), ratio=(1.0, 1.0))(data) for _ in range(200)]
+    flipped = sum(bool((c == crops[0].flip(-1)).all()) and not bool((c == crops[0]).all()) for c in crops)
+    assert 60 < flipped < 140
+
+
+def test_fast_transforms_take_streamings_lazily_opened_image():
+    data = jpeg(400, 300)
+    image = Image.open(io.BytesIO(data))  # what streaming's jpeg column gives
+    torch.manual_seed(1)
+    a = FastTrain()(image)
+    torch.manual_seed(1)
+    assert torch.equal(a, FastTrain()(data))
+    assert torch.equal(FastVal()(Image.open(io.BytesIO(data)).convert("RGB")), FastVal()(Image.open(io.BytesIO(data))))
+
+
+def test_normalize_on_the_batch_equals_to_tensor_and_normalize_per_image():
+    batch = torch.randint(0, 256, (4, 3, 32, 40), dtype=torch.uint8)
+    ref = torch.stack([T.Normalize(MEAN, STD)(img.float() / 255) for img in batch])
+    out = normalize(batch)
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert normalize(batch, dtype=torch.bfloat16, channels_last=False).dtype == torch.bfloat16
