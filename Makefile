@@ -39,7 +39,7 @@ ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(v
 VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
 
-.PHONY: help all train val folders status bench check demo test lint venv aria2c \
+.PHONY: help all train val folders status bench bench-loader check demo test lint venv aria2c \
 	$(foreach s,train val,download-$(s) verify-$(s) untar-$(s) mds-$(s) check-$(s) samples-$(s) clean-$(s) clean-$(s)-tar)
 
 help: ## list targets and variables
@@ -83,6 +83,8 @@ demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole p
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(DEMO)
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
 	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
+bench-loader: | venv ## only the loader rows of make bench (reference vs fast path); DATA/reports/bench-loader.json
+	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) --loaders
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 lint: | venv ## ruff check

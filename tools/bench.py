@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from how_to_imagenet.labels import wnids
 from how_to_imagenet.names import archive
+from how_to_imagenet.pipeline.cli import worker_count
 from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import log, main
 from how_to_imagenet.pipeline.files import read_json, remove, write_json
@@ -74,7 +75,7 @@ def timed(cmd: list[str], cold: bool = True) -> Timed:
 
 
 class Bench:
-    def __init__(self, root: Path, images: int, workers: int, repeat: int, mds: dict) -> None:
+    def __init__(self, root: Path, images: int, workers: int | None, repeat: int, mds: dict) -> None:
         self.root, self.images, self.workers, self.repeat = root, images, workers, repeat
         self.rows: list[dict] = []
         self.copy_rate = 0.0  # bytes/s of the copy floor
@@ -95,6 +96,16 @@ class Bench:
                   val_per_class=min(50, max(1, images // 10 // CLASSES)),
                   photos=bench_photos(random.Random(1)), mds=self.project_mds)
         return config
+
+    def workers_args(self, n: int | None) -> list[str]:
+        """The stage's --workers for `n` processes; None: the bench's --workers, else the stage's own default."""
+        n = n or self.workers
+        return ["--workers", str(n)] if n else []
+
+    def label(self, n: int | None, cpu_bound: bool) -> str:
+        if n or self.workers:
+            return f"WORKERS={n or self.workers}"
+        return f"WORKERS default = {worker_count(None, cpu_bound)}"
 
     def row(self, name: str, nbytes: int, seconds: float, rss: float | None = None, work: float | None = None,
             note: str = "") -> None:
@@ -158,42 +169,44 @@ class Bench:
         s, rss, work = self.stage("verify", config, data, "train")
         self.row("verify train: md5+sha256+xxh64 + index", tb, s, rss, work)
         verify_work, self.verify_wall = work, s
-        s, rss, work = self.stage("untar", config, data, "train", "--workers", str(self.workers),
-                                  output=paths.untar("train"))
-        self.row(f"untar train (WORKERS={self.workers})", tb, s, rss, work)
-        s, rss, work = self.stage("mds", config, data, "train", "--from", "untar", "--workers", str(self.workers),
+        # Each stage with one worker and with its default: untar and RESIZE are bound by the CPU (one per
+        # core), full-size mds by the disk (a few readers).
+        untarred = {}
+        for w in (1, None):
+            s, rss, untarred[w] = self.stage("untar", config, data, "train", *self.workers_args(w),
+                                             output=paths.untar("train"))
+            self.row(f"untar train ({self.label(w, True)})", tb, s, rss, untarred[w])
+        s, rss, work = self.stage("mds", config, data, "train", "--from", "untar", *self.workers_args(None),
                                   output=paths.mds("train"))
-        self.row(f"mds train from folders (WORKERS={self.workers})", tb, s, rss, work)
+        self.row(f"mds train from folders ({self.label(None, False)})", tb, s, rss, work)
         remove(data / "untar")
-        s, rss, work1 = self.stage("mds", config, data, "train", "--workers", "1", output=paths.mds("train"))
-        self.row("mds train from tar (WORKERS=1)", tb, s, rss, work1)
-        s, rss, work = self.stage("mds", config, data, "train", "--workers", str(self.workers),
-                                  output=paths.mds("train"))
-        self.row(f"mds train from tar (WORKERS={self.workers})", tb, s, rss, work)
-        speedup = work1 / work
+        full = {}
+        for w in (1, None):
+            s, rss, full[w] = self.stage("mds", config, data, "train", *self.workers_args(w), output=paths.mds("train"))
+            self.row(f"mds train from tar ({self.label(w, False)})", tb, s, rss, full[w])
         mds_rss = rss
         # The same two with the archive already in the page cache: what the workers' CPU allows.
-        warm = []
-        for w in (1, self.workers):
+        warm = {}
+        for w in (1, None):
             subprocess.run(["cat", str(train)], stdout=subprocess.DEVNULL, check=True)
-            s_w, rss_w, work_w = self.stage("mds", config, data, "train", "--workers", str(w), cold=False,
-                                            output=paths.mds("train"))
-            self.row(f"mds train from tar (WORKERS={w}), archive in page cache", tb, s_w, rss_w, work_w)
-            warm.append(work_w)
+            s_w, rss_w, warm[w] = self.stage("mds", config, data, "train", *self.workers_args(w), cold=False,
+                                             output=paths.mds("train"))
+            self.row(f"mds train from tar ({self.label(w, False)}), archive in page cache", tb, s_w, rss_w, warm[w])
         full_written = read_stamp(paths.stamp("train", "mds"))["outputs"]["bytes_written"]
         # RESIZE decodes and re-encodes every image: bound by the CPU, where more workers pay most.
         resized = {}
-        for w in sorted({1, self.workers}):
-            s_r, rss_r, resized[w] = self.stage("mds", config, data, "train", "--workers", str(w),
+        for w in (1, None):
+            s_r, rss_r, resized[w] = self.stage("mds", config, data, "train", *self.workers_args(w),
                                                 "--resize", "256", stage=mds_stage(256),
                                                 output=paths.mds("train", 256))
             small_written = read_stamp(paths.stamp("train", mds_stage(256)))["outputs"]["bytes_written"]
-            self.row(f"mds train RESIZE=256 from tar (WORKERS={w})", tb, s_r, rss_r, resized[w],
+            self.row(f"mds train RESIZE=256 from tar ({self.label(w, True)})", tb, s_r, rss_r, resized[w],
                      note=f"{small_written / 1e6:.0f} MB written, {small_written / full_written:.0%} of full size")
         # From the verified (and indexed) tars to MDS, both splits; then the same with verify too.
         s_val, _, verify_val = self.stage("verify", config, data, "val")
-        s_mds, _, mds_val = self.stage("mds", config, data, "val", "--workers", str(self.workers),
-                                       output=paths.mds("val"))
+        s_mds, _, mds_val = self.stage("mds", config, data, "val", *self.workers_args(None), output=paths.mds("val"))
+        s = self.find(f"mds train from tar ({self.label(None, False)})")["seconds"]
+        work = full[None]
         self.row("verified tars to MDS: mds train + val", tb + vb, s + s_mds, None, work + mds_val)
         # make check of both splits, with the archives out of the way: it compares with verify's hashes.
         hidden = [(t, t.with_name(t.name + ".bench-hidden")) for t in (paths.tar(train.name), paths.tar(val.name))]
@@ -215,22 +228,23 @@ class Bench:
         subprocess.run([*STAGE, "download", "--config", str(small), "--data", str(small_data), "train"],
                        check=True, capture_output=True)
         self.stage("verify", small, small_data, "train")
-        s, small_rss, work = self.stage("mds", small, small_data, "train", "--workers", str(self.workers),
+        s, small_rss, work = self.stage("mds", small, small_data, "train", *self.workers_args(None),
                                         output=Paths(small_data).mds("train"))
         sb = (small.parent / archive("train")).stat().st_size
-        self.row(f"mds train from tar, 1/4 of the images (WORKERS={self.workers})", sb, s, small_rss, work)
+        self.row(f"mds train from tar, 1/4 of the images ({self.label(None, False)})", sb, s, small_rss, work)
         remove(small_data)
         self.loaders(data)
         self.summary.update({
-            "mds_from_tar_x_copy": self.find(f"mds train from tar (WORKERS={self.workers})")["x_copy"],
+            "mds_from_tar_x_copy": self.find(f"mds train from tar ({self.label(None, False)})")["x_copy"],
             "verified_tars_to_mds_x_copy": self.find("verified tars to MDS: mds train + val")["x_copy"],
             "verify_all_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
                                           / self.find("hash md5+sha256+xxh64 (one read, threads)")["work_seconds"], 2),
             "verify_stage_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
                                             / self.find("verify train: md5+sha256+xxh64 + index")["work_seconds"], 2),
-            "workers_speedup": round(speedup, 2),
-            "workers_speedup_archive_cached": round(warm[0] / warm[1], 2),
-            "workers_speedup_resize": round(resized[1] / resized[self.workers], 2),
+            "default_workers_speedup_untar": round(untarred[1] / untarred[None], 2),
+            "default_workers_speedup_mds": round(full[1] / full[None], 2),
+            "default_workers_speedup_mds_archive_cached": round(warm[1] / warm[None], 2),
+            "default_workers_speedup_resize": round(resized[1] / resized[None], 2),
             "rss_full_vs_quarter": round(mds_rss / small_rss, 2),
             "mds_peak_rss_mb": round(mds_rss),
         })
@@ -243,20 +257,27 @@ class Bench:
     with the reference PIL transforms and with the fast path, train and val, side by side."""
         n = min(4000, self.images // 2)
         self.stage("untar", self.root / f"fixture-{self.images}" / "config.yaml", data, "train",
-                   "--workers", str(self.workers))
+                   *self.workers_args(None))
         for decode, kind in ((False, "mds"), (False, "folder"), (True, "mds"), (True, "folder")):
             what = "decoded to RGB" if decode else "raw bytes"
             self.loader_row(f"loader {kind} {what} (2 workers)", [data, kind, int(decode), n])
         self.loader_rows(data, n)
 
+    def run_loaders(self) -> None:
+        """Only the ImageNetMDS rows, over the fixture's shards (made first if they are not there)."""
+        config, data = self.fixture(self.images), self.root / "data"
+        for split in ("train", "val"):
+            for stage in ("download", "verify", "mds"):
+                subprocess.run([*STAGE, stage, "--config", str(config), "--data", str(data), split], check=True,
+                               capture_output=True)
+        self.loader_rows(data, min(4000, self.images // 2))
+
     def loader_rows(self, data: Path, n: int) -> None:
         """ImageNetMDS's reference and fast transforms, train and val, over the same shards."""
-        val = read_json(Paths(data).mds("val") / "index.json")
-        n_val = sum(s["samples"] for s in val["shards"])
-        for split, count in (("train", n), ("val", n_val)):
+        for split in ("train", "val"):
             for transform in ("pil", "fast"):
                 self.loader_row(f"ImageNetMDS {split} transform={transform} ({LOADER_WORKERS} workers)",
-                                [data, f"{split}:{transform}", 1, count])
+                                [data, f"{split}:{transform}", 1, n])
             ref, fast = (self.find(f"ImageNetMDS {split} transform={t} ({LOADER_WORKERS} workers)")
                          for t in ("pil", "fast"))
             self.summary[f"fast_vs_pil_{split}"] = round(fast["samples_s"] / ref["samples_s"], 2)
@@ -272,9 +293,9 @@ class Bench:
 
 
 def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
-    """Read `n` samples with a DataLoader(num_workers=2); the rate counts from the first batch on, so worker
-    start-up is left out (as in the second epoch of a run with persistent workers). `kind` is mds, folder, or
-    SPLIT:TRANSFORM for ImageNetMDS."""
+    """Read `n` samples with a DataLoader(num_workers=2), going round the dataset again where it has fewer (the
+    val split); the rate counts from the first batch on, so worker start-up is left out (as in the second
+    epoch of a run with persistent workers). `kind` is mds, folder, or SPLIT:TRANSFORM for ImageNetMDS."""
     import io
 
     from PIL import Image
@@ -310,7 +331,7 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
         from torchvision.datasets import ImageFolder
 
         ds = ImageFolder(str(Paths(Path(data)).untar("train")), loader=lambda p: load(Path(p).read_bytes()))
-    loader = DataLoader(Subset(ds, range(min(n, len(ds)))), batch_size=BATCH, num_workers=LOADER_WORKERS,
+    loader = DataLoader(Subset(ds, [i % len(ds) for i in range(n)]), batch_size=BATCH, num_workers=LOADER_WORKERS,
                         collate_fn=collate)
     count, t0 = 0, 0.0
     for k, batch in enumerate(loader):
@@ -335,6 +356,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| row | seconds | MB/s | x copy floor | peak RSS MB |", "| --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         rate = f"{r['samples_s']} samples/s" if "samples_s" in r else r["mb_s"]
+        if "per_core" in r:
+            rate += f" ({r['per_core']}/core)"
         lines.append(f"| {r['row']} | {r['work_seconds']:.2f} | {rate} | {r['x_copy'] or '-'} | "
                      f"{r['peak_rss_mb'] if r['peak_rss_mb'] is not None else '-'} |")
     return "\n".join(lines)
@@ -377,8 +400,9 @@ def run() -> None:
     p.add_argument("--config", default="config.yaml", help="config whose data_dir is the default --data")
     p.add_argument("--data", type=Path, help="data folder (default: the config's data_dir)")
     p.add_argument("--images", type=int, default=13600, help="images in the fixture (about 110 KB each)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, help="processes for every stage row (default: 1 and each stage's default)")
     p.add_argument("--repeat", type=int, default=2, help="runs of each row; the fastest counts")
+    p.add_argument("--loaders", action="store_true", help="only the ImageNetMDS loader rows (bench-loader.json)")
     args = p.parse_args()
     cfg = load_config(args.config)
     args.data = args.data or cfg.data_dir
@@ -386,21 +410,23 @@ def run() -> None:
     mds = {"size_limit": cfg.size_limit, "shuffle_seed": cfg.shuffle_seed, "hashes": cfg.hashes, "rgb": cfg.rgb}
     bench = Bench(args.data.resolve() / "bench", args.images, args.workers, args.repeat, mds)
     cold = drop_caches()
-    bench.run()
+    bench.run_loaders() if args.loaders else bench.run()
+    name = "bench-loader" if args.loaders else "bench"
     reports = args.data.resolve() / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {shutil.disk_usage(reports).total // 10**9} GB disk"
     result = {"machine": machine, "caches_dropped": cold, "images": args.images, "workers": args.workers,
               "repeat": args.repeat,
               "rows": bench.rows, "summary": bench.summary}
-    write_json(reports / "bench.json", result)
-    chart(bench.rows, reports / "bench.png")
+    write_json(reports / f"{name}.json", result)
+    if not args.loaders:
+        chart(bench.rows, reports / f"{name}.png")
     print(f"bench on {machine}; {args.images} images; caches {'dropped' if cold else 'warm'}; "
           f"fastest of {args.repeat} runs per row; "
           f"took {time.time() - t0:.0f} s\n")
     print(table(bench.rows))
     print("\n" + "\n".join(f"- {k}: {v}" for k, v in bench.summary.items()))
-    print(f"\nwritten: {reports / 'bench.json'}, {reports / 'bench.png'}")
+    print(f"\nwritten: {reports / name}.json" + ("" if args.loaders else f", {reports / name}.png"))
 
 
 if __name__ == "__main__":
