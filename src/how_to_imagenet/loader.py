@@ -20,11 +20,13 @@ from typing import Any
 
 from streaming import StreamingDataset
 
+from .gpu import JpegCrops
 from .labels import classes as class_table
 from .names import split_folder
 from .transforms import FastTrain, FastVal, train_transform, val_transform
 
-TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transform)}
+TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transform),
+              "gpu": (lambda: JpegCrops(train=True), lambda: JpegCrops(train=False))}
 
 
 class ImageNetMDS(StreamingDataset):
@@ -34,7 +36,8 @@ class ImageNetMDS(StreamingDataset):
     `transform` is the split's standard augmentation (train: RandomResizedCrop 224 + flip; val: resize 256,
     centre crop 224) done one of two ways: "fast" (the default) decodes only what the crop needs and gives
     uint8 tensors, to be normalised on the device with `how_to_imagenet.normalize`; "pil" is the reference,
-    torchvision's transforms on PIL images giving normalised float tensors. A callable gets the RGB PIL
+    torchvision's transforms on PIL images giving normalised float tensors; "gpu" leaves the decoding to
+    the GPU (see `how_to_imagenet.gpu`: the workers only draw the crops). A callable gets the RGB PIL
     image; None returns that image.
 
     `resize=256` reads the `_r256` low-resolution variant. Other keyword arguments go to StreamingDataset
@@ -51,7 +54,7 @@ class ImageNetMDS(StreamingDataset):
                                  "a callable, or None")
             transform = TRANSFORMS[transform][split != "train"]()
         self.transform = transform
-        self.undecoded = isinstance(transform, FastTrain | FastVal)
+        self.undecoded = isinstance(transform, FastTrain | FastVal | JpegCrops)
         if self.undecoded:  # they take the JPEG bytes: have the shards hand them over as they are stored
             for shard in self.shards:
                 shard.column_encodings = ["bytes" if name == "x" else encoding

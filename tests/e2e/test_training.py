@@ -66,6 +66,24 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
     assert (normalize(images) - expected).abs().mean() < 2 / 255 / min(STD)  # the same pixels, within 2 levels
 
 
+def test_the_gpu_path_through_a_dataloader_on_the_cpu(built: Path):
+    """transform="gpu" with its collate and decoder: what a GPU run does, on the CPU."""
+    import torch
+    from streaming.base.util import clean_stale_shared_memory
+    from torch.utils.data import DataLoader
+
+    from how_to_imagenet import ImageNetMDS, gpu
+
+    clean_stale_shared_memory()
+    train = ImageNetMDS(local=str(built / "mds"), split="train", transform="gpu", batch_size=8)
+    loader = DataLoader(train, batch_size=8, num_workers=2, collate_fn=gpu.collate)
+    ys = []
+    for x, y in gpu.decoded(loader, device="cpu"):
+        assert x.shape == (len(y), 3, 224, 224) and x.dtype == torch.float32 and x.abs().max() < 3
+        ys += y.tolist()
+    assert sorted(ys) == sorted(s["y"] for s in read_mds(Paths(built).mds("train")))
+
+
 RANK_SCRIPT = """
 import json, sys
 from torch.utils.data import DataLoader
