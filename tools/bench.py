@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -35,6 +35,7 @@ SELF = [PY, str(Path(__file__).resolve())]  # this script's own measurements, ru
 CLASSES = 100
 CHART_CUT = 4.0  # bars of the chart longer than this many copy floors are drawn cut
 LOADER_WORKERS, BATCH = 2, 64  # the loader rows' DataLoader
+GPU_BATCH, GPU_STEPS, GPU_MODEL = 256, 40, "resnet50"  # the CUDA rows: batches timed after two to warm up
 
 
 def drop_caches() -> bool:
@@ -281,12 +282,30 @@ class Bench:
             ref, fast = (self.find(f"ImageNetMDS {split} transform={t} ({LOADER_WORKERS} workers)")
                          for t in ("pil", "fast"))
             self.summary[f"fast_vs_pil_{split}"] = round(fast["samples_s"] / ref["samples_s"], 2)
+        if json.loads(subprocess.run([*SELF, "cuda"], capture_output=True, text=True, check=True).stdout):
+            self.cuda_rows(data)
 
-    def loader_row(self, name: str, args: list) -> None:
-        t = timed([*SELF, "loader", *map(str, args)])
+    def cuda_rows(self, data: Path) -> None:
+        """Where CUDA is present: the GPU path alone, and a ResNet-50 train step (bf16 autocast, channels_last)
+        fed by each path, against the same step on synthetic input."""
+        cores = os.cpu_count() or 1
+        n = (GPU_STEPS + 2) * GPU_BATCH
+        runs = [("gpu", min(4, cores), "none"), ("synthetic", 0, GPU_MODEL)]
+        runs += [(t, w, GPU_MODEL) for t, w in (("pil", cores), ("fast", cores), ("gpu", min(4, cores)))]
+        for transform, workers, model in runs:
+            what = "input alone, decoded on the GPU" if model == "none" else f"{model} train step"
+            name = f"cuda: {what}, transform={transform}" + (f" ({workers} workers)" if workers else "")
+            self.loader_row(name, [data, transform, n, workers, "cuda", model, GPU_BATCH], "train", workers or 1)
+        synthetic = self.find(f"cuda: {GPU_MODEL} train step, transform=synthetic")["samples_s"]
+        for t in ("pil", "fast", "gpu"):
+            row = next(r for r in self.rows if r["row"].startswith(f"cuda: {GPU_MODEL} train step, transform={t} "))
+            self.summary[f"cuda_{GPU_MODEL}_fed_by_{t}_vs_synthetic"] = round(row["samples_s"] / synthetic, 2)
+
+    def loader_row(self, name: str, args: list, command: str = "loader", workers: int = LOADER_WORKERS) -> None:
+        t = timed([*SELF, command, *map(str, args)])
         rate = json.loads(t.out)
         self.rows.append({"row": name, "seconds": round(t.seconds, 3), "work_seconds": rate["seconds"],
-                          "samples_s": rate["samples_s"], "per_core": round(rate["samples_s"] / LOADER_WORKERS),
+                          "samples_s": rate["samples_s"], "per_core": round(rate["samples_s"] / workers),
                           "peak_rss_mb": round(t.rss), "bytes": None, "mb_s": None, "x_copy": None,
                           "note": f"{rate['samples']} samples"})
         log(f"[bench] {name}: {rate['samples_s']} samples/s")
@@ -343,6 +362,65 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
     return {"seconds": round(seconds, 3), "samples": count, "samples_s": round(count / seconds)}
 
 
+def train_rate(data: str, transform: str, n: int, workers: int, device: str, model: str, batch: int) -> dict:
+    """Images per second of `model`'s train step (bf16 autocast, channels_last, SGD) fed `n` train images by
+    ImageNetMDS with `transform` ("pil", "fast", "gpu") through DataLoader(num_workers=workers), or by one
+    synthetic batch ("synthetic"). model "none": the input alone. Counted from the third batch on."""
+    import torch
+    import torchvision
+    from torch.utils.data import DataLoader, Subset
+
+    from how_to_imagenet import ImageNetMDS, gpu, normalize
+
+    dev = torch.device(device)
+    step = None
+    if model != "none":
+        net = getattr(torchvision.models, model)().to(dev).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> None:
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def to_device(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(dev, non_blocking=True)
+        x = normalize(x) if x.dtype == torch.uint8 else x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(dev, non_blocking=True)
+
+    if transform == "synthetic":
+        x = torch.randn(batch, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 1000, (batch,), device=dev)
+        batches: Iterable = ((x, y) for _ in range(n // batch))
+    else:
+        from streaming.base.util import clean_stale_shared_memory
+
+        clean_stale_shared_memory()
+        ds = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split="train", transform=transform, batch_size=batch,
+                         shuffle=False)
+        sub = Subset(ds, [i % len(ds) for i in range(n)])
+        kw = {"batch_size": batch, "num_workers": workers, "pin_memory": dev.type == "cuda", "drop_last": True}
+        if transform == "gpu":
+            batches = gpu.decoded(DataLoader(sub, collate_fn=gpu.collate, **kw), device=dev)
+        else:
+            batches = (to_device(x, y) for x, y in DataLoader(sub, **kw))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
+    count, t0 = 0, 0.0
+    for k, (x, y) in enumerate(batches):
+        if step is not None:
+            step(x, y)
+        if k == 1:
+            sync()
+            t0 = time.perf_counter()
+        elif k > 1:
+            count += len(y)
+    sync()
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 3), "samples": count, "samples_s": round(count / seconds)}
+
+
 def hash_seconds(path: Path, algorithms: list[str]) -> float:
     """Seconds verify's one-read hashing takes over `path`."""
     from how_to_imagenet.pipeline.stages.verify import file_digests
@@ -386,15 +464,22 @@ def chart(rows: list[dict], path: Path) -> None:
 
 def measure(argv: list[str]) -> None:
     """The subcommands the bench times in a process of their own: `hash FILE ALG...`,
-    `loader DATA KIND DECODE N`."""
+    `loader DATA KIND DECODE N`, `cuda` (is it there), `train DATA TRANSFORM N WORKERS DEVICE MODEL BATCH`."""
     if argv[0] == "hash":
         print(hash_seconds(Path(argv[1]), argv[2:]))
+    elif argv[0] == "cuda":
+        import torch
+
+        print(json.dumps(torch.cuda.is_available()))
+    elif argv[0] == "train":
+        data, transform, n, workers, device, model, batch = argv[1:]
+        print(json.dumps(train_rate(data, transform, int(n), int(workers), device, model, int(batch))))
     else:
         print(json.dumps(loader_rate(argv[1], argv[2], argv[3] == "1", int(argv[4]))))
 
 
 def run() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in ("hash", "loader"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("hash", "loader", "cuda", "train"):
         return measure(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", default="config.yaml", help="config whose data_dir is the default --data")
