@@ -1,11 +1,12 @@
 """How to ImageNet: ILSVRC2012 as MDS shards for PyTorch, and the dataset that reads them.
 
-    from how_to_imagenet import ImageNetMDS
-    train = ImageNetMDS(local="data/mds", split="train", batch_size=256)
+    from how_to_imagenet import ImageNetMDS, normalize
+    train = ImageNetMDS(local="data/mds", split="train", batch_size=256)   # uint8 crops: the fast path
+    ... x = normalize(images.to("cuda", non_blocking=True))
 
-The public surface is `__all__`. `ImageNetMDS` and the transforms import streaming and torch, so they
-are loaded on first use: `import how_to_imagenet` (and the pipeline stages under
-`how_to_imagenet.pipeline`) stay fast.
+The public surface is `__all__`, and the module `how_to_imagenet.gpu` (decoding on the GPU).
+`ImageNetMDS` and the transforms import streaming and torch, so they are loaded on first use:
+`import how_to_imagenet` (and the pipeline stages under `how_to_imagenet.pipeline`) stay fast.
 """
 
 from __future__ import annotations

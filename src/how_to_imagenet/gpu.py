@@ -114,7 +114,7 @@ class JpegCrops:
         crop = torch.tensor([*box, flip], dtype=torch.float64)
         if fast:
             return Item(torch.frombuffer(bytearray(data), dtype=torch.uint8), crop, None)
-        pixels = crop_resize(decode_pil(data, dct_scale(box, self.size)), box, width, height, self.size)
+        pixels = crop_resize(decode_pil(data, dct_scale(box, self.size)), box, width, self.size)
         return Item(torch.empty(0, dtype=torch.uint8), crop, pixels.flip(-1) if flip else pixels)
 
 

@@ -144,17 +144,18 @@ def _size(data: bytes | memoryview) -> tuple[int, int, bool]:
     return *Image.open(io.BytesIO(data)).size, False
 
 
-def crop_resize(array: np.ndarray, box: Box, width: int, height: int, size: int) -> torch.Tensor:
-    """The `box` of a width x height image, bilinear with antialiasing as torchvision resizes PIL images, from
-    `array`, that image as decoded (maybe 1/2, 1/4, 1/8 of its size): a size x size uint8 CHW tensor.
+def crop_resize(array: np.ndarray, box: Box, width: int, size: int) -> torch.Tensor:
+    """The `box` of an image `width` pixels wide, bilinear with antialiasing as torchvision resizes PIL images,
+    from `array`, that image as decoded (maybe 1/2, 1/4, 1/8 of its size): a size x size uint8 CHW tensor.
     Whole pixels go through torchvision's uint8 kernels; a box in fractions of a pixel (a centre crop, or
     a crop of a scaled decode) through Pillow, which samples the same positions as resizing the whole
     image and then cropping."""
     import numpy as np
     import torch
 
-    sy, sx = array.shape[0] / height, array.shape[1] / width
-    left, top, w, h = box.left * sx, box.top * sy, box.width * sx, box.height * sy
+    # libjpeg's scaled pixel i covers source pixels [i * d, (i + 1) * d); the last one may be cut short.
+    scale = 1 / round(width / array.shape[1])
+    left, top, w, h = (v * scale for v in box)
     if all(float(v).is_integer() for v in (left, top, w, h)):
         import torchvision.transforms.v2.functional as F
 
@@ -185,7 +186,7 @@ class FastTrain:
         box = random_resized_crop_box(width, height, self.scale, self.ratio)
         den = dct_scale(box, self.size)
         out = crop_resize(decode(data, width, height, den, self.fast_dct) if fast else decode_pil(data, den),
-                          box, width, height, self.size)
+                          box, width, self.size)
         if torch.rand(1).item() < self.flip:
             out = out.flip(-1)
         return out
@@ -205,8 +206,7 @@ class FastVal:
         width, height, fast = _size(data)
         box = center_crop_box(width, height, self.size, self.resize)
         den = dct_scale(box, self.size)
-        return crop_resize(decode(data, width, height, den) if fast else decode_pil(data, den), box, width, height,
-                           self.size)
+        return crop_resize(decode(data, width, height, den) if fast else decode_pil(data, den), box, width, self.size)
 
 
 def train_transform(size: int = 224) -> Callable:

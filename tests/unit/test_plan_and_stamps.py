@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from how_to_imagenet.pipeline.index import Image
 from how_to_imagenet.pipeline.layout import Paths, partial
 from how_to_imagenet.pipeline.mds.plan import partitions, permutation, plan
 from how_to_imagenet.pipeline.stamps import exists, run_stage, state
+from how_to_imagenet.testing.runs import PROJECT
 
 
 def test_permutation_is_fixed_by_the_seed():
@@ -55,3 +59,17 @@ def test_a_stage_is_done_only_on_the_same_inputs_with_its_outputs_there(tmp_path
         assert state(paths, "val", "untar", {"a": 1}, exists("path"), []).name == "damaged"
     run_stage(paths, "val", "untar", {"a": 1}, work, exists("path"))
     assert len(runs) == 3
+
+
+def test_no_stage_and_no_transform_imports_torch_or_streaming_until_it_runs():
+    """Importing streaming costs seconds (it imports torch and transformers): only the work that reads shards,
+    uploads them or makes tensors imports it, when it runs."""
+    stages = [p.stem for p in (PROJECT / "src/how_to_imagenet/pipeline/stages").glob("*.py") if p.stem != "__init__"]
+    code = ("import importlib, sys\n"
+            f"for s in {stages!r}: importlib.import_module('how_to_imagenet.pipeline.stages.' + s)\n"
+            "import how_to_imagenet, how_to_imagenet.transforms, how_to_imagenet.gpu\n"
+            "import how_to_imagenet.pipeline.__main__\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'streaming', 'simplejpeg') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(PROJECT / "src")})
+    assert len(stages) >= 9 and out.stdout.strip() == "[]"
