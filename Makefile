@@ -16,7 +16,7 @@ MAKEFLAGS += --no-builtin-rules
 CONFIG ?= config.yaml## config file: sources, checksums, expected sizes and counts, MDS settings
 DATA ?=## data folder (default: the config's data_dir, ./data)
 YES ?= 0## YES=1: do not ask before a large download (asked only at a terminal)
-VENV ?= .venv## the virtual environment that make builds from requirements*.txt
+VENV ?= .venv## the virtual environment that make builds from requirements.txt and requirements-dev.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
 WORKERS ?=## processes for mds and untar (default: 2 for full-size mds, bound by the disk; one per core for RESIZE and untar)
 MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
@@ -90,7 +90,7 @@ test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then 
 lint: | venv ## ruff check
 	$(VENV)/bin/ruff check src tools tests
 
-venv: $(VENV)/.installed ## build the virtual environment (torch from TORCH, then requirements*.txt)
+venv: $(VENV)/.installed ## build the virtual environment (torch from TORCH, then requirements.txt and -dev)
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q $(TORCH) -r requirements.txt -r requirements-dev.txt && touch $@
 

@@ -13,10 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from how_to_imagenet.labels import wnids
 from how_to_imagenet.names import archive
@@ -35,7 +35,7 @@ SELF = [PY, str(Path(__file__).resolve())]  # this script's own measurements, ru
 CLASSES = 100
 CHART_CUT = 4.0  # bars of the chart longer than this many copy floors are drawn cut
 LOADER_WORKERS, BATCH = 2, 64  # the loader rows' DataLoader
-GPU_BATCH, GPU_STEPS, GPU_MODEL = 256, 40, "resnet50"  # the CUDA rows: batches timed after two to warm up
+GPU_BATCH, GPU_STEPS, GPU_MODEL = 256, 40, "resnet50"  # the CUDA rows: steps an epoch, the second epoch timed
 
 
 def drop_caches() -> bool:
@@ -289,7 +289,7 @@ class Bench:
         """Where CUDA is present: the GPU path alone, and a ResNet-50 train step (bf16 autocast, channels_last)
         fed by each path, against the same step on synthetic input."""
         cores = os.cpu_count() or 1
-        n = (GPU_STEPS + 2) * GPU_BATCH
+        n = GPU_STEPS * GPU_BATCH
         runs = [("gpu", min(4, cores), "none"), ("synthetic", 0, GPU_MODEL)]
         runs += [(t, w, GPU_MODEL) for t, w in (("pil", cores), ("fast", cores), ("gpu", min(4, cores)))]
         for transform, workers, model in runs:
@@ -313,8 +313,8 @@ class Bench:
 
 def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
     """Read `n` samples with a DataLoader(num_workers=2), going round the dataset again where it has fewer (the
-    val split); the rate counts from the first batch on, so worker start-up is left out (as in the second
-    epoch of a run with persistent workers). `kind` is mds, folder, or SPLIT:TRANSFORM for ImageNetMDS."""
+    val split), twice: the rate is the second epoch's (persistent workers). `kind` is mds, folder, or
+    SPLIT:TRANSFORM for ImageNetMDS."""
     import io
 
     from PIL import Image
@@ -351,21 +351,30 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
 
         ds = ImageFolder(str(Paths(Path(data)).untar("train")), loader=lambda p: load(Path(p).read_bytes()))
     loader = DataLoader(Subset(ds, [i % len(ds) for i in range(n)]), batch_size=BATCH, num_workers=LOADER_WORKERS,
-                        collate_fn=collate)
-    count, t0 = 0, 0.0
-    for k, batch in enumerate(loader):
-        if k == 0:
-            t0 = time.perf_counter()  # the workers are up
-        else:
-            count += len(batch) if collate else len(batch[1])  # default collate: [images, ys]
+                        collate_fn=collate, persistent_workers=True)
+    return second_epoch(loader, lambda batch: len(batch) if collate else len(batch[1]))  # default collate: [x, y]
+
+
+def second_epoch(loader: Iterable, count: Callable[[Any], int], step: Callable[[Any], None] = lambda b: None,
+                 sync: Callable[[], None] = lambda: None) -> dict:
+    """The rate of the loader's second epoch (its workers persist), `step` run on each batch: the first
+    epoch starts the workers and warms the caches, and nothing made before the clock starts is counted."""
+    for batch in loader:
+        step(batch)
+    sync()
+    t0, samples = time.perf_counter(), 0
+    for batch in loader:
+        step(batch)
+        samples += count(batch)
+    sync()
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 3), "samples": count, "samples_s": round(count / seconds)}
+    return {"seconds": round(seconds, 3), "samples": samples, "samples_s": round(samples / seconds)}
 
 
 def train_rate(data: str, transform: str, n: int, workers: int, device: str, model: str, batch: int) -> dict:
     """Images per second of `model`'s train step (bf16 autocast, channels_last, SGD) fed `n` train images by
     ImageNetMDS with `transform` ("pil", "fast", "gpu") through DataLoader(num_workers=workers), or by one
-    synthetic batch ("synthetic"). model "none": the input alone. Counted from the third batch on."""
+    synthetic batch ("synthetic"). model "none": the input alone. The second epoch of two."""
     import torch
     import torchvision
     from torch.utils.data import DataLoader, Subset
@@ -393,7 +402,7 @@ def train_rate(data: str, transform: str, n: int, workers: int, device: str, mod
     if transform == "synthetic":
         x = torch.randn(batch, 3, 224, 224, device=dev).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 1000, (batch,), device=dev)
-        batches: Iterable = ((x, y) for _ in range(n // batch))
+        batches: Iterable = [(x, y)] * (n // batch)
     else:
         from streaming.base.util import clean_stale_shared_memory
 
@@ -401,24 +410,26 @@ def train_rate(data: str, transform: str, n: int, workers: int, device: str, mod
         ds = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split="train", transform=transform, batch_size=batch,
                          shuffle=False)
         sub = Subset(ds, [i % len(ds) for i in range(n)])
-        kw = {"batch_size": batch, "num_workers": workers, "pin_memory": dev.type == "cuda", "drop_last": True}
+        kw = {"batch_size": batch, "num_workers": workers, "pin_memory": dev.type == "cuda", "drop_last": True,
+              "persistent_workers": True}
         if transform == "gpu":
-            batches = gpu.decoded(DataLoader(sub, collate_fn=gpu.collate, **kw), device=dev)
+            loader = DataLoader(sub, collate_fn=gpu.collate, **kw)
+            batches = Epochs(lambda: gpu.decoded(loader, device=dev))
         else:
-            batches = (to_device(x, y) for x, y in DataLoader(sub, **kw))
+            loader = DataLoader(sub, **kw)
+            batches = Epochs(lambda: (to_device(x, y) for x, y in loader))
     sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
-    count, t0 = 0, 0.0
-    for k, (x, y) in enumerate(batches):
-        if step is not None:
-            step(x, y)
-        if k == 1:
-            sync()
-            t0 = time.perf_counter()
-        elif k > 1:
-            count += len(y)
-    sync()
-    seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 3), "samples": count, "samples_s": round(count / seconds)}
+    return second_epoch(batches, lambda b: len(b[1]), (lambda b: step(*b)) if step else (lambda b: None), sync)
+
+
+class Epochs:
+    """An iterable that makes a new iterator (one epoch) each time it is iterated."""
+
+    def __init__(self, epoch: Callable[[], Iterable]) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator:
+        return iter(self.epoch())
 
 
 def hash_seconds(path: Path, algorithms: list[str]) -> float:

@@ -21,6 +21,7 @@ Everything here also runs with device="cpu", which is how it is tested without a
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -32,11 +33,11 @@ from .transforms import (
     SCALE,
     STD,
     Box,
-    _size,
     center_crop_box,
     crop_resize,
     dct_scale,
     decode_pil,
+    image_size,
     random_resized_crop_box,
     raw_bytes,
 )
@@ -70,29 +71,33 @@ def jpeg_decoder(backend: str = "auto") -> Callable[[list[torch.Tensor], torch.d
 
 
 class Item(NamedTuple):
-    """One sample as a worker hands it over: its JPEG bytes and where to crop them (left, top, width,
-    height, flip), or, where the GPU cannot decode it, its crop already made on the CPU."""
+    """One sample as a worker hands it over: its JPEG bytes, its size and where to crop it (left, top,
+    width, height, flip), or, where the GPU cannot decode it, its crop already made on the CPU."""
 
     data: torch.Tensor  # uint8, the JPEG file (empty when `pixels` is given)
-    crop: torch.Tensor  # float64 (5,)
+    size: tuple[int, int]  # height, width, from the header
+    crop: torch.Tensor  # float32 (5,); flip 0 when `pixels` is given (they come flipped)
     pixels: torch.Tensor | None  # uint8 3 x size x size
 
 
 class Batch(NamedTuple):
-    """A batch of Items in four tensors (one copy each to pinned memory): the JPEG files end to end."""
+    """A batch of Items as six tensors (the DataLoader's pin_memory pins each), and the order the device
+    works in: the JPEGs from the smallest image to the largest, then the CPU-made crops."""
 
-    data: torch.Tensor  # uint8, every file of the batch end to end
+    data: torch.Tensor  # uint8: the batch's JPEG files end to end
     offsets: torch.Tensor  # int64 (N + 1,): file k is data[offsets[k]:offsets[k + 1]]
-    crops: torch.Tensor  # float64 (N, 5): left, top, width, height, flip
-    done: torch.Tensor  # uint8 (N, 3, size, size): the CPU-made crops, at their rows (zeros elsewhere)
-    cpu: torch.Tensor  # bool (N,): which rows of `done` count
+    sizes: torch.Tensor  # int64 (N, 2): height, width of each image
+    crops: torch.Tensor  # float32 (N, 5): left, top, width, height, flip
+    order: torch.Tensor  # int64 (N,): rows in the device's order
+    done: torch.Tensor  # uint8 (K, 3, size, size): the CPU-made crops, the last K rows of `order`
     y: torch.Tensor  # int64 (N,)
 
 
 @dataclass(frozen=True)
 class JpegCrops:
     """The "transform" of `ImageNetMDS(transform="gpu")`: the crop drawn as the fast path draws it
-    (RandomResizedCrop and a flip for train; the pixels of Resize + CenterCrop for val), nothing decoded."""
+    (RandomResizedCrop and a flip for train; the pixels of Resize + CenterCrop for val), nothing decoded.
+    Its samples need `collate` as the DataLoader's collate_fn."""
 
     train: bool
     size: int = 224
@@ -105,17 +110,18 @@ class JpegCrops:
         import torch
 
         data = raw_bytes(sample)
-        width, height, fast = _size(data)
+        width, height, fast = image_size(data)
         if self.train:
             box = random_resized_crop_box(width, height, self.scale, self.ratio)
             flip = float(torch.rand(1).item() < self.flip)
         else:
             box, flip = center_crop_box(width, height, self.size, self.resize), 0.0
-        crop = torch.tensor([*box, flip], dtype=torch.float64)
         if fast:
-            return Item(torch.frombuffer(bytearray(data), dtype=torch.uint8), crop, None)
-        pixels = crop_resize(decode_pil(data, dct_scale(box, self.size)), box, width, self.size)
-        return Item(torch.empty(0, dtype=torch.uint8), crop, pixels.flip(-1) if flip else pixels)
+            file = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return Item(file, (height, width), torch.tensor([*box, flip], dtype=torch.float32), None)
+        pixels = crop_resize(decode_pil(data, dct_scale(box, self.size)), box, self.size)
+        return Item(torch.empty(0, dtype=torch.uint8), (height, width), torch.tensor([*box, 0.0]),
+                    pixels.flip(-1) if flip else pixels)
 
 
 def collate(samples: list[tuple[Item, int]]) -> Batch:
@@ -123,84 +129,108 @@ def collate(samples: list[tuple[Item, int]]) -> Batch:
     import torch
 
     items = [item for item, _ in samples]
-    sizes = torch.tensor([0] + [len(i.data) for i in items], dtype=torch.int64)
-    size = next((i.pixels.shape[-1] for i in items if i.pixels is not None), 0)
-    done = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
-    for k, item in enumerate(items):
-        if item.pixels is not None:
-            done[k] = item.pixels
-    return Batch(torch.cat([i.data for i in items]), sizes.cumsum(0), torch.stack([i.crop for i in items]), done,
-                 torch.tensor([i.pixels is not None for i in items]), torch.tensor([y for _, y in samples]))
+    jpegs = sorted((k for k, i in enumerate(items) if i.pixels is None), key=lambda k: math.prod(items[k].size))
+    cpu = [k for k, i in enumerate(items) if i.pixels is not None]
+    lengths = torch.tensor([0] + [len(i.data) for i in items], dtype=torch.int64)
+    done = torch.stack([items[k].pixels for k in cpu]) if cpu else torch.empty((0, 3, 0, 0), dtype=torch.uint8)
+    return Batch(torch.cat([i.data for i in items]), lengths.cumsum(0), torch.tensor([i.size for i in items]),
+                 torch.stack([i.crop for i in items]), torch.tensor(jpegs + cpu, dtype=torch.int64), done,
+                 torch.tensor([y for _, y in samples]))
 
 
 class Decoder:
     """Decode, crop, resize, flip and normalise a Batch on `device`: float images N x 3 x size x size
-    (channels_last), normalised by the ImageNet mean and std, and the labels."""
+    (channels_last), normalised by the ImageNet mean and std, and the labels. `size` is JpegCrops's."""
 
     def __init__(self, device: str | torch.device = "cuda", size: int = 224, dtype: torch.dtype | None = None,
                  channels_last: bool = True, backend: str = "auto") -> None:
         import torch
 
         self.device, self.size, self.channels_last = torch.device(device), size, channels_last
-        self.decode = jpeg_decoder(backend)
         self.dtype = dtype or torch.float32
+        self.decode = jpeg_decoder(backend)
         self.shift = torch.tensor([255 * m for m in MEAN], device=self.device).view(1, 3, 1, 1)
         self.scale = torch.tensor([255 * s for s in STD], device=self.device).view(1, 3, 1, 1)
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row indices are worked out on the host, so nothing here waits for the device."""
+        """Whole tensors go to the device without blocking (pinned by the DataLoader), and the rows are
+        ordered there: nothing here waits for the device but the decoder itself."""
         import torch
 
-        out = torch.empty((len(batch.y), 3, self.size, self.size), device=self.device)
-        rows = (~batch.cpu).nonzero().flatten().tolist()
-        if rows:
-            offsets = batch.offsets.tolist()
-            files = [batch.data[offsets[k]:offsets[k + 1]] for k in rows]  # views: no copy
-            images = self.decode(files, self.device)
-            crops = batch.crops[rows].to(self.device)
-            for group in self.chunks([im.shape[1:] for im in images]):
-                at = torch.tensor([rows[g] for g in group], device=self.device)
-                out[at] = self.crop([images[g] for g in group], crops[group])
-        on_cpu = batch.cpu.nonzero().flatten()
-        if len(on_cpu):
-            out[on_cpu.to(self.device)] = batch.done[on_cpu].to(self.device).float()
-        flip = ((batch.crops[:, 4] > 0.5) & ~batch.cpu).to(self.device)  # the CPU crops come flipped already
+        if len(batch.done) and batch.done.shape[-1] != self.size:
+            raise ValueError(f"the batch was cropped to {batch.done.shape[-1]} pixels, the Decoder to {self.size}: "
+                             "give JpegCrops and Decoder the same size")
+        crops = batch.crops.to(self.device, non_blocking=True)
+        order = batch.order.to(self.device, non_blocking=True)
+        jpegs = batch.order[: len(batch.order) - len(batch.done)].tolist()
+        offsets = batch.offsets.tolist()
+        images = self.decode_all([batch.data[offsets[k]:offsets[k + 1]] for k in jpegs])
+        parts, start = [], 0
+        for n in self.chunks(batch.sizes[jpegs].tolist()):
+            parts.append(self.crop(images[start:start + n], crops[order[start:start + n]]))
+            start += n
+        if len(batch.done):
+            parts.append(batch.done.to(self.device, non_blocking=True).float())
+        out = torch.cat(parts)[torch.argsort(order)]  # back to the batch's order
+        flip = crops[:, 4] > 0.5
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         x = out.sub_(self.shift).div_(self.scale).to(self.dtype)
         return x, batch.y.to(self.device, non_blocking=True)
 
-    def chunks(self, shapes: list[torch.Size]) -> Iterator[list[int]]:
-        """Rows grouped so that each group, padded to its largest image, stays under MAX_PIXELS: a batch of
-        ImageNet's usual 500 x 375 images is one group; a few huge images do not blow up the padding."""
-        order = sorted(range(len(shapes)), key=lambda r: shapes[r][0] * shapes[r][1])
-        group: list[int] = []
-        for r in order:
-            h = max([shapes[g][0] for g in group] + [shapes[r][0]])
-            w = max([shapes[g][1] for g in group] + [shapes[r][1]])
-            if group and (len(group) + 1) * h * w > MAX_PIXELS:
-                yield group
-                group = []
-            group.append(r)
-        if group:
-            yield group
+    def decode_all(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The batch in one call; where the decoder refuses the batch, each file on its own, and what it
+        still refuses (a corrupt-but-readable JPEG, as Pillow reads it) by Pillow on the CPU."""
+        import torch
+
+        if not files:
+            return []
+        try:
+            return self.decode(files, self.device)
+        except RuntimeError:
+            out = []
+            for f in files:
+                try:
+                    out.extend(self.decode([f], self.device))
+                except RuntimeError:
+                    array, _ = decode_pil(memoryview(f.numpy()))
+                    out.append(torch.from_numpy(array).permute(2, 0, 1).to(self.device))
+            return out
+
+    def chunks(self, sizes: list[list[int]]) -> Iterator[int]:
+        """Group lengths, the images from the smallest to the largest, so that each group padded to its
+        largest image stays under MAX_PIXELS: a batch of ImageNet's usual 500 x 375 images is one group;
+        a few huge images do not blow up the padding."""
+        n, h, w = 0, 0, 0
+        for height, width in sizes:
+            h2, w2 = max(h, height), max(w, width)
+            if n and (n + 1) * h2 * w2 > MAX_PIXELS:
+                yield n
+                n, h2, w2 = 0, height, width
+            n, h, w = n + 1, h2, w2
+        if n:
+            yield n
 
     def crop(self, images: list[torch.Tensor], crops: torch.Tensor) -> torch.Tensor:
         """Each image's crop resized to size x size, all in one roi_align: the images padded into one
-        tensor, a box each. Several bilinear samples per output pixel where the crop is larger (sampling
-        ratio: adaptive), one where it is smaller: bilinear upsampling."""
+        tensor by repeating their last row and column (so a crop at the edge samples the image, not the
+        padding), a box each. Several bilinear samples per output pixel where the crop is larger
+        (sampling ratio: adaptive), one where it is smaller: bilinear upsampling."""
         import torch
         from torchvision.ops import roi_align
 
         h = max(im.shape[1] for im in images)
         w = max(im.shape[2] for im in images)
-        padded = torch.zeros((len(images), 3, h, w), device=self.device)
+        padded = torch.empty((len(images), 3, h, w), device=self.device)
         for k, im in enumerate(images):
-            padded[k, :, : im.shape[1], : im.shape[2]] = im
+            ih, iw = im.shape[1:]
+            padded[k, :, :ih, :iw] = im
+            padded[k, :, :ih, iw:] = im[:, :, -1:]
+            padded[k, :, ih:, :] = padded[k, :, ih - 1 : ih, :]
         left, top, cw, ch = crops[:, 0], crops[:, 1], crops[:, 2], crops[:, 3]
         index = torch.arange(len(images), device=self.device, dtype=crops.dtype)
-        boxes = torch.stack([index, left, top, left + cw, top + ch], dim=1).float()
+        boxes = torch.stack([index, left, top, left + cw, top + ch], dim=1)
         return roi_align(padded, boxes, output_size=(self.size, self.size), sampling_ratio=-1, aligned=True)
 
 

@@ -27,6 +27,7 @@ from .transforms import FastTrain, FastVal, train_transform, val_transform
 
 TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transform),
               "gpu": (lambda: JpegCrops(train=True), lambda: JpegCrops(train=False))}
+TRANSFORMS["standard"] = TRANSFORMS["pil"]  # its name before 0.3, when it was the default
 
 
 class ImageNetMDS(StreamingDataset):
@@ -38,7 +39,7 @@ class ImageNetMDS(StreamingDataset):
     uint8 tensors, to be normalised on the device with `how_to_imagenet.normalize`; "pil" is the reference,
     torchvision's transforms on PIL images giving normalised float tensors; "gpu" leaves the decoding to
     the GPU (see `how_to_imagenet.gpu`: the workers only draw the crops). A callable gets the RGB PIL
-    image; None returns that image.
+    image; None returns that image. ("standard", the default before 0.3, is "pil".)
 
     `resize=256` reads the `_r256` low-resolution variant. Other keyword arguments go to StreamingDataset
     (batch_size, shuffle, cache_limit, ...); shuffle defaults to split == "train"."""

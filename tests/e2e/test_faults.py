@@ -38,7 +38,7 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
     ("QUALITY=-7", "QUALITY must be a whole number from 1 to 100, got '-7'"),
     ("RESIZE=0", "RESIZE must be a whole number of at least 1, got '0'"),
     ("RESIZE=-1", "RESIZE must be a whole number of at least 1, got '-1'"),
-    ("WORKERS=0", "WORKERS must be a whole number of at least 1, got '0'"),  # empty is the default: see below
+    ("WORKERS=0", "WORKERS must be a whole number of at least 1, got '0'"),  # empty: each stage's default
     ("DECODE=yes", "DECODE must be a whole number from 0 to 1, got 'yes'"),
     ("YES=2", "YES must be a whole number from 0 to 1, got '2'"),
     ("MDS_FROM=folders", "MDS_FROM must be tar or untar, got 'folders'"),

@@ -45,8 +45,11 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
     clean_stale_shared_memory()
     reference, y_ref = ImageNetMDS(local=str(built / "mds"), split="train", transform="pil", batch_size=4)[0]
     assert reference.dtype == torch.float32 and reference.shape == (3, 224, 224) and y_ref == y
-    with pytest.raises(ValueError, match="use one of 'fast', 'pil'"):
-        ImageNetMDS(local=str(built / "mds"), split="train", transform="standard", batch_size=4)
+    clean_stale_shared_memory()
+    standard, _ = ImageNetMDS(local=str(built / "mds"), split="train", transform="standard", batch_size=4)[0]
+    assert standard.dtype == torch.float32  # the old default's name still gives what it gave
+    with pytest.raises(ValueError, match="use one of 'fast', 'pil', 'gpu'"):
+        ImageNetMDS(local=str(built / "mds"), split="train", transform="nearest", batch_size=4)
     assert train.classes[517] == "construction crane" and train.wnids[0] == "n01440764"
     clean_stale_shared_memory()
     raw = ImageNetMDS(local=str(built / "mds"), split="train", transform=None, batch_size=4, shuffle=True)

@@ -74,5 +74,5 @@ def test_a_split_left_out_of_the_config_is_a_clear_error(tmp_path: Path):
 ])
 def test_workers_default_to_what_the_work_is_bound_by(monkeypatch: pytest.MonkeyPatch, cores: int, given: int | None,
                                                       cpu_bound: bool, expected: int):
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
     assert worker_count(given, cpu_bound) == expected

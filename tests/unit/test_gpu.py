@@ -10,12 +10,13 @@ import torch
 
 from how_to_imagenet import gpu
 from how_to_imagenet.testing.fixture import bench_photos
-from how_to_imagenet.transforms import FastTrain, FastVal, normalize
+from how_to_imagenet.transforms import MEAN, STD, Box, FastTrain, FastVal, decode_pil, normalize
 
-from .test_transforms import jpeg
+from .test_transforms import jpeg, junk_before_the_end
 
-PHOTOS = [*bench_photos(random.Random(5), 6), jpeg(900, 600), jpeg(120, 90, "L")]
+PHOTOS = [*bench_photos(random.Random(5), 6), jpeg(900, 600), jpeg(120, 90, "L"), junk_before_the_end(jpeg(300, 200))]
 OTHERS = [jpeg(300, 240, "CMYK"), jpeg(200, 300, fmt="PNG")]  # what only the CPU decodes
+BACKENDS = ["torchvision"] + (["torchcodec"] if importlib.util.find_spec("torchcodec") else [])  # an optional extra
 
 
 def batch_of(files: list[bytes], train: bool, seed: int = 0) -> gpu.Batch:
@@ -24,22 +25,22 @@ def batch_of(files: list[bytes], train: bool, seed: int = 0) -> gpu.Batch:
 
 
 def levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference per image of two normalised batches, in levels of 255."""
-    return ((a - b).abs() * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255).mean(dim=(1, 2, 3))
+    """Absolute difference of two normalised batches, in levels of 255."""
+    return (a - b).abs() * torch.tensor(STD).view(1, 3, 1, 1) * 255
 
 
-def test_a_batch_is_the_files_end_to_end_with_their_crops():
+def test_a_batch_is_the_files_end_to_end_with_their_crops_in_the_devices_order():
     files = PHOTOS + OTHERS
     b = batch_of(files, train=True)
-    assert b.offsets[0] == 0 and len(b.offsets) == len(files) + 1
     gpu_files = [f for f in files if f not in OTHERS]
     assert bytes(b.data.numpy()) == b"".join(gpu_files)  # the CPU-decoded ones carry pixels, not bytes
-    assert b.cpu.tolist() == [f in OTHERS for f in files] and b.y.tolist() == list(range(len(files)))
-    assert b.crops.shape == (len(files), 5) and set(b.crops[:, 4].tolist()) <= {0.0, 1.0}
-    assert b.done.shape == (len(files), 3, 224, 224) and not b.done[~b.cpu].any()
-
-
-BACKENDS = ["torchvision"] + (["torchcodec"] if importlib.util.find_spec("torchcodec") else [])  # an optional extra
+    assert b.offsets.tolist()[-1] == len(b.data) and len(b.offsets) == len(files) + 1
+    assert sorted(b.order.tolist()) == list(range(len(files))) and b.y.tolist() == list(range(len(files)))
+    areas = [int(b.sizes[k].prod()) for k in b.order[: len(gpu_files)]]
+    assert areas == sorted(areas)  # the JPEGs smallest first, then the CPU-made crops
+    assert [files[k] for k in b.order[len(gpu_files):]] == OTHERS and b.done.shape == (2, 3, 224, 224)
+    assert b.crops.dtype == torch.float32 and set(b.crops[:, 4].tolist()) <= {0.0, 1.0}
+    assert b.crops[[files.index(f) for f in OTHERS], 4].tolist() == [0.0, 0.0]  # their pixels come flipped
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -50,11 +51,22 @@ def test_the_decoded_batch_is_the_fast_paths_within_three_levels(train: bool, ba
     assert x.shape == (len(files), 3, 224, 224) and x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last) and y.tolist() == list(range(len(files)))
     torch.manual_seed(0)  # the same draws, in the same order: crop, then flip
-    ref = normalize(torch.stack([(FastTrain(fast_dct=False) if train else FastVal())(f) for f in files]))
-    diff = levels(x, ref)
+    ref = normalize(torch.stack([(FastTrain(exact=True) if train else FastVal())(f) for f in files]))
+    diff = levels(x, ref).mean(dim=(1, 2, 3))
     assert diff.max() <= 3.0, diff  # roi_align's averaged samples vs an antialiased bilinear resize
     on_cpu = torch.tensor([f in OTHERS for f in files])
     assert torch.allclose(x[on_cpu], ref[on_cpu], atol=1e-5)  # the fallback is the fast path itself
+
+
+def test_a_crop_at_the_edge_of_a_small_image_in_a_batch_of_larger_ones_samples_only_that_image():
+    flat = jpeg(200, 150)  # smaller than the others: padded in the batch
+    files = [jpeg(500, 400, seed=1), flat, jpeg(480, 360, seed=2)]
+    items = [gpu.JpegCrops(train=True)(f) for f in files]
+    edge = torch.tensor([*Box(120, 70, 80, 80), 0.0])  # the bottom right corner
+    items[1] = items[1]._replace(crop=edge)
+    x, _ = gpu.Decoder("cpu")(gpu.collate([(item, k) for k, item in enumerate(items)]))
+    alone, _ = gpu.Decoder("cpu")(gpu.collate([(items[1], 1)]))
+    assert levels(x[1:2], alone).max() < 1e-3  # the padding is never sampled
 
 
 def test_flips_are_the_mirror_image():
@@ -69,14 +81,34 @@ def test_flips_are_the_mirror_image():
 
 def test_huge_images_are_cropped_in_groups_under_the_padding_budget(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(gpu, "MAX_PIXELS", 3 * 400 * 400)
-    shapes = [torch.Size(s) for s in [(300, 400), (1000, 800), (350, 300), (400, 400), (100, 50)]]
-    groups = list(gpu.Decoder("cpu").chunks(shapes))
-    assert sorted(r for g in groups for r in g) == list(range(len(shapes)))
-    for g in groups:
-        h, w = max(shapes[r][0] for r in g), max(shapes[r][1] for r in g)
-        assert len(g) == 1 or len(g) * h * w <= gpu.MAX_PIXELS
-    assert [3] not in groups or len(groups) > 1  # the 1000 x 800 image is alone
-    assert any(g == [1] for g in groups)
+    sizes = sorted([[300, 400], [1000, 800], [350, 300], [400, 400], [100, 50]], key=lambda s: s[0] * s[1])
+    groups = list(gpu.Decoder("cpu").chunks(sizes))
+    assert sum(groups) == len(sizes) and groups[-1] == 1  # the 1000 x 800 image alone
+    start = 0
+    for n in groups:
+        group = sizes[start:start + n]
+        assert n == 1 or n * max(h for h, _ in group) * max(w for _, w in group) <= gpu.MAX_PIXELS
+        start += n
+
+
+def test_a_file_the_gpu_decoder_refuses_is_decoded_by_pillow():
+    odd = junk_before_the_end(jpeg(250, 250))  # libjpeg warns; say nvJPEG refuses it
+    files = [jpeg(300, 200), odd, jpeg(200, 300)]
+    decoder = gpu.Decoder("cpu")
+    real, calls = decoder.decode, []
+
+    def refusing(batch: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        calls.append(len(batch))
+        if any(bytes(f.numpy()) == odd for f in batch):
+            raise RuntimeError("nvjpeg: refused")
+        return real(batch, device)
+
+    decoder.decode = refusing
+    out = decoder.decode_all([torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files])
+    assert calls == [3, 1, 1, 1]  # the batch, then each file on its own
+    assert [tuple(o.shape) for o in out] == [(3, 200, 300), (3, 250, 250), (3, 300, 200)]
+    pillow = torch.from_numpy(decode_pil(odd)[0]).permute(2, 0, 1)
+    assert torch.equal(out[1], pillow)
 
 
 def test_decoded_on_the_cpu_is_the_decoder_over_each_batch():
@@ -84,3 +116,4 @@ def test_decoded_on_the_cpu_is_the_decoder_over_each_batch():
     out = list(gpu.decoded(batches, device="cpu"))
     assert len(out) == 2 and [len(y) for _, y in out] == [4, len(PHOTOS) - 4]
     assert torch.equal(out[0][0], gpu.Decoder("cpu")(batches[0])[0])
+    assert MEAN  # the same constants as the CPU path's normalize
