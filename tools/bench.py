@@ -274,11 +274,20 @@ class Bench:
         self.loader_rows(data, min(4000, self.images // 2))
 
     def loader_rows(self, data: Path, n: int) -> None:
-        """ImageNetMDS's reference and fast transforms, train and val, over the same shards."""
+        """ImageNetMDS's reference and fast transforms, train and val, over the same shards: the runs of
+        the four rows taken in turn, `repeat` rounds, the fastest of each counting (the ratios are what
+        matters, and this machine's speed drifts)."""
+        kinds = [(split, transform) for split in ("train", "val") for transform in ("pil", "fast")]
+        best: dict[tuple[str, str], tuple[Timed, dict]] = {}
+        for _ in range(self.repeat):
+            for kind in kinds:
+                t, rate = self.loader_run([data, ":".join(kind), 1, n])
+                if kind not in best or rate["samples_s"] > best[kind][1]["samples_s"]:
+                    best[kind] = t, rate
+        for split, transform in kinds:
+            self.add_loader_row(f"ImageNetMDS {split} transform={transform} ({LOADER_WORKERS} workers)",
+                                *best[split, transform])
         for split in ("train", "val"):
-            for transform in ("pil", "fast"):
-                self.loader_row(f"ImageNetMDS {split} transform={transform} ({LOADER_WORKERS} workers)",
-                                [data, f"{split}:{transform}", 1, n])
             ref, fast = (self.find(f"ImageNetMDS {split} transform={t} ({LOADER_WORKERS} workers)")
                          for t in ("pil", "fast"))
             self.summary[f"fast_vs_pil_{split}"] = round(fast["samples_s"] / ref["samples_s"], 2)
@@ -302,8 +311,13 @@ class Bench:
             self.summary[f"cuda_{GPU_MODEL}_fed_by_{t}_vs_synthetic"] = round(row["samples_s"] / synthetic, 2)
 
     def loader_row(self, name: str, args: list, command: str = "loader", workers: int = LOADER_WORKERS) -> None:
+        self.add_loader_row(name, *self.loader_run(args, command), workers)
+
+    def loader_run(self, args: list, command: str = "loader") -> tuple[Timed, dict]:
         t = timed([*SELF, command, *map(str, args)])
-        rate = json.loads(t.out)
+        return t, json.loads(t.out)
+
+    def add_loader_row(self, name: str, t: Timed, rate: dict, workers: int = LOADER_WORKERS) -> None:
         self.rows.append({"row": name, "seconds": round(t.seconds, 3), "work_seconds": rate["seconds"],
                           "samples_s": rate["samples_s"], "per_core": round(rate["samples_s"] / workers),
                           "peak_rss_mb": round(t.rss), "bytes": None, "mb_s": None, "x_copy": None,
