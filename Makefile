@@ -18,7 +18,7 @@ DATA ?=## data folder (default: the config's data_dir, ./data)
 YES ?= 0## YES=1: do not ask before a large download (asked only at a terminal)
 VENV ?= .venv## the virtual environment that make builds from requirements.txt and requirements-dev.txt
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
-WORKERS ?=## processes for mds and untar (default: 2 for full-size mds, bound by the disk; one per core for RESIZE and untar)
+WORKERS ?=## processes for mds and untar (default: a few readers for full-size mds, bound by the disk; one per core for RESIZE and untar)
 MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
 RESIZE ?=## short side in pixels: mds/check/samples work on the variant ILSVRC2012_img_SPLIT_r<RESIZE>/
 QUALITY ?= 90## JPEG quality of the RESIZE variant

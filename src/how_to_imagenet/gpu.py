@@ -11,10 +11,11 @@ this one.
 
 The decoder is TorchCodec's `decode_jpeg(device="cuda")` (nvJPEG, a batch per call) where it is installed
 (`pip install -r requirements-gpu.txt`), else torchvision's, which TorchCodec replaces (deprecated since
-torchvision 0.29, the same call). The crop and resize of the whole batch is `torchvision.ops.roi_align`, which averages
-several bilinear samples per output pixel where the crop shrinks (close to the reference's antialiased
-resize). A sample the GPU decoder cannot take (not a baseline RGB or greyscale JPEG: possible only with
-`mds.rgb: false`) is decoded and cropped by the CPU path in the worker and joins the batch as pixels.
+torchvision 0.29, the same call). The crop and resize of the whole batch is `torchvision.ops.roi_align`,
+which averages several bilinear samples per output pixel where the crop shrinks (close to the reference's
+antialiased resize). A sample that is not an RGB or greyscale JPEG (possible only with `mds.rgb: false`)
+is decoded and cropped by the CPU path in the worker and joins the batch as pixels; a JPEG the GPU
+decoder refuses all the same is decoded by Pillow on the host.
 
 Everything here also runs with device="cpu", which is how it is tested without a GPU.
 """
@@ -81,7 +82,7 @@ class Item(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """A batch of Items as six tensors (the DataLoader's pin_memory pins each), and the order the device
+    """A batch of Items as seven tensors (the DataLoader's pin_memory pins each), and the order the device
     works in: the JPEGs from the smallest image to the largest, then the CPU-made crops."""
 
     data: torch.Tensor  # uint8: the batch's JPEG files end to end

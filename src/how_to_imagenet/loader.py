@@ -35,7 +35,7 @@ class ImageNetMDS(StreamingDataset):
     `ILSVRC2012_img_<split>` datasets (DATA/mds). Items are `(transform(image), y)`.
 
     `transform` is the split's standard augmentation (train: RandomResizedCrop 224 + flip; val: resize 256,
-    centre crop 224) done one of two ways: "fast" (the default) decodes only what the crop needs and gives
+    centre crop 224) done one of three ways: "fast" (the default) decodes only what the crop needs and gives
     uint8 tensors, to be normalised on the device with `how_to_imagenet.normalize`; "pil" is the reference,
     torchvision's transforms on PIL images giving normalised float tensors; "gpu" leaves the decoding to
     the GPU (see `how_to_imagenet.gpu`: the workers only draw the crops). A callable gets the RGB PIL
