@@ -297,7 +297,7 @@ class Bench:
     def cuda_rows(self, data: Path) -> None:
         """Where CUDA is present: the GPU path alone, and a ResNet-50 train step (bf16 autocast, channels_last)
         fed by each path, against the same step on synthetic input."""
-        cores = os.cpu_count() or 1
+        cores = worker_count(None, cpu_bound=True)  # the cores this process may use
         n = GPU_STEPS * GPU_BATCH
         runs = [("gpu", min(4, cores), "none"), ("synthetic", 0, GPU_MODEL)]
         runs += [(t, w, GPU_MODEL) for t, w in (("pil", cores), ("fast", cores), ("gpu", min(4, cores)))]
