@@ -9,12 +9,12 @@
 The augmentation is the reference one (torchvision's RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), a
 horizontal flip; for val, resize the short side to 256 and centre-crop 224), done in another order: the crop
 is drawn from the JPEG header's size first, the image is decoded only as large as that crop needs
-(libjpeg-turbo's DCT scaling by 1/2, 1/4 or 1/8), and only the crop is resized. Samples are uint8, a quarter
-of the bytes of the reference's float tensors through the DataLoader's queues, and the float conversion and
-normalisation run on the device over the whole batch.
+(libjpeg-turbo's DCT scaling by 1/2, 1/4 or 1/8; val decodes at full size unless `exact=False`), and only
+the crop is resized. Samples are uint8, a quarter of the bytes of the reference's float tensors through the
+DataLoader's queues, and the float conversion and normalisation run on the device over the whole batch.
 
-A sample that is not a baseline RGB or greyscale JPEG (a PNG or CMYK file kept by `mds.rgb: false`) is
-decoded by Pillow instead; the crop and resize that follow are the same.
+A sample that is not an RGB or greyscale JPEG (a PNG or CMYK file kept by `mds.rgb: false`), or a JPEG that
+libjpeg reads only with a warning, is decoded by Pillow instead; the crop and resize that follow are the same.
 """
 
 from __future__ import annotations
