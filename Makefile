@@ -84,7 +84,7 @@ demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole p
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
 	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
 bench-loader: | venv ## only the loader rows of make bench (reference vs fast path); DATA/reports/bench-loader.json
-	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) --loaders
+	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) --repeat $(BENCH_REPEAT) --loaders
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 lint: | venv ## ruff check

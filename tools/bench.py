@@ -278,6 +278,7 @@ class Bench:
         the four rows taken in turn, `repeat` rounds, the fastest of each counting (the ratios are what
         matters, and this machine's speed drifts)."""
         kinds = [(split, transform) for split in ("train", "val") for transform in ("pil", "fast")]
+        kinds.append(("train", "gpu"))  # the workers' part of the GPU path: read, draw the crop, collate
         best: dict[tuple[str, str], tuple[Timed, dict]] = {}
         for _ in range(self.repeat):
             for kind in kinds:
@@ -285,7 +286,8 @@ class Bench:
                 if kind not in best or rate["samples_s"] > best[kind][1]["samples_s"]:
                     best[kind] = t, rate
         for split, transform in kinds:
-            self.add_loader_row(f"ImageNetMDS {split} transform={transform} ({LOADER_WORKERS} workers)",
+            what = ", the workers' part (no decode)" if transform == "gpu" else ""
+            self.add_loader_row(f"ImageNetMDS {split} transform={transform}{what} ({LOADER_WORKERS} workers)",
                                 *best[split, transform])
         for split in ("train", "val"):
             ref, fast = (self.find(f"ImageNetMDS {split} transform={t} ({LOADER_WORKERS} workers)")
@@ -348,6 +350,12 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
         ds: Dataset = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split=split, transform=transform,
                                   batch_size=BATCH, shuffle=False)
         collate = None
+        if transform == "gpu":
+            from how_to_imagenet import gpu
+
+            loader = DataLoader(Subset(ds, [i % len(ds) for i in range(n)]), batch_size=BATCH,
+                                num_workers=LOADER_WORKERS, collate_fn=gpu.collate, persistent_workers=True)
+            return second_epoch(loader, lambda batch: len(batch.y))
     elif kind == "mds":
         from streaming import StreamingDataset
         from streaming.base.util import clean_stale_shared_memory

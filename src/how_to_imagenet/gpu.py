@@ -29,18 +29,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .transforms import (
-    MEAN,
     RATIO,
     SCALE,
-    STD,
     Box,
+    FastTrain,
+    FastVal,
     center_crop_box,
-    crop_resize,
-    dct_scale,
     decode_pil,
     image_size,
     random_resized_crop_box,
     raw_bytes,
+    standardize,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +54,7 @@ def jpeg_decoder(backend: str = "auto") -> Callable[[list[torch.Tensor], torch.d
     if backend in ("auto", "torchcodec"):
         try:
             from torchcodec.decoders import decode_jpeg
-        except ImportError:
+        except (ImportError, OSError, RuntimeError):  # not installed, or its native library does not load
             if backend == "torchcodec":
                 raise
         else:
@@ -77,7 +76,7 @@ class Item(NamedTuple):
 
     data: torch.Tensor  # uint8, the JPEG file (empty when `pixels` is given)
     size: tuple[int, int]  # height, width, from the header
-    crop: torch.Tensor  # float32 (5,); flip 0 when `pixels` is given (they come flipped)
+    crop: torch.Tensor  # float32 (5,); zeros when `pixels` is given (cropped, and flipped, already)
     pixels: torch.Tensor | None  # uint8 3 x size x size
 
 
@@ -98,7 +97,8 @@ class Batch(NamedTuple):
 class JpegCrops:
     """The "transform" of `ImageNetMDS(transform="gpu")`: the crop drawn as the fast path draws it
     (RandomResizedCrop and a flip for train; the pixels of Resize + CenterCrop for val), nothing decoded.
-    Its samples need `collate` as the DataLoader's collate_fn."""
+    What is not an RGB or greyscale JPEG goes through the fast path itself (`cpu`) and joins the batch
+    as pixels. Its samples need `collate` as the DataLoader's collate_fn."""
 
     train: bool
     size: int = 224
@@ -107,22 +107,29 @@ class JpegCrops:
     ratio: tuple[float, float] = RATIO
     flip: float = 0.5
 
+    def __post_init__(self) -> None:
+        self.cpu()  # the same checks as the fast path's (a val crop no larger than the resize)
+
+    def cpu(self) -> FastTrain | FastVal:
+        if self.train:
+            return FastTrain(self.size, self.scale, self.ratio, self.flip)
+        return FastVal(self.size, self.resize)
+
     def __call__(self, sample: Any) -> Item:
         import torch
 
         data = raw_bytes(sample)
         width, height, fast = image_size(data)
+        if not fast:
+            return Item(torch.empty(0, dtype=torch.uint8), (height, width), torch.zeros(5, dtype=torch.float32),
+                        self.cpu()(data))
         if self.train:
             box = random_resized_crop_box(width, height, self.scale, self.ratio)
             flip = float(torch.rand(1).item() < self.flip)
         else:
             box, flip = center_crop_box(width, height, self.size, self.resize), 0.0
-        if fast:
-            file = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return Item(file, (height, width), torch.tensor([*box, flip], dtype=torch.float32), None)
-        pixels = crop_resize(decode_pil(data, dct_scale(box, self.size)), box, self.size)
-        return Item(torch.empty(0, dtype=torch.uint8), (height, width), torch.tensor([*box, 0.0]),
-                    pixels.flip(-1) if flip else pixels)
+        file = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return Item(file, (height, width), torch.tensor([*box, flip], dtype=torch.float32), None)
 
 
 def collate(samples: list[tuple[Item, int]]) -> Batch:
@@ -150,12 +157,11 @@ class Decoder:
         self.device, self.size, self.channels_last = torch.device(device), size, channels_last
         self.dtype = dtype or torch.float32
         self.decode = jpeg_decoder(backend)
-        self.shift = torch.tensor([255 * m for m in MEAN], device=self.device).view(1, 3, 1, 1)
-        self.scale = torch.tensor([255 * s for s in STD], device=self.device).view(1, 3, 1, 1)
+        self.warned = False
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole tensors go to the device without blocking (pinned by the DataLoader), and the rows are
-        ordered there: nothing here waits for the device but the decoder itself."""
+        ordered there: nothing here waits for the device but the decoder (see decode_all)."""
         import torch
 
         if len(batch.done) and batch.done.shape[-1] != self.size:
@@ -177,23 +183,37 @@ class Decoder:
         out = torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
-        x = out.sub_(self.shift).div_(self.scale).to(self.dtype)
-        return x, batch.y.to(self.device, non_blocking=True)
+        return standardize(out).to(self.dtype), batch.y.to(self.device, non_blocking=True)
 
     def decode_all(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
         """The batch in one call; where the decoder refuses the batch, each file on its own, and what it
-        still refuses (a corrupt-but-readable JPEG, as Pillow reads it) by Pillow on the CPU."""
+        still refuses (a corrupt-but-readable JPEG, as Pillow reads it) by Pillow on the host, said once.
+
+        nvJPEG's hardware decoder may write before the work queued on its stream has run: the host waits
+        for the current stream first, so the memory it decodes into is not still read by work queued
+        there (the earlier batch's crops, or a training step's). TorchCodec 0.17 waits so itself (its
+        DecodeJpegCuda.cpp); torchvision 0.29's decoder does not."""
         import torch
 
         if not files:
             return []
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
         try:
             return self.decode(files, self.device)
-        except RuntimeError:
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as e:
+            if not self.warned:
+                warnings.warn(f"the JPEG decoder refused a batch ({e}); decoding it file by file, with Pillow for "
+                              "what it refuses", stacklevel=2)
+                self.warned = True
             out = []
             for f in files:
                 try:
                     out.extend(self.decode([f], self.device))
+                except torch.OutOfMemoryError:
+                    raise
                 except RuntimeError:
                     array, _ = decode_pil(memoryview(f.numpy()))
                     out.append(torch.from_numpy(array).permute(2, 0, 1).to(self.device))
@@ -223,7 +243,7 @@ class Decoder:
 
         h = max(im.shape[1] for im in images)
         w = max(im.shape[2] for im in images)
-        padded = torch.empty((len(images), 3, h, w), device=self.device)
+        padded = torch.empty((len(images), 3, h, w), dtype=torch.float32, device=self.device)
         for k, im in enumerate(images):
             ih, iw = im.shape[1:]
             padded[k, :, :ih, :iw] = im

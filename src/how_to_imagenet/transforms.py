@@ -19,6 +19,7 @@ libjpeg reads only with a warning, is decoded by Pillow instead; the crop and re
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable
@@ -255,9 +256,24 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...] = MEAN, std: tuple[f
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize takes uint8 images (transform='fast'), got {images.dtype}: "
                         "the 'pil' transform's tensors are normalised already")
-    dtype = dtype or torch.float32
-    scale = torch.tensor([255.0 * s for s in std], device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    shift = torch.tensor([255.0 * m for m in mean], device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images.float().sub_(shift).div_(scale).to(dtype)
+    return standardize(images.float(), mean, std).to(dtype or torch.float32)
+
+
+def standardize(pixels: torch.Tensor, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> torch.Tensor:
+    """Float pixels in 0..255 (N x 3 x H x W) minus 255 * mean, over 255 * std, in place."""
+    shift, scale = _affine(pixels.device, tuple(mean), tuple(std))
+    return pixels.sub_(shift).div_(scale)
+
+
+@functools.cache
+def _affine(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """255 * mean and 255 * std on `device`, made once: a copy to a GPU made per batch would wait for the
+    work queued before it."""
+    import torch
+
+    def column(values: tuple[float, ...]) -> torch.Tensor:
+        return torch.tensor([255.0 * v for v in values], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    return column(mean), column(std)

@@ -10,7 +10,7 @@ import torch
 
 from how_to_imagenet import gpu
 from how_to_imagenet.testing.fixture import bench_photos
-from how_to_imagenet.transforms import MEAN, STD, Box, FastTrain, FastVal, decode_pil, normalize
+from how_to_imagenet.transforms import STD, Box, FastTrain, FastVal, decode_pil, normalize
 
 from .test_transforms import jpeg, junk_before_the_end
 
@@ -104,7 +104,8 @@ def test_a_file_the_gpu_decoder_refuses_is_decoded_by_pillow():
         return real(batch, device)
 
     decoder.decode = refusing
-    out = decoder.decode_all([torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files])
+    with pytest.warns(UserWarning, match="decoding it file by file"):
+        out = decoder.decode_all([torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files])
     assert calls == [3, 1, 1, 1]  # the batch, then each file on its own
     assert [tuple(o.shape) for o in out] == [(3, 200, 300), (3, 250, 250), (3, 300, 200)]
     pillow = torch.from_numpy(decode_pil(odd)[0]).permute(2, 0, 1)
@@ -112,8 +113,22 @@ def test_a_file_the_gpu_decoder_refuses_is_decoded_by_pillow():
 
 
 def test_decoded_on_the_cpu_is_the_decoder_over_each_batch():
-    batches = [batch_of(PHOTOS[:4], True, seed=1), batch_of(PHOTOS[4:], True, seed=2)]
+    batches = [batch_of(PHOTOS[:4], True, seed=1), batch_of(PHOTOS[4:], True, seed=2), batch_of(OTHERS, True)]
     out = list(gpu.decoded(batches, device="cpu"))
-    assert len(out) == 2 and [len(y) for _, y in out] == [4, len(PHOTOS) - 4]
-    assert torch.equal(out[0][0], gpu.Decoder("cpu")(batches[0])[0])
-    assert MEAN  # the same constants as the CPU path's normalize
+    assert [len(y) for _, y in out] == [4, len(PHOTOS) - 4, len(OTHERS)]  # the last: CPU-made crops only
+    for (x, _), b in zip(out, batches, strict=True):
+        assert torch.equal(x, gpu.Decoder("cpu")(b)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_decoded_on_a_gpu_is_the_cpu_decoders_result_batch_after_batch():
+    """The side stream, pinned batches, and nvJPEG writing on its own stream: each batch as the CPU makes it."""
+    batches = [batch_of(PHOTOS + OTHERS, train, seed) for seed in range(3) for train in (True, False)]
+    pinned = [gpu.Batch(*(t.pin_memory() for t in b)) for b in batches]
+    got = []
+    for x, y in gpu.decoded(pinned, device="cuda"):
+        torch.cuda._sleep(10_000_000)  # a slow step on the default stream while the next batch decodes
+        got.append((x.cpu(), y.cpu()))
+    for (x, y), b in zip(got, batches, strict=True):
+        want, y_want = gpu.Decoder("cpu")(b)
+        assert torch.equal(y, y_want) and levels(x, want).mean() < 1.0  # nvJPEG's IDCT is not libjpeg's

@@ -116,7 +116,8 @@ def test_fast_val_with_scaled_decoding_is_within_two_levels(data: bytes):
 
 
 TRAIN_IMAGES = [bench_photos(random.Random(4), 1)[0], jpeg(900, 700), jpeg(500, 375), jpeg(100, 80),
-                jpeg(300, 200, "CMYK"), jpeg(300, 200, fmt="PNG"), junk_before_the_end(jpeg(300, 200))]
+                jpeg(300, 200, "CMYK"), jpeg(300, 200, fmt="PNG"), junk_before_the_end(jpeg(300, 200)),
+                jpeg(4000, 3000), jpeg(1200, 1000, "CMYK")]  # the last two: crops decoded at 1/2 to 1/8
 
 
 def reference_crops(data: bytes, seeds: range) -> list[torch.Tensor]:
@@ -141,10 +142,20 @@ def test_fast_train_exact_is_the_references_pixels_for_the_same_draw(data: bytes
 
 @pytest.mark.parametrize("data", TRAIN_IMAGES)
 def test_fast_train_default_is_within_four_levels_of_the_reference(data: bytes):
-    """The default decodes with libjpeg's fast DCT and upsampling, and large crops at 1/2, 1/4, 1/8."""
+    """The default decodes with libjpeg's fast DCT, and crops at least twice the output at 1/2, 1/4, 1/8."""
     for seed, ref in zip(range(8), reference_crops(data, range(8)), strict=True):
         torch.manual_seed(seed)
         assert mean_abs(FastTrain(flip=0.0)(data), ref) <= 4.0, seed
+
+
+def test_the_train_pixel_tests_cover_every_dct_scale():
+    scales = set()
+    for data in TRAIN_IMAGES:
+        image = Image.open(io.BytesIO(data))
+        for seed in range(8):
+            torch.manual_seed(seed)
+            scales.add(dct_scale(random_resized_crop_box(*image.size), 224))
+    assert scales == {1, 2, 4, 8}
 
 
 def test_fast_train_flips_half_the_time():
