@@ -106,8 +106,8 @@ def decode(data: bytes | memoryview, width: int, height: int, denominator: int =
            exact: bool = True) -> tuple[np.ndarray, int]:
     """The width x height JPEG as an HxWx3 uint8 array, 1/denominator of its size (rounded up), decoded by
     libjpeg-turbo (simplejpeg), and the denominator. Not `exact`: libjpeg's fast integer DCT, 6% quicker
-    and about 1 level of 255 off on average. (Its fast chroma upsampling, as quick again, is 7 levels off
-    on the bench's JPEGs: not taken.) What simplejpeg refuses (libjpeg's recoverable warnings, such as
+    and about 1 level of 255 off on average. (Its fast chroma upsampling adds about 1% more and is 7 levels
+    off on the bench's JPEGs: not taken.) What simplejpeg refuses (libjpeg's recoverable warnings, such as
     extra bytes before the end marker) goes to Pillow, as in the reference."""
     import simplejpeg
 
