@@ -340,6 +340,7 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
         return Image.open(io.BytesIO(raw)).convert("RGB").size[0] if decode else len(raw)
 
     collate: Callable | None = list
+    count: Callable[[Any], int] = len
     if ":" in kind:
         from streaming.base.util import clean_stale_shared_memory
 
@@ -349,13 +350,11 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
         split, transform = kind.split(":")
         ds: Dataset = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split=split, transform=transform,
                                   batch_size=BATCH, shuffle=False)
-        collate = None
+        collate, count = None, lambda batch: len(batch[1])  # default collate: [x, y]
         if transform == "gpu":
             from how_to_imagenet import gpu
 
-            loader = DataLoader(Subset(ds, [i % len(ds) for i in range(n)]), batch_size=BATCH,
-                                num_workers=LOADER_WORKERS, collate_fn=gpu.collate, persistent_workers=True)
-            return second_epoch(loader, lambda batch: len(batch.y))
+            collate, count = gpu.collate, lambda batch: len(batch.y)
     elif kind == "mds":
         from streaming import StreamingDataset
         from streaming.base.util import clean_stale_shared_memory
@@ -374,7 +373,7 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
         ds = ImageFolder(str(Paths(Path(data)).untar("train")), loader=lambda p: load(Path(p).read_bytes()))
     loader = DataLoader(Subset(ds, [i % len(ds) for i in range(n)]), batch_size=BATCH, num_workers=LOADER_WORKERS,
                         collate_fn=collate, persistent_workers=True)
-    return second_epoch(loader, lambda batch: len(batch) if collate else len(batch[1]))  # default collate: [x, y]
+    return second_epoch(loader, count)
 
 
 def second_epoch(loader: Iterable, count: Callable[[Any], int], step: Callable[[Any], None] = lambda b: None,

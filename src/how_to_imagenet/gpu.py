@@ -22,6 +22,7 @@ Everything here also runs with device="cpu", which is how it is tested without a
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -34,10 +35,8 @@ from .transforms import (
     Box,
     FastTrain,
     FastVal,
-    center_crop_box,
     decode_pil,
     image_size,
-    random_resized_crop_box,
     raw_bytes,
     standardize,
 )
@@ -95,7 +94,7 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class JpegCrops:
-    """The "transform" of `ImageNetMDS(transform="gpu")`: the crop drawn as the fast path draws it
+    """The "transform" of `ImageNetMDS(transform="gpu")`: the crop drawn by the fast path's own `draw`
     (RandomResizedCrop and a flip for train; the pixels of Resize + CenterCrop for val), nothing decoded.
     What is not an RGB or greyscale JPEG goes through the fast path itself (`cpu`) and joins the batch
     as pixels. Its samples need `collate` as the DataLoader's collate_fn."""
@@ -108,9 +107,11 @@ class JpegCrops:
     flip: float = 0.5
 
     def __post_init__(self) -> None:
-        self.cpu()  # the same checks as the fast path's (a val crop no larger than the resize)
+        _ = self.cpu  # made now: the same checks as the fast path's (a val crop no larger than the resize)
 
+    @functools.cached_property
     def cpu(self) -> FastTrain | FastVal:
+        """The fast path with these settings: it draws the crops, and makes what the GPU cannot decode."""
         if self.train:
             return FastTrain(self.size, self.scale, self.ratio, self.flip)
         return FastVal(self.size, self.resize)
@@ -122,14 +123,10 @@ class JpegCrops:
         width, height, fast = image_size(data)
         if not fast:
             return Item(torch.empty(0, dtype=torch.uint8), (height, width), torch.zeros(5, dtype=torch.float32),
-                        self.cpu()(data))
-        if self.train:
-            box = random_resized_crop_box(width, height, self.scale, self.ratio)
-            flip = float(torch.rand(1).item() < self.flip)
-        else:
-            box, flip = center_crop_box(width, height, self.size, self.resize), 0.0
+                        self.cpu(data))
+        box, flip = self.cpu.draw(width, height)
         file = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return Item(file, (height, width), torch.tensor([*box, flip], dtype=torch.float32), None)
+        return Item(file, (height, width), torch.tensor([*box, float(flip)], dtype=torch.float32), None)
 
 
 def collate(samples: list[tuple[Item, int]]) -> Batch:

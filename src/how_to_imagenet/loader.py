@@ -23,7 +23,7 @@ from streaming import StreamingDataset
 from .gpu import JpegCrops
 from .labels import classes as class_table
 from .names import split_folder
-from .transforms import FastTrain, FastVal, train_transform, val_transform
+from .transforms import FastPath, FastTrain, FastVal, train_transform, val_transform
 
 TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transform),
               "gpu": (lambda: JpegCrops(train=True), lambda: JpegCrops(train=False))}
@@ -55,7 +55,7 @@ class ImageNetMDS(StreamingDataset):
                                  "a callable, or None")
             transform = TRANSFORMS[transform][split != "train"]()
         self.transform = transform
-        self.undecoded = isinstance(transform, FastTrain | FastVal | JpegCrops)
+        self.undecoded = isinstance(transform, FastPath | JpegCrops)
         if self.undecoded:  # they take the JPEG bytes: have the shards hand them over as they are stored
             for shard in self.shards:
                 shard.column_encodings = ["bytes" if name == "x" else encoding

@@ -179,8 +179,31 @@ def crop_resize(decoded: tuple[np.ndarray, int], box: Box, size: int) -> torch.T
     return torch.from_numpy(np.array(out)).permute(2, 0, 1)
 
 
+class FastPath:
+    """What FastTrain and FastVal share: the crop drawn from the JPEG header's size (`draw`, the hook they
+    override), the image decoded only as large as that crop needs unless `exact`, the crop resized, and
+    flipped if drawn so. Returns a uint8 tensor 3 x size x size."""
+
+    size: int
+    exact: bool
+    fast_dct: bool  # libjpeg's fast DCT, where the decode is not `exact`
+
+    def draw(self, width: int, height: int) -> tuple[Box, bool]:
+        """The crop of a width x height image, and whether to flip it."""
+        raise NotImplementedError
+
+    def __call__(self, sample: bytes | memoryview | Image.Image) -> torch.Tensor:
+        data = raw_bytes(sample)
+        width, height, fast = image_size(data)
+        box, flip = self.draw(width, height)
+        den = 1 if self.exact else dct_scale(box, self.size)
+        out = crop_resize(decode(data, width, height, den, not self.fast_dct) if fast else decode_pil(data, den), box,
+                          self.size)
+        return out.flip(-1) if flip else out
+
+
 @dataclass(frozen=True)
-class FastTrain:
+class FastTrain(FastPath):
     """The reference training augmentation on JPEG bytes: RandomResizedCrop(size, scale, ratio) and a
     horizontal flip with probability `flip`. Returns a uint8 tensor 3 x size x size."""
 
@@ -190,22 +213,19 @@ class FastTrain:
     flip: float = 0.5
     exact: bool = False  # True: libjpeg's exact DCT and upsampling at full size, the reference's pixels
 
-    def __call__(self, sample: bytes | memoryview | Image.Image) -> torch.Tensor:
+    @property
+    def fast_dct(self) -> bool:
+        return not self.exact
+
+    def draw(self, width: int, height: int) -> tuple[Box, bool]:
         import torch
 
-        data = raw_bytes(sample)
-        width, height, fast = image_size(data)
         box = random_resized_crop_box(width, height, self.scale, self.ratio)
-        den = 1 if self.exact else dct_scale(box, self.size)
-        out = crop_resize(decode(data, width, height, den, self.exact) if fast else decode_pil(data, den), box,
-                          self.size)
-        if torch.rand(1).item() < self.flip:
-            out = out.flip(-1)
-        return out
+        return box, torch.rand(1).item() < self.flip
 
 
 @dataclass(frozen=True)
-class FastVal:
+class FastVal(FastPath):
     """The reference evaluation transform on JPEG bytes: the pixels of Resize(resize) + CenterCrop(size),
     resized from the crop's own box in one step (the same sampling positions and filter as resizing the
     whole image). `exact` (the default) decodes at full size with libjpeg's exact DCT, as Pillow does;
@@ -215,18 +235,15 @@ class FastVal:
     size: int = 224
     resize: int = 256
     exact: bool = True
+    fast_dct = False  # exact DCT always: only the scale changes with `exact`
 
     def __post_init__(self) -> None:
         if self.size > self.resize:
             raise ValueError(f"FastVal: size {self.size} is larger than resize {self.resize}: a centre crop "
                              "cannot be larger than the resized image")
 
-    def __call__(self, sample: bytes | memoryview | Image.Image) -> torch.Tensor:
-        data = raw_bytes(sample)
-        width, height, fast = image_size(data)
-        box = center_crop_box(width, height, self.size, self.resize)
-        den = 1 if self.exact else dct_scale(box, self.size)
-        return crop_resize(decode(data, width, height, den) if fast else decode_pil(data, den), box, self.size)
+    def draw(self, width: int, height: int) -> tuple[Box, bool]:
+        return center_crop_box(width, height, self.size, self.resize), False
 
 
 def train_transform(size: int = 224) -> Callable:
