@@ -26,7 +26,7 @@ REMOTE ?=## object-store folder, e.g. s3://bucket/imagenet/mds: mds uploads shar
 DECODE ?= 0## DECODE=1: make check also decodes every image and checks it is RGB
 BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 13600 is about 1.5 GB)
 BENCH_REPEAT ?= 2## runs of each make bench row; the fastest counts (the machine may be shared)
-DEMO ?= demo## folder for make demo (emptied first)
+DEMO ?= demo## folder for make demo (emptied first if an earlier demo made it; any other is refused)
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 TEST_JOBS ?= 2## pytest processes for make test (pytest-xdist); each builds its own fixtures
 
@@ -80,7 +80,7 @@ clean-train-tar clean-val-tar: clean-%-tar: | venv ## as clean-SPLIT, and remove
 	$(STAGE) clean $(ARGS) --tar $*
 
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)
-	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(DEMO)
+	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir '$(DEMO)'
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
 	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
 bench-loader: | venv ## only the loader rows of make bench (reference vs fast path); DATA/reports/bench-loader.json

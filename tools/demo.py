@@ -13,8 +13,11 @@ from pathlib import Path
 
 from how_to_imagenet.pipeline.console import UserError, log, main
 from how_to_imagenet.pipeline.files import remove
+from how_to_imagenet.pipeline.layout import DEMO_MARKER
 from how_to_imagenet.testing.fixture import build
 from how_to_imagenet.testing.webseed import serve
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def make(*args: str) -> None:
@@ -24,13 +27,37 @@ def make(*args: str) -> None:
         raise UserError(f"demo step failed: {' '.join(cmd)}")
 
 
+def prepare(folder: Path, repository: Path = REPOSITORY) -> Path:
+    """Empty `folder` for the demo and mark it as the demo's: only a folder holding the marker (an
+    earlier demo's), an empty one or a new one is used. `/`, $HOME, the repository, the current folder
+    and any folder holding one of them are refused, as is any other existing path: nothing the demo
+    did not make is deleted."""
+    root = folder.resolve()
+    given = f"DEMO={folder}"
+    kept = {"/": Path("/"), "$HOME": Path.home(), "the repository": repository, "the current folder": Path.cwd()}
+    for held, hit in (("is", lambda p: p == root), ("holds", lambda p: p.is_relative_to(root))):
+        if what := next((w for w, p in kept.items() if hit(p.resolve())), None):
+            raise UserError(f"{given}: {root} {held} {what}; the demo empties its folder: pick a new one, "
+                            "e.g. DEMO=demo")
+    if root.exists() or root.is_symlink():
+        if not root.is_dir() or root.is_symlink():
+            raise UserError(f"{given}: {root} exists and is not a folder; pick a new folder, e.g. DEMO=demo")
+        if not (root / DEMO_MARKER).is_file() and any(root.iterdir()):
+            raise UserError(f"{given}: {root} is not empty and was not made by make demo (no {DEMO_MARKER} in it); "
+                            "the demo empties its folder: pick a new one, or empty it yourself")
+        remove(root)
+    root.mkdir(parents=True)
+    (root / DEMO_MARKER).write_text("made by make demo (tools/demo.py): the demo empties this folder on its next run\n")
+    return root
+
+
 def run() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--dir", type=Path, default=Path("demo"), help="demo folder (emptied first)")
+    p.add_argument("--dir", type=Path, default=Path("demo"),
+                   help="demo folder (emptied first, if an earlier demo made it; any other existing folder is refused)")
     args = p.parse_args()
     t0 = time.time()
-    root = args.dir.resolve()
-    remove(root)
+    root = prepare(args.dir)
     fixture, data = root / "fixture", root / "data"
     fixture.mkdir(parents=True)
     server = serve(fixture)

@@ -17,14 +17,7 @@ from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths
-from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, checked, copy_data, make, read_mds, states
-
-
-def one_error(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, done.stderr
-    return errors[0]
+from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, checked, copy_data, make, one_error, read_mds, states
 
 
 def test_bit_rot_in_a_verified_archive_is_refused_naming_the_image_and_mended(fixture: Fixture, built: Path,

@@ -19,17 +19,11 @@ import yaml
 from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.layout import Paths, partial
 from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, mds_files, start, states
+from how_to_imagenet.testing.runs import one_error as one_line
 from how_to_imagenet.testing.torrent import make_torrent
 from how_to_imagenet.testing.webseed import serve
 
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a filesystem: needs root (CI runs as root)")
-
-
-def one_line(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, done.stderr
-    return errors[0]
 
 
 @pytest.mark.parametrize(("setting", "said"), [

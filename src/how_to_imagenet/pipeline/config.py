@@ -106,6 +106,9 @@ def load_config(path: str | Path) -> Config:
     if not raw["splits"]:
         raise UserError(f"{path}: 'splits' names no split; add train and/or val (see config.yaml)")
     for name, s in raw["splits"].items():
+        if s["archive"] in ("", ".", "..") or "/" in s["archive"] or "\0" in s["archive"]:
+            raise UserError(f"{path}: 'splits.{name}.archive' must be a bare file name (the archive's name in "
+                            f"DATA/tar/), got {s['archive']!r}; a path to your own copy goes in 'splits.{name}.source'")
         for key in ("bytes", "images"):
             if s[key] <= 0:
                 raise UserError(f"{path}: 'splits.{name}.{key}' must be positive, got {s[key]}")

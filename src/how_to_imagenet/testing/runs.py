@@ -34,6 +34,14 @@ def make(*args: str, check: bool = True, env: dict[str, str] | None = None) -> s
     return done
 
 
+def one_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The one `error:` line of a run that failed as it should: no traceback, exactly one such line."""
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
 def start(*args: str) -> subprocess.Popen[str]:
     """`make ARGS` in its own process group, as a terminal would run it."""
     return subprocess.Popen(["make", "--no-print-directory", f"VENV={VENV}", *args], cwd=PROJECT, env=ENV,

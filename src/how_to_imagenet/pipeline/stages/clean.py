@@ -4,10 +4,12 @@ The downloaded archive and its download/verify stamps stay, unless --tar is give
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..cli import parser, setup
-from ..console import log
+from ..console import UserError, log
 from ..files import remove
-from ..layout import mds_stage, partial
+from ..layout import Paths, mds_stage, partial
 
 
 def run() -> None:
@@ -23,9 +25,21 @@ def run() -> None:
     targets += [p for r in [None, *resizes] for p in (paths.mds(split.name, r), paths.cache(split.name, r))]
     if args.tar:
         tar = paths.tar(split.archive)
-        targets += [tar, paths.control(tar), paths.index(split.name)]
+        targets += [tar, paths.control(tar), paths.aside(tar), paths.index(split.name)]
     reports = paths.reports(split.name)
-    for path in targets + [partial(t) for t in targets] + [paths.stamp(split.name, s) for s in stages] + reports:
-        if path.exists() or path.is_symlink():
+    named = targets + [partial(t) for t in targets] + [paths.stamp(split.name, s) for s in stages] + reports
+    doomed = [p for p in named if p.exists() or p.is_symlink()]
+    for path in doomed:  # all checked before any is removed
+        inside(paths, path)
+    for path in doomed:
             log(f"[clean {split.name}] removing {path}")
             remove(path)
+
+
+def inside(paths: Paths, path: Path) -> None:
+    """clean removes only what `Paths` names under DATA: a path whose folder is, in fact (links
+    resolved), elsewhere is an error, and nothing is removed."""
+    data = paths.data.resolve()
+    if not path.parent.resolve().is_relative_to(data):
+        raise UserError(f"clean: {path} is not under DATA ({data}): it is not the project's to remove, nothing was "
+                        "removed; remove it yourself if you mean to")

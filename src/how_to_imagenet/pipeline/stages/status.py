@@ -78,6 +78,11 @@ def run() -> None:
         if download.removed(paths, split):
             print(f"{split.name}: {paths.tar(split.archive).name} was removed after verify; the shards and make check "
                   f"do not need it (a RESIZE check does; 'make download-{split.name}' fetches it again)")
+    for split in cfg.splits.values():
+        aside = paths.aside(paths.tar(split.archive))
+        if aside.is_file():
+            print(f"{split.name}: {aside} ({human_bytes(aside.stat().st_size)}) is a damaged copy verify set aside; "
+                  f"'make clean-{split.name}-tar' removes it (and the archive), or delete it yourself")
     for line in remotes:
         print(f"remote copy of {line}")
     for split in cfg.splits:
