@@ -37,6 +37,10 @@ def test_the_shipped_config_loads_with_paths_relative_to_its_folder():
     (lambda c: c["mds"].pop("hashes"), "missing key 'mds.hashes'"),
     (lambda c: c["splits"].update(test={}), "unknown key 'splits.test'"),
     (lambda c: c["splits"]["val"].update(images=0), "'splits.val.images' must be positive"),
+    (lambda c: c["splits"]["val"].update(per_class=[True, True]), "'splits.val.per_class' must be a list of int"),
+    (lambda c: c["mds"].update(size_limit=True), "'mds.size_limit' must be int, got bool"),
+    (lambda c: c["splits"]["val"].update(archive="/data/ILSVRC2012_img_val.tar"),
+     "'splits.val.archive' must be a bare file name"),
 ])
 def test_a_bad_key_or_type_is_an_error_naming_the_key(tmp_path: Path, edit, message: str):
     with pytest.raises(UserError, match=re.escape(message)):

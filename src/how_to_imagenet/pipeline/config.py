@@ -47,7 +47,8 @@ def _check(value: Any, schema: Any, key: str, where: Path) -> None:
                 raise UserError(f"{where}: missing key '{full}'")
             _check(value[k], sub, full, where)
     elif isinstance(schema, list):
-        if not isinstance(value, list) or not all(isinstance(v, schema[0]) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, schema[0]) and (schema[0] is bool or not isinstance(
+                v, bool)) for v in value):
             raise UserError(f"{where}: '{key}' must be a list of {schema[0].__name__}, got {value!r}")
     elif not isinstance(value, schema) or (schema is not bool and isinstance(value, bool)):
         raise UserError(f"{where}: '{key}' must be {schema.__name__}, got {type(value).__name__} {value!r}")
@@ -85,8 +86,13 @@ class Config:
         return (self.path.parent / Path(value).expanduser()).resolve()
 
 
-def check_image_count(cfg: Config, split: Split, tar: Path, found: int) -> None:
-    """The archive holds exactly the images the config says (verify and untar both count them)."""
+def check_image_count(cfg: Config, split: Split, tar: Path, found: int, proven: bool = False) -> None:
+    """The archive holds exactly the images the config says (verify and untar both count them).
+    `proven`: the archive matched its checksums (verify), so another count is the config's mistake."""
+    if found != split.images and proven:
+        raise UserError(f"{tar}: holds {found} images, but splits.{split.name}.images in {cfg.path} says "
+                        f"{split.images}; the archive matches its checksums, so the config is wrong: set "
+                        f"splits.{split.name}.images to {found}")
     if found != split.images:
         raise UserError(f"{tar}: holds {found} images, but splits.{split.name}.images in {cfg.path} "
                         f"says {split.images}; fix the config or download the archive again")

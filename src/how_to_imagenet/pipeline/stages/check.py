@@ -155,10 +155,15 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
     for wnid, want in sorted(Counter(w for _, w, _ in expected).items()):
         if counts[wnid] != want:
             failures.append(f"class {wnid}: {counts[wnid]} samples, the archive holds {want}")
-    if spec.per_class and counts:
+    mistakes: list[str] = []  # what the verified archive itself contradicts in the config: no rewrite mends it
+    if spec.per_class:
         low, high = spec.per_class
+        held = Counter(w for _, w, _ in expected)
+        mistakes += [f"class {w}: the archive holds {c} images (it matched its checksums), outside "
+                     f"splits.{split}.per_class [{low}, {high}] in {cfg.path}"
+                     for w, c in sorted(held.items()) if not low <= c <= high]
         failures += [f"class {w}: {c} samples, outside splits.{split}.per_class [{low}, {high}]"
-                     for w, c in sorted(counts.items()) if not low <= c <= high]
+                     for w, c in sorted(counts.items()) if not low <= c <= high and low <= held[w] <= high]
     if split == "val":  # ImageFolder order: sample n is the n-th image of the sorted tree
         failures += [f"sample {n} ({w}) is not {ew}/{i.name}, the ImageFolder image {n}"
                      for n, ((h, w), (e, ew, i)) in enumerate(zip(got, expected, strict=False))
@@ -174,7 +179,8 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
         failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if k in known and have[k] > known[k]]
     archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
     report = {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
-              "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"), "ok": not failures,
+              "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"),
+              "ok": not failures and not mistakes, "config_mistakes": mistakes[:1000],
               "samples": len(ds), "shards": shards, "decode": decode, "archive_read": archive_read, "redo": redo,
               "per_class": {"fewest": min(counts.values(), default=0), "most": max(counts.values(), default=0)},
               "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}
@@ -184,7 +190,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
 def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, resize: int | None,
                  remote: str | None) -> None:
     """Check each split, write its report and say the verdict; a failure is a UserError naming the first."""
-    failed, redo = [], []
+    failed, redo, mistaken = [], [], []
     for split in splits:
         report = check(cfg, paths, split, decode, resize, remote)
         out = paths.check_report(split, resize)
@@ -196,12 +202,20 @@ def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, res
             f"({pc['fewest']} to {pc['most']} per class){decoded}: {verdict} ({out})")
         for line in failures[:SHOWN]:
             log(f"[check {split}] FAIL {line}")
+        for line in report["config_mistakes"][:SHOWN]:
+            log(f"[check {split}] FAIL {line}")
         if failures:
             failed.append(f"check of {split} failed: {failures[0]}"
                           + (f" (and {len(failures) - 1} more, see {out})" if len(failures) > 1 else ""))
             redo.append(f"'make {report['redo']}'")
+        elif mistakes := report["config_mistakes"]:
+            mistaken.append(f"check of {split}: the config is wrong, not the shards: {mistakes[0]}"
+                            + (f" (and {len(mistakes) - 1} more, see {out})" if len(mistakes) > 1 else ""))
     if failed:  # the shards are now damaged for mds (mds.present reads this report): redone by the next run
-        raise UserError("; ".join(failed) + f"; run {' and '.join(redo)} to redo what is wrong, then check again")
+        raise UserError("; ".join(failed + mistaken)
+                        + f"; run {' and '.join(redo)} to redo what is wrong, then check again")
+    if mistaken:  # the shards stay done: rewriting them would give the same ones
+        raise UserError("; ".join(mistaken) + "; fix that key in the config (the shards are kept), then check again")
 
 
 def run() -> None:

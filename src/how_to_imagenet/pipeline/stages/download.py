@@ -219,6 +219,21 @@ def record(paths: Paths, split: Split, kind: str) -> None:
         write_json(path, {**stamp, "outputs": outputs(paths, split, kind)})
 
 
+def contradicted(cfg: Config, paths: Paths, split: Split) -> None:
+    """The archive this download finished from the same source is still there, unchanged, but the
+    config now gives another size: the config's mistake (fetching it again would give the same bytes)."""
+    stamp, tar = read_stamp(paths.stamp(split.name, "download")), paths.tar(split.archive)
+    if stamp is None or not tar.is_file() or paths.control(tar).exists():
+        return
+    was, st = stamp["inputs"] if isinstance(stamp["inputs"], dict) else {}, tar.stat()
+    recorded = (stamp["outputs"].get("bytes"), stamp["outputs"].get("mtime_ns"))
+    if (was.get("source"), was.get("archive")) == (split.source, split.archive) and was.get("bytes") != split.bytes \
+            and recorded == (st.st_size, st.st_mtime_ns):
+        raise UserError(f"{tar} was downloaded in full from splits.{split.name}.source with {st.st_size} bytes, but "
+                        f"splits.{split.name}.bytes in {cfg.path} now says {split.bytes}: fix "
+                        f"splits.{split.name}.bytes (the archive is kept, nothing is downloaded again)")
+
+
 def needed_archive(paths: Paths, split: Split) -> Path:
     """The archive, for a stage that reads it; gone (removed after verify) is an error saying how to fetch it."""
     tar = paths.tar(split.archive)
@@ -271,5 +286,6 @@ def run() -> None:
     split = cfg.split(args.split)
     if args.fetch and removed(paths, split):
         paths.stamp(split.name, "download").unlink(missing_ok=True)
+    contradicted(cfg, paths, split)
     run_stage(paths, split.name, "download", inputs(cfg, paths, split), lambda: download(cfg, paths, split, args.yes),
               presence(split))

@@ -82,7 +82,9 @@ def present(paths: Paths, out: dict[str, Any]) -> str | None:
     of these very shards (the same `id`) found them wrong."""
     folder = paths.at(out["path"])
     check = read_json(paths.at(out["check"])) if "check" in out else None
-    if isinstance(check, dict) and check.get("of_shards") == out.get("id") and not check.get("ok", True):
+    # What a check found wrong with the shards; the config's mistakes (config_mistakes) are no fault of theirs.
+    if isinstance(check, dict) and check.get("of_shards") == out.get("id") and (
+            check.get("failures") if "failures" in check else not check.get("ok", True)):
         return f"make check found them wrong ({(check.get('failures') or ['?'])[0]})"
     index = read_json(folder / INDEX)
     if not isinstance(index, dict):

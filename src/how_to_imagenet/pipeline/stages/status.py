@@ -93,7 +93,8 @@ def run() -> None:
             stamp = read_stamp(paths.stamp(split, mds_stage(r.get("resize"))))
             if stamp is None:  # the dataset is gone (cleaned)
                 continue
-            failures = r.get("failures") or ["(no detail)"]
+            mistakes = [f"the config: {m}" for m in r.get("config_mistakes") or []]
+            failures = r.get("failures") or mistakes or ["(no detail)"]
             verdict = "OK" if r.get("ok") else f"FAILED ({len(failures)}: {failures[0]})"
             stale = stamp["finished"] != r.get("of_shards_finished")
             print(f"make check of {r.get('dataset')}{' at ' + r['remote'] if r.get('remote') else ''}: "

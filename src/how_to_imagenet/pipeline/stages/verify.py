@@ -144,12 +144,14 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
         rate = size / max(time.perf_counter() - t0, 1e-9) / 1e6
         index_upto(size + LOOKAHEAD)
     if wrong := [alg for alg in sorted(expected) if actual[alg] != expected[alg]]:
-        alg, where = wrong[0], checksum_entries(cfg, split.archive)[wrong[0]][1]
+        entries = checksum_entries(cfg, split.archive)
+        alg, where = wrong[0], entries[wrong[0]][1]
         right = [a for a in sorted(expected) if a not in wrong]
-        if "sha256" in right:  # a cryptographic hash vouches for the archive: the entry is what is wrong
+        if right:  # the checksum files disagree with each other: no download or repair can settle that
             raise UserError(f"{tar}: {alg} is {actual[alg]}, but {where} says {expected[alg]}, while "
-                            f"{' and '.join(right)} match: probably a wrong checksum entry; fix {where} (the archive "
-                            "is kept, nothing is downloaded again)")
+                            f"{' and '.join(right)} match ({', '.join(entries[a][1] for a in right)}): the checksum "
+                            f"files disagree about this archive, probably a wrong checksum entry; fix {where} (the "
+                            "archive is kept, nothing is downloaded again or set aside)")
         if repaired:  # every piece matches the torrent, not the checksum files: one of them is wrong
             raise UserError(f"{tar} matches every piece of its torrent, but its {alg} is {actual[alg]} where {where} "
                             f"says {expected[alg]}: the torrent and the checksum files describe different archives; "
@@ -158,7 +160,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
     if problem is not None:
         raise problem
     images.sort(key=lambda i: (i.wnid, i.name))
-    check_image_count(cfg, split, tar, len(images))
+    check_image_count(cfg, split, tar, len(images), proven=True)
     index = paths.index(split_name)
     index.parent.mkdir(parents=True, exist_ok=True)
     write_index(index, images)
