@@ -33,9 +33,11 @@ TEST_JOBS ?= 2## pytest processes for make test (pytest-xdist); each builds its 
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/src
 STAGE := $(PY) -m how_to_imagenet.pipeline
-WHERE = --config '$(CONFIG)' $(if $(DATA),--data '$(DATA)')
+# A value as one shell word, whatever quotes it holds.
+quote = '$(subst ','\'',$(1))'
+WHERE = --config $(call quote,$(CONFIG)) $(if $(DATA),--data $(call quote,$(DATA)))
 # Every stage gets the variables it may use, and checks all of them before any work.
-ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(v)='$($(v))')
+ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(call quote,$(v)=$($(v))))
 VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
 
@@ -80,7 +82,7 @@ clean-train-tar clean-val-tar: clean-%-tar: | venv ## as clean-SPLIT, and remove
 	$(STAGE) clean $(ARGS) --tar $*
 
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)
-	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir '$(DEMO)'
+	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(call quote,$(DEMO))
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
 	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
 bench-loader: | venv ## only the loader rows of make bench (reference vs fast path); DATA/reports/bench-loader.json

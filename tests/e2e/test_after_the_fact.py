@@ -17,6 +17,7 @@ from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths
+from how_to_imagenet.testing import runs
 from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, checked, copy_data, make, one_error, read_mds, states
 
 
@@ -138,8 +139,9 @@ def test_check_holds_the_lock_shared_so_clean_waits_for_it(fixture: Fixture, bui
         reader = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(60)", "pass"), str(Paths(data).lock)],
                                 capture_output=True, text=True, timeout=30, env=env)
         assert reader.stdout == "held\n" and "waiting" not in reader.stderr
-        clean = subprocess.Popen(["make", "--no-print-directory", "clean-val", f"CONFIG={fixture.config}",
-                                  f"DATA={data}"], cwd=PROJECT, env=ENV, stderr=subprocess.PIPE, text=True)
+        clean = subprocess.Popen(["make", "--no-print-directory", f"VENV={runs.VENV}", "clean-val",
+                                  f"CONFIG={fixture.config}", f"DATA={data}"], cwd=PROJECT, env=ENV,
+                                 stderr=subprocess.PIPE, text=True)
         line = clean.stderr.readline()
         assert line.startswith(f"waiting: {Paths(data).lock} is held by pid {holder.pid}"), line
         assert Paths(data).mds("val").exists()

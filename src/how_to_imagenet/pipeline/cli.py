@@ -41,7 +41,9 @@ def whole(variable: str, low: int = 1, high: int | None = None) -> Callable[[str
     allowed = f"from {low} to {high}" if high is not None else f"of at least {low}"
 
     def parse(text: str) -> int:
-        if not text.strip().isdigit() or not low <= int(text) <= (high if high is not None else int(text)):
+        digits = text.strip()
+        if not (digits.isascii() and digits.isdigit()) or not low <= int(digits) <= (high if high is not None
+                                                                                      else int(digits)):
             raise argparse.ArgumentTypeError(f"{variable} must be a whole number {allowed}, got {text!r}")
         return int(text)
 
@@ -98,6 +100,9 @@ def setup(args: argparse.Namespace, lock: str | None = "exclusive") -> tuple[Con
     ends (see `lock_data`)."""
     cfg = load_config(args.config)
     paths = Paths(Path(args.data).resolve() if args.data else cfg.data_dir)
+    if paths.data.exists() and not paths.data.is_dir():
+        given = f"DATA={args.data}" if args.data else f"data_dir in {cfg.path}"
+        raise UserError(f"{given}: {paths.data} is a file, not a folder; set DATA=<a folder> (it is made if missing)")
     DATA[:] = [paths.data]
     if lock:
         lock_data(paths.lock, shared=lock == "shared")

@@ -98,16 +98,39 @@ def check_image_count(cfg: Config, split: Split, tar: Path, found: int, proven: 
                         f"says {split.images}; fix the config or download the archive again")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1}): give each key once",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # a SafeLoader
     except FileNotFoundError:
         raise UserError(f"{path}: config file not found; pass CONFIG=<file> or copy config.yaml") from None
     except (IsADirectoryError, PermissionError) as e:
         raise UserError(f"{path}: cannot read the config file ({e.strerror}); pass CONFIG=<file>") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
+    except yaml.constructor.ConstructorError as e:
+        raise UserError(f"{path}: {e.problem}") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if raw is None:
+        raise UserError(f"{path}: the config file is empty; copy config.yaml and edit it")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the config must be a mapping of keys (as in config.yaml), got {type(raw).__name__}")
     _check(raw, SCHEMA, "", path)
     if not raw["splits"]:
         raise UserError(f"{path}: 'splits' names no split; add train and/or val (see config.yaml)")
@@ -159,7 +182,15 @@ def checksum_entries(cfg: Config, archive: str) -> dict[str, tuple[str, str]]:
         f = cfg.checksums / fname
         if not f.exists():
             continue
-        for n, line in enumerate(f.read_text().splitlines(), 1):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{f}: not UTF-8 text (byte {e.start}); a checksum file is '<hex>  <file name>' "
+                            "lines") from None
+        except OSError as e:
+            raise UserError(f"{f}: cannot read the checksum file ({e.strerror}); 'checksums' in {cfg.path} names "
+                            f"the folder holding {', '.join(HASH_FILES.values())}") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
             m = SUMS_LINE.fullmatch(line)

@@ -30,10 +30,15 @@ class State(NamedTuple):
     why: str = ""
 
 
+SHAPE = {"stage": str, "split": str, "inputs": dict, "outputs": dict, "seconds": (int, float), "finished": str}
+
+
 def read_stamp(path: Path) -> dict[str, Any] | None:
-    """A stamp, or None when it is missing, unreadable or not a stamp (a damaged stamp is no stamp)."""
+    """A stamp, or None when it is missing, unreadable or not of a stamp's shape (every key `run_stage`
+    writes, of its type, and the outputs' `path`): a damaged stamp is no stamp."""
     stamp = read_json(path)
-    ok = isinstance(stamp, dict) and isinstance(stamp.get("outputs"), dict) and "inputs" in stamp
+    ok = (isinstance(stamp, dict) and all(isinstance(stamp.get(k), t) for k, t in SHAPE.items())
+          and isinstance(stamp["outputs"].get("path"), str))
     return stamp if ok else None
 
 
@@ -58,7 +63,11 @@ def state(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | None, p
         if path.exists():
             return State("damaged", f"{path} is not a readable stamp")
         return State("partial" if any(p.exists() for p in begun) else "missing")
-    if problem := present(paths, stamp["outputs"]):
+    try:
+        problem = present(paths, stamp["outputs"])
+    except (KeyError, TypeError, ValueError, AttributeError):  # outputs of another shape than the stage records
+        return State("damaged", f"{path} does not record this stage's outputs")
+    if problem:
         return State("damaged", problem)
     return State("done" if inputs is not None and stamp["inputs"] == inputs else "stale")
 

@@ -24,16 +24,25 @@ def bencode(obj: Any) -> bytes:
     raise TypeError(f"cannot bencode {type(obj).__name__}")
 
 
+MAX_DEPTH = 32  # lists and dicts nested deeper are not metainfo (a real .torrent nests 4 deep)
+
+
 def bdecode(data: bytes) -> Any:
-    def parse(i: int) -> tuple[Any, int]:
+    """The value bencoded in `data`; a malformed one, or one nested over MAX_DEPTH deep, is a ValueError."""
+
+    def parse(i: int, depth: int = 0) -> tuple[Any, int]:
         c = data[i : i + 1]
         if c == b"i":
             end = data.index(b"e", i)
             return int(data[i + 1 : end]), end + 1
         if c in (b"l", b"d"):
+            if depth == MAX_DEPTH:
+                raise ValueError(f"lists or dicts nested over {MAX_DEPTH} deep")
             items, i = [], i + 1
             while data[i : i + 1] != b"e":
-                v, i = parse(i)
+                if i >= len(data):
+                    raise ValueError("unterminated list or dict")
+                v, i = parse(i, depth + 1)
                 items.append(v)
             if c == b"l":
                 return items, i + 1

@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ...labels import class_index, val_wnid
 from ...names import SPLITS
@@ -26,29 +27,63 @@ from ..mds.images import stored
 from ..mds.index import INDEX
 from ..reader import Source
 from ..shm import clean_orphaned_shm
-from .mds import current_state
+from .mds import finished
 
 SHOWN = 10  # failures printed; the report keeps up to 1000
 
 
 def shard_failures(local: Path) -> tuple[int, list[str]]:
+    """(shards, what is wrong with them): each shard index.json names is there, of its size, with its
+    hashes; an index.json that is not one is itself the failure."""
     from streaming.base.hashing import get_hash
 
-    index = json.loads((local / INDEX).read_text())
     failures = []
-    for shard in index["shards"]:
-        raw = shard["raw_data"]
-        path = local / raw["basename"]
-        if not path.exists():
-            failures.append(f"shard {raw['basename']} is missing")
+    try:
+        shards = [(s["raw_data"]["basename"], s["raw_data"]["bytes"], s["raw_data"].get("hashes") or {})
+                  for s in json.loads((local / INDEX).read_text())["shards"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return 0, [f"{local / INDEX} is not a readable MDS index ({brief(e)})"]
+    for name, size, hashes in shards:
+        path = local / str(name)
+        if not path.is_file():
+            failures.append(f"shard {name} is missing")
             continue
         data = path.read_bytes()
-        if len(data) != raw["bytes"]:
-            failures.append(f"shard {raw['basename']}: {len(data)} bytes, index.json says {raw['bytes']}")
-        for alg, want in (raw.get("hashes") or {}).items():
+        if len(data) != size:
+            failures.append(f"shard {name}: {len(data)} bytes, index.json says {size}")
+            continue  # its hashes would differ too
+        for alg, want in hashes.items():
             if (got := get_hash(alg, data)) != want:
-                failures.append(f"shard {raw['basename']}: {alg} is {got}, index.json says {want}")
-    return len(index["shards"]), failures
+                failures.append(f"shard {name}: {alg} is {got}, index.json says {want}")
+    return len(shards), failures
+
+
+def brief(e: BaseException) -> str:
+    """An exception in a few words: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+
+
+def read_back(ds: Any, known: Counter, decode: bool, got: list[tuple[str, str]], counts: Counter[str],
+              failures: list[str]) -> list[str]:
+    """Read every sample of `ds` in order: (its hash, wnid) into `got`, its class into `counts`, what is
+    wrong with a sample into `failures`; what streaming could not read at all is returned (the damage)."""
+    index = class_index()
+    for n in range(len(ds)):
+        try:
+            s = ds[n]
+            wnid, y = s["wnid"], s["y"]
+            h = content_hash(raw_bytes(s["x"]))
+            if decode or (h, wnid) not in known:  # an image with no known hash must at least be an RGB JPEG
+                s["x"].load()
+        except Exception as e:  # a shard damaged where no hash looks (mds.hashes empty), or a remote one
+            return [f"sample {n}: streaming cannot read it ({brief(e)}); its shard is damaged"]
+        if index.get(wnid) != y:
+            failures.append(f"sample {n}: y is {y}, but {wnid} is class {index.get(wnid)} of the sorted wnids")
+        counts[wnid] += 1
+        got.append((h, wnid))
+        if (decode or (h, wnid) not in known) and (s["x"].mode != "RGB" or s["x"].format != "JPEG"):
+            failures.append(f"sample {n} ({wnid}) decodes to {s['x'].format} {s['x'].mode}, not an RGB JPEG")
+    return []
 
 
 def raw_bytes(image: object) -> bytes:
@@ -102,11 +137,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
 
     spec = cfg.split(split)
     local = paths.mds(split, resize)
-    st, stamp = current_state(cfg, paths, split, resize)
-    if st.name != "done" or stamp is None:
-        target = f"mds-{split}" + (f" RESIZE={resize}" if resize else "")
-        why = f" ({st.why})" if st.why else ""
-        raise UserError(f"{local}: the MDS dataset is {st.name}{why}; run 'make {target}'")
+    stamp = finished(cfg, paths, split, resize)
     recorded = stamp["inputs"]["mds"]
     quality = recorded.get("quality") or 90  # counts only for a RESIZE variant
     # The command that writes these shards again, with the settings they were made with.
@@ -121,37 +152,36 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
     reencoded = set(stamp["outputs"].get("reencoded_files", []))
     mislabelled: list[tuple[Image, str]] = []
     expected = expected_samples(cfg, paths, split, resize, quality, reencoded, failures, mislabelled)
-    clean_orphaned_shm()
-    try:
-        ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
-    except Exception as e:
-        if not remote:
-            raise
-        raise UserError(f"cannot read {remote} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        "check REMOTE, the credentials and the endpoint") from None
-    index = class_index()
     known = Counter((h, w) for h, w, _ in expected if h is not None)
+    # Local shards are proven (sizes, then hashes) before any sample is decoded: streaming trusts them.
+    shards, damage = (0, []) if remote else shard_failures(local)
+    got: list[tuple[str, str]] = []
     counts: Counter[str] = Counter()
-    got = []
-    for n in range(len(ds)):
-        s = ds[n]
-        wnid, y = s["wnid"], s["y"]
-        if index.get(wnid) != y:
-            failures.append(f"sample {n}: y is {y}, but {wnid} is class {index.get(wnid)} of the sorted wnids")
-        counts[wnid] += 1
-        h = content_hash(raw_bytes(s["x"]))
-        got.append((h, wnid))
-        if decode or (h, wnid) not in known:  # an image with no known hash must at least be an RGB JPEG
-            s["x"].load()
-            if s["x"].mode != "RGB" or s["x"].format != "JPEG":
-                failures.append(f"sample {n} ({wnid}) decodes to {s['x'].format} {s['x'].mode}, not an RGB JPEG")
-    shards, shard_problems = shard_failures(local)  # after the reads, which fetched any remote shard
-    failures = shard_problems + failures
+    samples = 0
+    if not damage:
+        clean_orphaned_shm()
+        try:
+            ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
+        except Exception as e:
+            if not remote:
+                damage.append(f"{local / INDEX}: streaming cannot open the dataset ({brief(e)})")
+            else:
+                raise UserError(f"cannot read {remote} ({brief(e)}); check REMOTE, the credentials and the "
+                                "endpoint") from None
+        else:
+            samples = len(ds)
+            damage += read_back(ds, known, decode, got, counts, failures)
+    if remote:  # after the reads, which fetched the shards
+        shards, problems = shard_failures(local)
+        damage = problems + damage
+    failures = damage + failures
+    if damage:  # the comparisons below would only repeat it, sample by sample
+        got, expected, mislabelled, known = [], [], [], Counter()
     sample_of = {h: n for n, (h, _) in reversed(list(enumerate(got)))}
     failures += [f"sample {sample_of.get(row.xxh3, '?')} ({row.name}): {paths.index(split)} says {row.wnid}, "
                  f"the ground truth says {wnid}" for row, wnid in mislabelled]
-    if len(ds) != spec.images:
-        failures.append(f"{len(ds)} samples, but splits.{split}.images is {spec.images}")
+    if samples != spec.images and not damage:
+        failures.append(f"{samples} samples, but splits.{split}.images is {spec.images}")
     for wnid, want in sorted(Counter(w for _, w, _ in expected).items()):
         if counts[wnid] != want:
             failures.append(f"class {wnid}: {counts[wnid]} samples, the archive holds {want}")
@@ -181,7 +211,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
     report = {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
               "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"),
               "ok": not failures and not mistakes, "config_mistakes": mistakes[:1000],
-              "samples": len(ds), "shards": shards, "decode": decode, "archive_read": archive_read, "redo": redo,
+              "samples": samples, "shards": shards, "decode": decode, "archive_read": archive_read, "redo": redo,
               "per_class": {"fewest": min(counts.values(), default=0), "most": max(counts.values(), default=0)},
               "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}
     return report

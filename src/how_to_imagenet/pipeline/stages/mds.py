@@ -111,13 +111,25 @@ def current_state(cfg: Config, paths: Paths, split: str, resize: int | None = No
     remote it was made with (what status and check ask); and its stamp."""
     stage = mds_stage(resize)
     stamp = read_stamp(paths.stamp(split, stage))
-    recorded = (stamp or {}).get("inputs", {}).get("mds", {})
+    recorded = (stamp or {}).get("inputs", {}).get("mds")
+    recorded = recorded if isinstance(recorded, dict) else {}  # a stamp of another shape: damaged or stale
     s = settings(cfg, resize, recorded.get("quality") or 90, recorded.get("remote"))
     try:
         now = inputs(cfg, paths, split, "untar" if "untar" in (stamp or {}).get("inputs", {}) else "tar", s)
     except UserError:
         now = None
     return state(paths, split, stage, now, present, begun(paths, split, resize)), stamp
+
+
+def finished(cfg: Config, paths: Paths, split: str, resize: int | None = None) -> dict:
+    """The stamp of a split's dataset that is done by the pipeline's own rule (what check and samples
+    read); any other state is an error naming the command that makes it."""
+    st, stamp = current_state(cfg, paths, split, resize)
+    if st.name != "done" or stamp is None:
+        target = f"mds-{split}" + (f" RESIZE={resize}" if resize else "")
+        why = f" ({st.why})" if st.why else ""
+        raise UserError(f"{paths.mds(split, resize)}: the MDS dataset is {st.name}{why}; run 'make {target}'")
+    return stamp
 
 
 def reuse_freed_memory() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...labels import class_name
 from ..cli import parser, setup, whole
 from ..shm import clean_orphaned_shm
+from .mds import finished
 
 
 def show(local: str, count: int) -> None:
@@ -27,4 +28,6 @@ def run() -> None:
     p.add_argument("--resize", type=whole("RESIZE"), help="read the low-resolution variant made with mds --resize")
     args = p.parse_args()
     cfg, paths = setup(args, lock="shared")
-    show(str(paths.mds(cfg.split(args.split).name, args.resize)), args.n)
+    split = cfg.split(args.split).name
+    finished(cfg, paths, split, args.resize)  # streaming would read whatever is there
+    show(str(paths.mds(split, args.resize)), args.n)
