@@ -31,6 +31,7 @@ PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val 
 TEST_JOBS ?= 2## pytest processes for make test (pytest-xdist); each builds its own fixtures
 
 PY := $(VENV)/bin/python
+CROPS := src/how_to_imagenet/_crops
 export PYTHONPATH := $(CURDIR)/src
 STAGE := $(PY) -m how_to_imagenet.pipeline
 # A value as one shell word, whatever quotes it holds.
@@ -92,9 +93,14 @@ test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then 
 lint: | venv ## ruff check
 	$(VENV)/bin/ruff check src tools tests
 
-venv: $(VENV)/.installed ## build the virtual environment (torch from TORCH, then requirements.txt and -dev)
+venv: $(VENV)/.installed $(CROPS).built ## build the virtual environment (torch from TORCH, then requirements.txt and -dev) and the loader's C extension
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q $(TORCH) -r requirements.txt -r requirements-dev.txt && touch $@
+# The loader's threaded JPEG crop decoder (setup.py), built in place against the system's libjpeg-turbo.
+$(CROPS).built: $(CROPS).c setup.py $(VENV)/.installed
+	@out="$$($(PY) setup.py -q build_ext --inplace 2>&1)"; $(PY) -c 'import how_to_imagenet._crops' 2>/dev/null \
+	  || { echo "$$out" >&2; echo "error: the loader's C extension did not build: it needs gcc and libjpeg-turbo's headers ('sudo apt-get install gcc libjpeg62-turbo-dev'), then 'make venv'" >&2; exit 1; }
+	@touch $@
 
 aria2c: ## install aria2c with apt-get if it is missing (as root), else say how
 	@command -v aria2c >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq aria2 >/dev/null; } \

@@ -1,11 +1,14 @@
 """How to ImageNet: ILSVRC2012 as MDS shards for PyTorch, and the dataset that reads them.
 
-    from how_to_imagenet import ImageNetMDS, normalize
+    from how_to_imagenet import ImageNetLoader
+    for images, y in ImageNetLoader(local="data/mds", split="train", batch_size=256, normalize=True): ...
+
+    from how_to_imagenet import ImageNetMDS, normalize      # the same shards as a StreamingDataset
     train = ImageNetMDS(local="data/mds", split="train", batch_size=256)   # uint8 crops: the fast path
     ... x = normalize(images.to("cuda", non_blocking=True))
 
 The public surface is `__all__`, and the module `how_to_imagenet.gpu` (decoding on the GPU).
-`ImageNetMDS` and the transforms import streaming and torch, so they are loaded on first use:
+`ImageNetLoader`, `ImageNetMDS` and the transforms import streaming and torch, so they are loaded on first use:
 `import how_to_imagenet` (and the pipeline stages under `how_to_imagenet.pipeline`) stay fast.
 """
 
@@ -16,10 +19,10 @@ from typing import Any
 from .labels import class_index, class_name, classes, val_wnid, wnids
 from .names import dataset
 
-__all__ = ["MEAN", "STD", "FastTrain", "FastVal", "ImageNetMDS", "class_index", "class_name", "classes", "dataset",
-           "normalize", "train_transform", "val_transform", "val_wnid", "wnids"]
+__all__ = ["MEAN", "STD", "FastTrain", "FastVal", "ImageNetLoader", "ImageNetMDS", "class_index", "class_name",
+           "classes", "dataset", "normalize", "train_transform", "val_transform", "val_wnid", "wnids"]
 _TRANSFORMS = ("FastTrain", "FastVal", "MEAN", "STD", "normalize", "train_transform", "val_transform")
-_LAZY = {"ImageNetMDS": "loader", **dict.fromkeys(_TRANSFORMS, "transforms")}
+_LAZY = {"ImageNetLoader": "batches", "ImageNetMDS": "loader", **dict.fromkeys(_TRANSFORMS, "transforms")}
 
 
 def __getattr__(name: str) -> Any:

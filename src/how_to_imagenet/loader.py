@@ -23,10 +23,12 @@ from streaming import StreamingDataset
 from .gpu import JpegCrops
 from .labels import classes as class_table
 from .names import split_folder
-from .transforms import FastPath, FastTrain, FastVal, train_transform, val_transform
+from .shards import MappedShard, mappable
+from .transforms import FastPath, FastTrain, FastVal, raw_bytes, train_transform, val_transform
 
 TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transform),
-              "gpu": (lambda: JpegCrops(train=True), lambda: JpegCrops(train=False))}
+              "gpu": (lambda: JpegCrops(train=True), lambda: JpegCrops(train=False)),
+              "bytes": (lambda: raw_bytes, lambda: raw_bytes)}
 TRANSFORMS["standard"] = TRANSFORMS["pil"]  # its name before 0.3, when it was the default
 
 
@@ -38,33 +40,56 @@ class ImageNetMDS(StreamingDataset):
     centre crop 224) done one of three ways: "fast" (the default) decodes only what the crop needs and gives
     uint8 tensors, to be normalised on the device with `how_to_imagenet.normalize`; "pil" is the reference,
     torchvision's transforms on PIL images giving normalised float tensors; "gpu" leaves the decoding to
-    the GPU (see `how_to_imagenet.gpu`: the workers only draw the crops). A callable gets the RGB PIL
-    image; None returns that image. ("standard", the default before 0.3, is "pil".)
+    the GPU (see `how_to_imagenet.gpu`: the workers only draw the crops); "bytes" gives the JPEG bytes as
+    stored (what `ImageNetLoader` decodes in its threads). A callable gets the RGB PIL image; None returns
+    that image. ("standard", the default before 0.3, is "pil".)
 
     `resize=256` reads the `_r256` low-resolution variant. Other keyword arguments go to StreamingDataset
     (batch_size, shuffle, cache_limit, ...); shuffle defaults to split == "train"."""
 
     def __init__(self, local: str | None = None, remote: str | None = None, split: str = "train",
                  transform: Callable | str | None = "fast", resize: int | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("shuffle", split == "train")
-        super().__init__(local=split_folder(local, split, resize), remote=split_folder(remote, split, resize),
-                         **kwargs)
         if isinstance(transform, str):
             if transform not in TRANSFORMS:
                 raise ValueError(f"transform={transform!r}: use one of {', '.join(map(repr, TRANSFORMS))}, "
                                  "a callable, or None")
             transform = TRANSFORMS[transform][split != "train"]()
+        elif transform is not None and not callable(transform):
+            raise TypeError(f"transform={transform!r}: use one of {', '.join(map(repr, TRANSFORMS))}, a callable, "
+                            "or None")
+        kwargs.setdefault("shuffle", split == "train")
+        super().__init__(local=split_folder(local, split, resize), remote=split_folder(remote, split, resize),
+                         **kwargs)
+        self.check_local_shards()
         self.transform = transform
-        self.undecoded = isinstance(transform, FastPath | JpegCrops)
+        self.undecoded = isinstance(transform, FastPath | JpegCrops) or transform is raw_bytes
         if self.undecoded:  # they take the JPEG bytes: have the shards hand them over as they are stored
             for shard in self.shards:
                 shard.column_encodings = ["bytes" if name == "x" else encoding
                                           for name, encoding in zip(shard.column_names, shard.column_encodings,
                                                                     strict=True)]
         self.split = split
+        # Local shards whose JPEG bytes are handed on undecoded are read in place (see shards.py), each
+        # mapped at its first sample; remote ones go through streaming, which downloads and evicts them.
+        self.mapped: dict[int, MappedShard] | None = None
+        if self.undecoded and all(s.remote is None for s in self.streams) and all(map(mappable, self.shards)):
+            self.mapped = {}
         table = self._classes()
         self.wnids = [c["wnid"] for c in table]
         self.classes = [c["name"] for c in table]
+
+    def check_local_shards(self) -> None:
+        """Each shard of a stream with no remote is there with the size index.json gives (a stat each):
+        streaming itself reads a truncated or swapped shard without a word."""
+        for shard, stream in zip(self.shards, self.stream_per_shard, strict=True):
+            if self.streams[stream].remote is not None:
+                continue
+            path = Path(shard.dirname, shard.split or "", shard.raw_data.basename)
+            size = path.stat().st_size if path.exists() else None
+            if size != shard.raw_data.bytes:
+                found = "missing" if size is None else f"{size:,} bytes"
+                raise ValueError(f"{path}: {found}, its index.json says {shard.raw_data.bytes:,} bytes: the shards "
+                                 "are damaged; run make check (it names the shards to rebuild)")
 
     def _classes(self) -> list[dict]:
         """classes.json from the dataset folder when it is local, else the metadata shipped in the package."""
@@ -72,6 +97,25 @@ class ImageNetMDS(StreamingDataset):
         if path.exists():
             return json.loads(path.read_text())
         return class_table({})
+
+    def get_item(self, sample_id: int, retry: int = 7) -> Any:
+        if self.mapped is None:
+            return super().get_item(sample_id, retry)
+        shard_id, index = self.spanner[sample_id]
+        shard = self.mapped.get(shard_id)
+        if shard is None:
+            try:
+                shard = self.mapped[shard_id] = MappedShard(self.shards[shard_id])
+            except FileNotFoundError:
+                return super().get_item(sample_id, retry)  # streaming's own error naming the file
+        return shard.sample(index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """As pickled for a DataLoader worker that is spawned: without the maps, which it makes again."""
+        state = self.__dict__.copy()
+        if state.get("mapped") is not None:
+            state["mapped"] = {}
+        return state
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         sample = super().__getitem__(index)

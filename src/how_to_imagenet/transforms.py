@@ -8,13 +8,16 @@
 
 The augmentation is the reference one (torchvision's RandomResizedCrop scale (0.08, 1), ratio (3/4, 4/3), a
 horizontal flip; for val, resize the short side to 256 and centre-crop 224), done in another order: the crop
-is drawn from the JPEG header's size first, the image is decoded only as large as that crop needs
-(libjpeg-turbo's DCT scaling by 1/2, 1/4 or 1/8; val decodes at full size unless `exact=False`), and only
-the crop is resized. Samples are uint8, a quarter of the bytes of the reference's float tensors through the
-DataLoader's queues, and the float conversion and normalisation run on the device over the whole batch.
+is drawn from the JPEG header's size first (`FastPath.plan`), the image is decoded only as large as that crop
+needs (libjpeg-turbo's DCT scaling by 1/2, 1/4 or 1/8; val decodes at full size unless `exact=False`) and
+only in the rows and columns the crop reads, and only the crop is resized, with Pillow's bilinear filter.
+Samples are uint8, a quarter of the bytes of the reference's float tensors through the DataLoader's queues,
+and the float conversion and normalisation run on the device over the whole batch.
 
-A sample that is not an RGB or greyscale JPEG (a PNG or CMYK file kept by `mds.rgb: false`), or a JPEG that
-libjpeg reads only with a warning, is decoded by Pillow instead; the crop and resize that follow are the same.
+The decode and resize are `how_to_imagenet._crops`, a small C extension over the system's libjpeg-turbo that
+also serves `ImageNetLoader`'s threads. A sample that is not an RGB or greyscale JPEG (a PNG or CMYK file
+kept by `mds.rgb: false`), a JPEG that libjpeg reads only with a warning, or any sample where the extension
+was not built, is decoded by Pillow instead; the crop and resize that follow are the same.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -102,23 +106,6 @@ def header(data: bytes | memoryview) -> tuple[int, int, str]:
     return width, height, colorspace
 
 
-def decode(data: bytes | memoryview, width: int, height: int, denominator: int = 1,
-           exact: bool = True) -> tuple[np.ndarray, int]:
-    """The width x height JPEG as an HxWx3 uint8 array, 1/denominator of its size (rounded up), decoded by
-    libjpeg-turbo (simplejpeg), and the denominator. Not `exact`: libjpeg's fast integer DCT, 6% quicker
-    and about 1 level of 255 off on average. (Its fast chroma upsampling adds about 1% more and is 7 levels
-    off on the bench's JPEGs: not taken.) What simplejpeg refuses (libjpeg's recoverable warnings, such as
-    extra bytes before the end marker) goes to Pillow, as in the reference."""
-    import simplejpeg
-
-    try:
-        array = simplejpeg.decode_jpeg(data, fastdct=not exact, fastupsample=False,
-                                       min_width=-(-width // denominator), min_height=-(-height // denominator))
-        return array, denominator
-    except ValueError:
-        return decode_pil(data, denominator)
-
-
 def decode_pil(data: bytes | memoryview, denominator: int = 1) -> tuple[np.ndarray, int]:
     """The fallback for what `decode` cannot take: Pillow, converted to RGB as the reference path does, and
     the denominator it decoded at (1 where it does not scale, as for a PNG)."""
@@ -156,50 +143,100 @@ def image_size(data: bytes | memoryview) -> tuple[int, int, bool]:
     return *Image.open(io.BytesIO(data)).size, False
 
 
-def crop_resize(decoded: tuple[np.ndarray, int], box: Box, size: int) -> torch.Tensor:
-    """The `box` of an image, bilinear with antialiasing as torchvision resizes PIL images, from `decoded`:
-    that image decoded at 1/denominator of its size, and the denominator. A size x size uint8 CHW tensor.
-    Whole pixels go through torchvision's uint8 kernels; a box in fractions of a pixel (a centre crop, or
-    a crop of a scaled decode) through Pillow, which samples the same positions as resizing the whole
-    image and then cropping."""
+class Plan(NamedTuple):
+    """How one image becomes its crop: the `box` in the source image's pixels, decoded at 1/`den` of its size,
+    mirrored if `flip`, resized from the box alone (`crop_first`, as RandomResizedCrop crops then resizes) or
+    from the whole image (as Resize then CenterCrop do)."""
+
+    box: Box
+    den: int
+    flip: bool
+    crop_first: bool
+
+    def window(self, width: int, height: int, den: int) -> tuple[tuple[int, int, int, int], tuple[float, ...]]:
+        """For the width x height image decoded at 1/den: the window Pillow would resize (left, top, right,
+        bottom, whole decoded pixels) and the box within it (left, top, right, bottom, relative to its corner).
+        libjpeg's scaled pixel i covers source pixels [i * den, (i + 1) * den); the last one may be cut short."""
+        w, h = -(-width // den), -(-height // den)
+        left, top, bw, bh = (v / den for v in self.box)
+        if self.crop_first:
+            x0, y0 = math.floor(left), math.floor(top)
+            x1, y1 = min(math.ceil(left + bw), w), min(math.ceil(top + bh), h)
+        else:
+            x0, y0, x1, y1 = 0, 0, w, h
+        return (x0, y0, x1, y1), (left - x0, top - y0, min(left - x0 + bw, x1 - x0), min(top - y0 + bh, y1 - y0))
+
+    def row(self, width: int, height: int) -> tuple[float, ...]:
+        """The plan as `_crops.decode_batch` takes it: den, the window, the box, flip."""
+        window, box = self.window(width, height, self.den)
+        return (self.den, *window, *box, float(self.flip))
+
+
+def crop_pil(data: bytes | memoryview, plan: Plan, width: int, height: int, size: int) -> np.ndarray:
+    """The plan carried out by Pillow, for what the extension does not take: decoded (scaled where Pillow's
+    draft can), converted to RGB as the reference does, the window cropped and resized. A size x size x 3
+    uint8 array."""
     import numpy as np
-    import torch
-
-    array, denominator = decoded
-    # libjpeg's scaled pixel i covers source pixels [i * d, (i + 1) * d); the last one may be cut short.
-    left, top, w, h = (v / denominator for v in box)
-    if all(float(v).is_integer() for v in (left, top, w, h)):
-        import torchvision.transforms.v2.functional as F
-
-        image = torch.from_numpy(array).permute(2, 0, 1)
-        return F.resized_crop(image, int(top), int(left), int(h), int(w), [size, size], antialias=True)
     from PIL import Image
 
-    out = Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
-    return torch.from_numpy(np.array(out)).permute(2, 0, 1)
+    array, den = decode_pil(data, plan.den)
+    window, box = plan.window(width, height, den)
+    image = Image.fromarray(array).crop(window).resize((size, size), Image.Resampling.BILINEAR, box=box)
+    out = np.array(image)  # writable, as torch wants
+    return out[:, ::-1] if plan.flip else out
+
+
+def crops_module() -> ModuleType | None:
+    """how_to_imagenet._crops, or None where it was not built (then Pillow decodes every sample)."""
+    try:
+        from . import _crops
+    except ImportError:
+        return None
+    return _crops
+
+
+def crop(data: bytes | memoryview, plan: Plan, width: int, height: int, size: int, fast_dct: bool,
+         fast: bool = True) -> np.ndarray:
+    """One image's crop, size x size x 3 uint8: by the extension where it takes the image (`fast`: a YCbCr
+    or greyscale JPEG), else by Pillow."""
+    import numpy as np
+
+    crops = crops_module()
+    if fast and crops is not None:
+        out = np.empty((1, size, size, 3), np.uint8)
+        params = np.asarray([plan.row(width, height)], np.float64)
+        if crops.decode_batch([data], params, out, size, 0, int(fast_dct), 1, (0.0,) * 3, (1.0,) * 3)[0] == crops.OK:
+            return out[0]
+    return crop_pil(data, plan, width, height, size)
 
 
 class FastPath:
     """What FastTrain and FastVal share: the crop drawn from the JPEG header's size (`draw`, the hook they
-    override), the image decoded only as large as that crop needs unless `exact`, the crop resized, and
+    override), the image decoded only as large and only as far as that crop needs, the crop resized, and
     flipped if drawn so. Returns a uint8 tensor 3 x size x size."""
 
     size: int
     exact: bool
     fast_dct: bool  # libjpeg's fast DCT, where the decode is not `exact`
+    crop_first: bool  # the reference crops, then resizes the crop alone (train), or resizes the whole image
 
     def draw(self, width: int, height: int) -> tuple[Box, bool]:
         """The crop of a width x height image, and whether to flip it."""
         raise NotImplementedError
 
+    def plan(self, width: int, height: int) -> Plan:
+        """The crop drawn for a width x height image, and how it is decoded."""
+        box, flip = self.draw(width, height)
+        return Plan(box, 1 if self.exact else dct_scale(box, self.size), flip, self.crop_first)
+
     def __call__(self, sample: bytes | memoryview | Image.Image) -> torch.Tensor:
+        import numpy as np
+        import torch
+
         data = raw_bytes(sample)
         width, height, fast = image_size(data)
-        box, flip = self.draw(width, height)
-        den = 1 if self.exact else dct_scale(box, self.size)
-        out = crop_resize(decode(data, width, height, den, not self.fast_dct) if fast else decode_pil(data, den), box,
-                          self.size)
-        return out.flip(-1) if flip else out
+        out = crop(data, self.plan(width, height), width, height, self.size, self.fast_dct, fast)
+        return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -212,6 +249,7 @@ class FastTrain(FastPath):
     ratio: tuple[float, float] = RATIO
     flip: float = 0.5
     exact: bool = False  # True: libjpeg's exact DCT and upsampling at full size, the reference's pixels
+    crop_first = True
 
     @property
     def fast_dct(self) -> bool:
@@ -236,6 +274,7 @@ class FastVal(FastPath):
     resize: int = 256
     exact: bool = True
     fast_dct = False  # exact DCT always: only the scale changes with `exact`
+    crop_first = False
 
     def __post_init__(self) -> None:
         if self.size > self.resize:

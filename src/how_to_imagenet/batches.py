@@ -1,0 +1,271 @@
+"""ImageNetLoader: batches of crops decoded in threads of the training process, written into buffers made once.
+
+    from how_to_imagenet import ImageNetLoader
+    train = ImageNetLoader(local="data/mds", split="train", batch_size=256, normalize=True)
+    for images, y in train:            # float32 N x 3 x 224 x 224 (channels_last), normalised; y int64
+        ...
+
+    train = ImageNetLoader(local="data/mds", split="train", batch_size=256, device="cuda")
+    for images, y in train:            # uint8 on the GPU; how_to_imagenet.normalize(images) there
+
+One reader thread iterates the split's `ImageNetMDS` (StreamingDataset's shuffle, epochs, ranks, nodes and
+remote shards, as it is) for the JPEG bytes and labels, draws each crop from the JPEG header, and hands the
+batch to a decoding thread. That thread calls `_crops.decode_batch` once a batch: `threads` native threads,
+free of the interpreter lock, decode only the rows and columns each crop reads, resize it with Pillow's
+bilinear filter, mirror it, and write it (uint8, or normalised float32) straight into one of `prefetch` + 1
+batch buffers allocated at the first epoch (pinned where the batches go to a CUDA device). No decoded pixel
+crosses a process boundary and no Python object is made per decoded sample.
+
+A batch stays valid until the next one is asked for: its buffer is then reused. Keep it longer with
+`.clone()`. With `device=` the loader copies each batch there itself and reuses the buffer only once the
+copy is done.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .transforms import MEAN, STD, FastPath, FastTrain, FastVal, crop_pil, crops_module, image_size
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from .loader import ImageNetMDS
+
+END = object()  # what the reader and the decoder put after the epoch's last batch
+POLL = 0.1  # seconds a thread waits on a queue before it looks whether it was asked to stop
+
+
+@dataclass
+class Raw:
+    """One batch as the reader hands it to the decoder: the JPEG bytes, each crop's plan as
+    `_crops.decode_batch` takes it, which samples the extension takes (the others go to Pillow), the
+    labels, and the plans themselves with the image sizes for those others."""
+
+    jpegs: list[bytes | memoryview]
+    params: np.ndarray
+    fast: list[bool]
+    y: torch.Tensor
+    plans: list[tuple[Any, int, int]]
+
+
+def cores() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put `item` on `q`, unless `stop` is set first; whether it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=POLL)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def get(q: queue.Queue, stop: threading.Event) -> object:
+    """The next item of `q`, or END once `stop` is set."""
+    while not stop.is_set():
+        try:
+            return q.get(timeout=POLL)
+        except queue.Empty:
+            continue
+    return END
+
+
+class ImageNetLoader:
+    """Batches `(images, y)` of one split of the MDS output, decoded in `threads` native threads.
+
+    `local`, `remote`, `split`, `resize` and the keyword arguments (shuffle, shuffle_seed, cache_limit, ...)
+    go to `ImageNetMDS`, which reads the shards. `transform` is a `FastTrain` or `FastVal` giving the crop
+    (default: the split's, `FastTrain()` for train). `normalize=True` gives float32 normalised by the
+    ImageNet mean and std, as ToTensor + Normalize do; else uint8. Both are N x 3 x size x size in
+    channels_last memory. `device`: a device the batches are copied to (uint8, to be normalised there
+    with `how_to_imagenet.normalize`); None keeps them on the CPU. `threads` defaults to the CPUs this
+    process may use; `prefetch` is how many batches are decoded ahead."""
+
+    def __init__(self, local: str | None = None, remote: str | None = None, split: str = "train",
+                 batch_size: int = 256, *, transform: FastPath | None = None, threads: int | None = None,
+                 normalize: bool = False, device: str | None = None, drop_last: bool = False, prefetch: int = 2,
+                 resize: int | None = None, **kwargs: Any) -> None:
+        for name, value, least in (("batch_size", batch_size, 1), ("threads", threads, 1), ("prefetch", prefetch, 1)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise ValueError(f"ImageNetLoader: {name}={value!r}: give a whole number of at least {least}")
+        if transform is not None and not isinstance(transform, FastPath):
+            raise TypeError(f"ImageNetLoader: transform={transform!r}: give a FastTrain or FastVal (or None for "
+                            "the split's default)")
+        self.transform = transform or (FastTrain() if split == "train" else FastVal())
+        self.batch_size, self.drop_last, self.prefetch = batch_size, drop_last, prefetch
+        self.threads = threads or cores()
+        import torch
+
+        self.device = torch.device(device) if device is not None else None
+        self.normalize = normalize and (self.device is None or self.device.type == "cpu")
+        self.normalize_on_device = normalize and not self.normalize
+        from .loader import ImageNetMDS
+
+        self.dataset: ImageNetMDS = ImageNetMDS(local=local, remote=remote, split=split, transform="bytes",
+                                                resize=resize, batch_size=batch_size, **kwargs)
+        self.buffers: list[torch.Tensor] = []  # N x size x size x 3, made at the first epoch
+        self.yielded = 0  # samples handed out this epoch
+
+    def __len__(self) -> int:
+        """Batches an epoch of this rank gives."""
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this epoch is, as StreamingDataLoader.state_dict gives it: load it into a new loader over
+        the same dataset to resume after the samples handed out so far."""
+        from streaming.base.world import World
+
+        samples = self.yielded * World.detect().num_ranks
+        if self.dataset.replication is not None:
+            samples //= self.dataset.replication
+        return self.dataset.state_dict(samples, False)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dataset.load_state_dict(state)
+
+    def _make_buffers(self) -> None:
+        import torch
+
+        size = self.transform.size
+        dtype = torch.float32 if self.normalize else torch.uint8
+        pin = self.device is not None and self.device.type == "cuda"
+        self.buffers = [torch.empty((self.batch_size, size, size, 3), dtype=dtype, pin_memory=pin)
+                        for _ in range(self.prefetch + 1)]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self.buffers:
+            self._make_buffers()
+        stop = threading.Event()
+        raw: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        ready: queue.Queue = queue.Queue()
+        free: queue.Queue = queue.Queue()
+        for slot in range(len(self.buffers)):
+            free.put((slot, None))
+        workers = [threading.Thread(target=self._read, args=(raw, stop), name="ImageNetLoader-read", daemon=True),
+                   threading.Thread(target=self._decode, args=(raw, free, ready, stop), name="ImageNetLoader-decode",
+                                    daemon=True)]
+        for t in workers:
+            t.start()
+        self.yielded = 0
+        held: int | None = None  # the slot of the batch the caller has
+        copied = None  # and the CUDA event that marks its copy to the device
+        try:
+            while True:
+                if held is not None:
+                    free.put((held, copied))
+                    held = None
+                item = ready.get()
+                if item is END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                held, n, y = item
+                images = self.buffers[held][:n].permute(0, 3, 1, 2)  # N x 3 x H x W, channels_last in memory
+                copied = None
+                if self.device is not None and self.device.type != "cpu":
+                    images, y, copied = self._to_device(images, y)
+                self.yielded += n
+                yield images, y
+        finally:
+            stop.set()
+            for t in workers:
+                t.join()
+
+    def _to_device(self, images: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The batch copied to the device (without waiting), normalised there if asked, and the CUDA event
+        that marks the copy's end: its buffer is reused only after it."""
+        import torch
+
+        from .transforms import normalize
+
+        images, y = images.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        copied = None
+        if self.device.type == "cuda":
+            copied = torch.cuda.Event()
+            copied.record()
+        return (normalize(images) if self.normalize_on_device else images), y, copied
+
+    def _read(self, raw: queue.Queue, stop: threading.Event) -> None:
+        """The reader thread: the epoch's JPEG bytes and labels, in batches, each crop planned."""
+        try:
+            batch: list[tuple[bytes, int]] = []
+            for sample in self.dataset:
+                batch.append(sample)
+                if len(batch) == self.batch_size:
+                    if not put(raw, self._plan(batch), stop):
+                        return
+                    batch = []
+            if batch and not self.drop_last and not put(raw, self._plan(batch), stop):
+                return
+            put(raw, END, stop)
+        except BaseException as e:
+            put(raw, e, stop)
+
+    def _plan(self, batch: list[tuple[bytes, int]]) -> Raw:
+        import numpy as np
+        import torch
+
+        params = np.empty((len(batch), 10), np.float64)
+        fast, plans = [], []
+        for i, (data, _) in enumerate(batch):
+            width, height, ok = image_size(data)
+            plan = self.transform.plan(width, height)
+            params[i] = plan.row(width, height)
+            fast.append(ok)
+            plans.append((plan, width, height))
+        y = torch.tensor([label for _, label in batch], dtype=torch.int64)
+        return Raw([data for data, _ in batch], params, fast, y, plans)
+
+    def _decode(self, raw: queue.Queue, free: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
+        """The decoding thread: each batch into a free buffer, by the extension's threads; what it does not
+        take (and everything, where it was not built) by Pillow."""
+        try:
+            crops = crops_module()
+            size = self.transform.size
+            shift, scale = tuple(255.0 * m for m in MEAN), tuple(255.0 * s for s in STD)
+            while True:
+                batch = get(raw, stop)
+                if batch is END or isinstance(batch, BaseException):
+                    ready.put(batch)
+                    return
+                item = get(free, stop)
+                if item is END:
+                    return
+                slot, copied = item
+                if copied is not None:
+                    copied.synchronize()
+                out = self.buffers[slot]
+                n = len(batch.jpegs)
+                if crops is not None:
+                    status = crops.decode_batch(batch.jpegs, batch.params, out.numpy(), size, int(self.normalize),
+                                                int(self.transform.fast_dct), self.threads, shift, scale)
+                else:
+                    status = bytes([1]) * n
+                for i in range(n):
+                    if status[i] != 0 or not batch.fast[i]:
+                        self._fill(out, i, crop_pil(batch.jpegs[i], *batch.plans[i], size), shift, scale)
+                ready.put((slot, n, batch.y))
+        except BaseException as e:
+            ready.put(e)
+
+    def _fill(self, out: torch.Tensor, i: int, pixels: np.ndarray, shift: tuple, scale: tuple) -> None:
+        """Slot i of a batch buffer from a size x size x 3 uint8 array, normalised as the extension does."""
+        import torch
+
+        image = torch.from_numpy(pixels.copy())
+        if self.normalize:
+            image = (image.float() - torch.tensor(shift)) / torch.tensor(scale)  # float32, as the extension
+        out[i].copy_(image)
