@@ -27,6 +27,8 @@ DECODE ?= 0## DECODE=1: make check also decodes every image and checks it is RGB
 BENCH_IMAGES ?= 13600## images in the make bench fixture (about 110 KB each: 13600 is about 1.5 GB)
 BENCH_REPEAT ?= 2## runs of each make bench row; the fastest counts (the machine may be shared)
 DEMO ?= demo## folder for make demo (emptied first if an earlier demo made it; any other is refused)
+PEER_ROUNDS ?= 3## rounds of make bench-peers' loader rows, taken in turn; each row's best and median count
+PEERS_VENV ?= .venv-peers## the environment make bench-peers builds: requirements-peers.txt over the venv's packages
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 TEST_JOBS ?= 2## pytest processes for make test (pytest-xdist); each builds its own fixtures
 
@@ -42,7 +44,7 @@ ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(c
 VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
 
-.PHONY: help all train val folders status bench bench-loader check demo test lint venv aria2c \
+.PHONY: help all train val folders status bench bench-loader bench-peers check demo test lint venv aria2c \
 	$(foreach s,train val,download-$(s) verify-$(s) untar-$(s) mds-$(s) check-$(s) samples-$(s) clean-$(s) clean-$(s)-tar)
 
 help: ## list targets and variables
@@ -86,6 +88,14 @@ demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole p
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(call quote,$(DEMO))
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
 	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
+bench-peers: $(PEERS_VENV)/.installed | venv ## the loaders and writer against FFCV, DALI (CPU), LitData, WebDataset, streaming on the same JPEGs; DATA/reports/bench-peers.json
+	$(PEERS_VENV)/bin/python tools/bench_peers.py $(WHERE) --rounds $(PEER_ROUNDS)
+$(PEERS_VENV)/.installed: requirements-peers.txt $(VENV)/.installed
+	@pkg-config --exists opencv4 libturbojpeg || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq libopencv-dev libturbojpeg0-dev pkg-config >/dev/null; } \
+	  || { echo "error: FFCV's build needs OpenCV and libturbojpeg; install them with 'sudo apt-get install libopencv-dev libturbojpeg0-dev pkg-config'" >&2; exit 1; }
+	python3 -m venv $(PEERS_VENV)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$$($(PEERS_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_project_venv.pth"
+	$(PEERS_VENV)/bin/pip install -q setuptools wheel && $(PEERS_VENV)/bin/pip install -q --no-build-isolation -r requirements-peers.txt && touch $@
 bench-loader: | venv ## only the loader rows of make bench (reference vs fast path); DATA/reports/bench-loader.json
 	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) --repeat $(BENCH_REPEAT) --loaders
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs

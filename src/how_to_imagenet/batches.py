@@ -205,16 +205,17 @@ class ImageNetLoader:
             for sample in self.dataset:
                 batch.append(sample)
                 if len(batch) == self.batch_size:
-                    if not put(raw, self._plan(batch), stop):
+                    if not put(raw, self.plan(batch), stop):
                         return
                     batch = []
-            if batch and not self.drop_last and not put(raw, self._plan(batch), stop):
+            if batch and not self.drop_last and not put(raw, self.plan(batch), stop):
                 return
             put(raw, END, stop)
         except BaseException as e:
             put(raw, e, stop)
 
-    def _plan(self, batch: list[tuple[bytes, int]]) -> Raw:
+    def plan(self, batch: list[tuple[bytes, int]]) -> Raw:
+        """A batch of (JPEG bytes, y) as the decoder takes it: each crop drawn and planned."""
         import numpy as np
         import torch
 
