@@ -264,15 +264,6 @@ class Bench:
             self.loader_row(f"loader {kind} {what} (2 workers)", [data, kind, int(decode), n])
         self.loader_rows(data, n)
 
-    def run_loaders(self) -> None:
-        """Only the ImageNetMDS rows, over the fixture's shards (made first if they are not there)."""
-        config, data = self.fixture(self.images), self.root / "data"
-        for split in ("train", "val"):
-            for stage in ("download", "verify", "mds"):
-                subprocess.run([*STAGE, stage, "--config", str(config), "--data", str(data), split], check=True,
-                               capture_output=True)
-        self.loader_rows(data, min(4000, self.images // 2))
-
     def loader_rows(self, data: Path, n: int) -> None:
         """ImageNetMDS's reference and fast transforms, train and val, over the same shards: the runs of
         the four rows taken in turn, `repeat` rounds, the fastest of each counting (the ratios are what
@@ -519,7 +510,6 @@ def run() -> None:
     p.add_argument("--images", type=int, default=13600, help="images in the fixture (about 110 KB each)")
     p.add_argument("--workers", type=int, help="processes for every stage row (default: 1 and each stage's default)")
     p.add_argument("--repeat", type=int, default=2, help="runs of each row; the fastest counts")
-    p.add_argument("--loaders", action="store_true", help="only the ImageNetMDS loader rows (bench-loader.json)")
     args = p.parse_args()
     cfg = load_config(args.config)
     args.data = args.data or cfg.data_dir
@@ -527,8 +517,8 @@ def run() -> None:
     mds = {"size_limit": cfg.size_limit, "shuffle_seed": cfg.shuffle_seed, "hashes": cfg.hashes, "rgb": cfg.rgb}
     bench = Bench(args.data.resolve() / "bench", args.images, args.workers, args.repeat, mds)
     cold = drop_caches()
-    bench.run_loaders() if args.loaders else bench.run()
-    name = "bench-loader" if args.loaders else "bench"
+    bench.run()
+    name = "bench"
     reports = args.data.resolve() / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {shutil.disk_usage(reports).total // 10**9} GB disk"
@@ -536,14 +526,13 @@ def run() -> None:
               "repeat": args.repeat,
               "rows": bench.rows, "summary": bench.summary}
     write_json(reports / f"{name}.json", result)
-    if not args.loaders:
-        chart(bench.rows, reports / f"{name}.png")
+    chart(bench.rows, reports / f"{name}.png")
     print(f"bench on {machine}; {args.images} images; caches {'dropped' if cold else 'warm'}; "
           f"fastest of {args.repeat} runs per row; "
           f"took {time.time() - t0:.0f} s\n")
     print(table(bench.rows))
     print("\n" + "\n".join(f"- {k}: {v}" for k, v in bench.summary.items()))
-    print(f"\nwritten: {reports / name}.json" + ("" if args.loaders else f", {reports / name}.png"))
+    print(f"\nwritten: {reports / name}.json, {reports / name}.png")
 
 
 if __name__ == "__main__":

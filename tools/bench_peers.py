@@ -42,6 +42,7 @@ LOADERS = {
     "dali": ("NVIDIA DALI, CPU pipeline (image_random_crop, resize, crop_mirror_normalize)", "float32, normalised"),
     "dali-uint8": ("NVIDIA DALI, CPU pipeline, crop_mirror_normalize to uint8", "uint8"),
     "loader": ("ImageNetLoader (this project), 2 threads", "uint8"),
+    "loader-1": ("ImageNetLoader (this project), 1 thread", "uint8"),
     "loader-float": ("ImageNetLoader (this project), 2 threads, normalize=True", "float32, normalised"),
     "loader-bare": ("its decoder alone in the same 2 threads, bytes in memory (the ceiling)", "uint8"),
     "mds-fast": ('ImageNetMDS transform="fast", DataLoader', "uint8"),
@@ -165,7 +166,8 @@ def load(kind: str, split: str, data: Path, peers: Path) -> dict:
     if kind.startswith("loader"):
         from how_to_imagenet import FastTrain, FastVal, ImageNetLoader
 
-        loader = ImageNetLoader(local=mds, split="train", batch_size=BATCH, threads=WORKERS, shuffle=train,
+        loader = ImageNetLoader(local=mds, split="train", batch_size=BATCH, shuffle=train,
+                                threads=1 if kind == "loader-1" else WORKERS,
                                 transform=FastTrain() if train else FastVal(), normalize=kind == "loader-float")
         if kind == "loader-bare":
             return bare(loader)
@@ -413,6 +415,7 @@ def run() -> None:
     p.add_argument("--loaders", default=",".join(LOADERS), help="the loader rows to run, comma-separated")
     p.add_argument("--splits", default="train,val")
     p.add_argument("--no-writers", action="store_true", help="skip the writer rows")
+    p.add_argument("--report", default="bench-peers", help="the name of the JSON and PNG under DATA/reports")
     args = p.parse_args()
     cfg = load_config(args.config)
     root = (args.data or cfg.data_dir).resolve()
@@ -436,8 +439,8 @@ def run() -> None:
               "rounds": args.rounds, "load_average": {"start": before, "rows_min": peers.load_seen[0],
                                                       "rows_max": peers.load_seen[1], "end": load_average()},
               "versions": versions(), "writers": peers.writers, "loaders": peers.loaders}
-    write_json(reports / "bench-peers.json", result)
-    chart(peers.loaders, reports / "bench-peers.png")
+    write_json(reports / f"{args.report}.json", result)
+    chart(peers.loaders, reports / f"{args.report}.png")
     print(f"bench-peers on {result['machine']}; {result['images']} images; caches {'dropped' if cold else 'warm'};"
           f" {args.rounds} rounds (best, median in brackets); load average {before} at the start, "
           f"{peers.load_seen[0]}-{peers.load_seen[1]} before the rows; took {time.time() - t0:.0f} s\n")
@@ -447,7 +450,7 @@ def run() -> None:
                         for w in peers.writers) + "\n")
     print(table(peers.loaders))
     print(f"\nversions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}")
-    print(f"written: {reports / 'bench-peers.json'}, {reports / 'bench-peers.png'}")
+    print(f"written: {reports / args.report}.json, {reports / args.report}.png")
 
 
 if __name__ == "__main__":
