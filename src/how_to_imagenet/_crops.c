@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,18 +159,26 @@ __attribute__((target_clones("avx2", "default"))) static void resample(unsigned 
     for (int j = 0; j < n; j++) out[j] = clip8(acc[j]);
 }
 
-/* rows x cols RGB pixels, `stride` bytes a row, into cols x rows (pixel (y, x) to (x, y)). */
+/* rows x cols RGB pixels, `stride` bytes a row, into cols x rows (pixel (y, x) to (x, y)), in 16 x 16
+   blocks. A pixel moves as 4 bytes (its own 3 and the next one's first, which a later move writes again)
+   but the last of each output line, so `in` needs a byte of slack after its last pixel. */
 static void transpose(unsigned char *out, const unsigned char *in, int rows, int cols, size_t stride) {
-    for (int y0 = 0; y0 < rows; y0 += 16)
-        for (int x0 = 0; x0 < cols; x0 += 16)
-            for (int y = y0; y < y0 + 16 && y < rows; y++)
-                for (int x = x0; x < x0 + 16 && x < cols; x++) {
-                    const unsigned char *a = in + (size_t)y * stride + 3 * (size_t)x;
-                    unsigned char *b = out + ((size_t)x * rows + y) * 3;
-                    b[0] = a[0];
-                    b[1] = a[1];
-                    b[2] = a[2];
+    for (int x0 = 0; x0 < cols; x0 += 16)
+        for (int y0 = 0; y0 < rows; y0 += 16) {
+            const int x1 = x0 + 16 < cols ? x0 + 16 : cols, y1 = y0 + 16 < rows ? y0 + 16 : rows;
+            for (int x = x0; x < x1; x++) {
+                unsigned char *b = out + ((size_t)x * rows + y0) * 3;
+                const unsigned char *a = in + (size_t)y0 * stride + 3 * (size_t)x;
+                const int wide = y1 < rows ? y1 : rows - 1; /* the line's last pixel moves as 3 bytes */
+                int y = y0;
+                for (; y < wide; y++, a += stride, b += 3) {
+                    uint32_t v;
+                    memcpy(&v, a, 4);
+                    memcpy(b, &v, 4);
                 }
+                if (y < y1) memcpy(b, a, 3);
+            }
+        }
 }
 
 /* An output row: copied, or mirrored pixel by pixel, as uint8 or as normalised float32. */
@@ -257,7 +266,7 @@ static int one(struct jpeg_decompress_struct *cinfo, Errors *err, Scratch *s, co
     }
     const size_t stride = (size_t)wcols * 3;
     const int nrows = row1 - row0;
-    if (grow((void **)&s->pixels, &s->pixels_cap, stride * nrows) ||
+    if (grow((void **)&s->pixels, &s->pixels_cap, stride * nrows + 1) ||
         grow((void **)&s->lines, &s->lines_cap, sizeof(JSAMPROW) * nrows)) {
         jpeg_abort_decompress(cinfo);
         return NOMEM;
@@ -278,9 +287,9 @@ static int one(struct jpeg_decompress_struct *cinfo, Errors *err, Scratch *s, co
        as lines, and transposed back into `rows` (size pixels wide; the window's own columns if no pass). */
     const int hw = need_h ? size : cw, hrows = last - first, cols = right - left;
     const size_t line = (size_t)hrows * 3;
-    if (grow((void **)&s->rows, &s->rows_cap, (size_t)hw * line) ||
+    if (grow((void **)&s->rows, &s->rows_cap, (size_t)hw * line + 1) ||
         grow((void **)&s->acc, &s->acc_cap, sizeof(int) * (line > (size_t)hw * 3 ? line : (size_t)hw * 3)) ||
-        grow((void **)&s->lines_t, &s->lines_t_cap, (size_t)cols * line + (size_t)size * line))
+        grow((void **)&s->lines_t, &s->lines_t_cap, (size_t)cols * line + (size_t)size * line + 1))
         return NOMEM;
     const unsigned char *top = origin + (size_t)first * stride;
     if (need_h) {
