@@ -156,9 +156,6 @@ def load(kind: str, split: str, data: Path, peers: Path) -> dict:
     """One loader row's measurement (run in a process of its own)."""
     import torch
 
-    from how_to_imagenet.pipeline.shm import clean_orphaned_shm
-
-    clean_orphaned_shm()
     torch.set_num_threads(1)
     train = split == "train"
     mds = str(Paths(data).mds_root)
@@ -402,7 +399,10 @@ def chart(rows: list[dict], path: Path) -> None:
 
 
 def run() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "load":
+    if len(sys.argv) > 1 and sys.argv[1] == "load":  # a process of its own: what a killed one left is freed
+        from how_to_imagenet.pipeline.shm import clean_orphaned_shm
+
+        clean_orphaned_shm()
         print(json.dumps(load(sys.argv[2], sys.argv[3], Path(sys.argv[4]), Path(sys.argv[5]))))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "write":

@@ -14,7 +14,6 @@ from streaming import MDSWriter
 from how_to_imagenet import ImageNetLoader, ImageNetMDS, normalize
 from how_to_imagenet import batches as batches_module
 from how_to_imagenet.names import split_folder
-from how_to_imagenet.pipeline.shm import clean_orphaned_shm
 from how_to_imagenet.testing.fixture import bench_photos
 from how_to_imagenet.transforms import FastTrain, FastVal
 
@@ -37,7 +36,6 @@ DATA = images()  # Pillow's noise is not seeded: made once
 @pytest.fixture
 def local(tmp_path: Path) -> Path:
     """A train and a val split of SAMPLES samples each, written by streaming's own MDSWriter."""
-    clean_orphaned_shm()
     for split in ("train", "val"):
         with MDSWriter(out=split_folder(str(tmp_path), split), columns={"x": "jpeg", "y": "int", "wnid": "str"},
                        size_limit=1 << 20) as out:
@@ -116,8 +114,7 @@ def test_resuming_from_a_state_dict_gives_the_rest_of_the_epoch(local: Path):
             state = first.state_dict()
             break
     del first
-    gc.collect()
-    clean_orphaned_shm()
+    gc.collect()  # its shared memory goes with it: a new dataset may take the same folder
     again = ImageNetLoader(local=str(local), split="train", batch_size=8, shuffle=True, shuffle_seed=5)
     again.load_state_dict(state)
     rest = torch.cat([y for _, y in again]).tolist()
