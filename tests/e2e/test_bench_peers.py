@@ -14,8 +14,8 @@ sys.path.insert(0, str(PROJECT / "tools"))
 bench_peers = pytest.importorskip("bench_peers")
 
 
-@pytest.mark.parametrize("kind", ["loader", "loader-float", "loader-bare", "mds-fast", "mds-gpu"])
-@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize(("kind", "split"), [("loader", "train"), ("loader-1", "val"), ("loader-float", "val"),
+                                           ("loader-bare", "train"), ("mds-fast", "val"), ("mds-gpu", "train")])
 def test_this_projects_loader_rows_read_every_sample_twice(built: Path, kind: str, split: str):
     rate = bench_peers.load(kind, split, built, built / "no peers here")
     assert rate["samples"] == len(bench_peers.files(built)) and rate["samples_s"] > 0.0
