@@ -97,7 +97,7 @@ $(PEERS_VENV)/.installed: requirements-peers.txt $(VENV)/.installed
 	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$$($(PEERS_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_project_venv.pth"
 	$(PEERS_VENV)/bin/pip install -q setuptools wheel && $(PEERS_VENV)/bin/pip install -q --no-build-isolation -r requirements-peers.txt && touch $@
 bench-loader: | venv ## this project's loaders alone, ImageNetLoader with 1 and 2 threads beside its bare decoder; DATA/reports/bench-loader.json
-	$(PY) tools/bench_peers.py $(WHERE) --no-writers --rounds $(PEER_ROUNDS) --report bench-loader --loaders loader-1,loader,loader-float,loader-bare,mds-fast,mds-pil,mds-gpu
+	$(PY) tools/bench_peers.py $(WHERE) --no-writers --rounds $(PEER_ROUNDS) --report bench-loader --loaders loader-1,loader,loader-readers,loader-float,loader-bare,mds-fast,mds-pil,mds-gpu
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
 	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 lint: | venv ## ruff check

@@ -10,11 +10,12 @@
 
 One reader thread iterates the split's `ImageNetMDS` (StreamingDataset's shuffle, epochs, ranks, nodes and
 remote shards, as it is) for the JPEG bytes and labels, draws each crop from the JPEG header, and hands the
-batch to a decoding thread. That thread calls `_crops.decode_batch` once a batch: `threads` native threads,
-free of the interpreter lock, decode only the rows and columns each crop reads, resize it with Pillow's
-bilinear filter, mirror it, and write it (uint8, or normalised float32) straight into one of `prefetch` + 1
-batch buffers allocated at the first epoch (pinned where the batches go to a CUDA device). No decoded pixel
-crosses a process boundary and no Python object is made per decoded sample.
+batch to a decoding thread (with `readers=k`, k DataLoader processes do that reading and drawing, and send
+each batch's JPEG bytes through shared memory). That thread calls `_crops.decode_batch` once a batch:
+`threads` native threads, free of the interpreter lock, decode only the rows and columns each crop reads,
+resize it with Pillow's bilinear filter, mirror it, and write it (uint8, or normalised float32) straight
+into one of `prefetch` + 1 batch buffers allocated at the first epoch (pinned where the batches go to a
+CUDA device). No decoded pixel crosses a process boundary and no Python object is made per decoded sample.
 
 A batch stays valid until the next one is asked for: its buffer is then reused. Keep it longer with
 `.clone()`. With `device=` the loader copies each batch there itself and reuses the buffer only once the
@@ -23,6 +24,7 @@ copy is done.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import queue
@@ -31,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .transforms import MEAN, STD, FastPath, FastTrain, FastVal, crop_pil, crops_module, image_size
+from .transforms import MEAN, STD, Box, FastPath, FastTrain, FastVal, Plan, crop_pil, crops_module, image_size
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,14 +48,60 @@ POLL = 0.1  # seconds a thread waits on a queue before it looks whether it was a
 @dataclass
 class Raw:
     """One batch as the reader hands it to the decoder: the JPEG bytes, each crop's plan as
-    `_crops.decode_batch` takes it, which samples the extension takes (the others go to Pillow), the
-    labels, and the plans themselves with the image sizes for those others."""
+    `_crops.decode_batch` takes it (`params`, n x 10), what Pillow needs for the samples the extension does
+    not take (`extra`, n x 8: the box, den, flip, width, height), which samples are YCbCr or grey JPEGs
+    (`fast`), and the labels."""
 
     jpegs: list[bytes | memoryview]
     params: np.ndarray
-    fast: list[bool]
+    extra: np.ndarray
+    fast: np.ndarray
     y: torch.Tensor
-    plans: list[tuple[Any, int, int]]
+
+    def plan(self, i: int, crop_first: bool) -> tuple[Plan, int, int]:
+        """Sample i's plan and image size, for `crop_pil`."""
+        left, top, w, h, den, flip, width, height = self.extra[i].tolist()
+        return Plan(Box(left, top, w, h), int(den), bool(flip), crop_first), int(width), int(height)
+
+    @classmethod
+    def unpack(cls, packed: dict[str, torch.Tensor]) -> Raw:
+        """A batch as `pack` sent it from a reader process: the JPEGs are slices of one shared buffer."""
+        data = memoryview(packed["jpegs"].numpy())
+        ends = packed["offsets"].tolist()
+        return cls([data[a:b] for a, b in itertools.pairwise(ends)], packed["params"].numpy(),
+                   packed["extra"].numpy(), packed["fast"].numpy(), packed["y"])
+
+
+def planned(transform: FastPath, data: bytes | memoryview) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
+    """One sample's crop drawn and planned: its `Raw.params` row, its `Raw.extra` row, and whether the
+    extension takes it."""
+    width, height, fast = image_size(data)
+    plan = transform.plan(width, height)
+    return plan.row(width, height), (*plan.box, plan.den, float(plan.flip), width, height), fast
+
+
+@dataclass(frozen=True)
+class Planner:
+    """The transform a reader process's ImageNetMDS applies: the JPEG bytes, as bytes, and their plan."""
+
+    transform: FastPath
+
+    def __call__(self, data: bytes | memoryview) -> tuple[bytes, tuple, tuple, bool]:
+        return bytes(data), *planned(self.transform, data)
+
+
+def pack(samples: list[tuple[tuple[bytes, tuple, tuple, bool], int]]) -> dict[str, torch.Tensor]:
+    """A reader process's collate: the batch in six tensors, which reach the training process through shared
+    memory (the JPEGs end to end in one, and their offsets)."""
+    import torch
+
+    jpegs = [x[0] for x, _ in samples]
+    return {"jpegs": torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8),
+            "offsets": torch.tensor([0, *itertools.accumulate(map(len, jpegs))], dtype=torch.int64),
+            "params": torch.tensor([x[1] for x, _ in samples], dtype=torch.float64),
+            "extra": torch.tensor([x[2] for x, _ in samples], dtype=torch.float64),
+            "fast": torch.tensor([x[3] for x, _ in samples], dtype=torch.bool),
+            "y": torch.tensor([y for _, y in samples], dtype=torch.int64)}
 
 
 def cores() -> int:
@@ -91,20 +139,25 @@ class ImageNetLoader:
     ImageNet mean and std, as ToTensor + Normalize do; else uint8. Both are N x 3 x size x size in
     channels_last memory. `device`: a device the batches are copied to (uint8, to be normalised there
     with `how_to_imagenet.normalize`); None keeps them on the CPU. `threads` defaults to the CPUs this
-    process may use; `prefetch` is how many batches are decoded ahead."""
+    process may use; `prefetch` is how many batches are decoded ahead. `readers=0` reads and plans the
+    samples in a thread of this process (what 2 to 16 cores need); `readers=k` in k DataLoader processes
+    instead, which send each batch's JPEG bytes through shared memory (for more cores than one thread's
+    interpreter can feed)."""
 
     def __init__(self, local: str | None = None, remote: str | None = None, split: str = "train",
                  batch_size: int = 256, *, transform: FastPath | None = None, threads: int | None = None,
                  normalize: bool = False, device: str | None = None, drop_last: bool = False, prefetch: int = 2,
-                 resize: int | None = None, **kwargs: Any) -> None:
-        for name, value, least in (("batch_size", batch_size, 1), ("threads", threads, 1), ("prefetch", prefetch, 1)):
+                 readers: int = 0, resize: int | None = None, **kwargs: Any) -> None:
+        for name, value, least in (("batch_size", batch_size, 1), ("threads", threads, 1), ("prefetch", prefetch, 1),
+                                   ("readers", readers, 0)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
                 raise ValueError(f"ImageNetLoader: {name}={value!r}: give a whole number of at least {least}")
         if transform is not None and not isinstance(transform, FastPath):
             raise TypeError(f"ImageNetLoader: transform={transform!r}: give a FastTrain or FastVal (or None for "
                             "the split's default)")
         self.transform = transform or (FastTrain() if split == "train" else FastVal())
-        self.batch_size, self.drop_last, self.prefetch = batch_size, drop_last, prefetch
+        self.batch_size, self.drop_last, self.prefetch, self.readers = batch_size, drop_last, prefetch, readers
+        self.workers: Any = None  # the reader processes' DataLoader, with readers
         self.threads = threads or cores()
         import torch
 
@@ -199,7 +252,10 @@ class ImageNetLoader:
         return (normalize(images) if self.normalize_on_device else images), y, copied
 
     def _read(self, raw: queue.Queue, stop: threading.Event) -> None:
-        """The reader thread: the epoch's JPEG bytes and labels, in batches, each crop planned."""
+        """The reader thread: the epoch's JPEG bytes and labels, in batches, each crop planned; by the
+        thread itself, or by the reader processes whose batches it receives."""
+        if self.readers:
+            return self._receive(raw, stop)
         try:
             batch: list[tuple[bytes, int]] = []
             for sample in self.dataset:
@@ -214,21 +270,31 @@ class ImageNetLoader:
         except BaseException as e:
             put(raw, e, stop)
 
-    def plan(self, batch: list[tuple[bytes, int]]) -> Raw:
+    def _receive(self, raw: queue.Queue, stop: threading.Event) -> None:
+        """The reader processes' batches (a DataLoader over the split, made at the first epoch) handed on."""
+        try:
+            if self.workers is None:
+                from torch.utils.data import DataLoader
+
+                self.dataset.transform = Planner(self.transform)
+                self.workers = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.readers,
+                                          collate_fn=pack, persistent_workers=True, drop_last=self.drop_last)
+            for packed in self.workers:
+                if not put(raw, Raw.unpack(packed), stop):
+                    return
+            put(raw, END, stop)
+        except BaseException as e:  # handed to the caller's thread, which raises it
+            put(raw, e, stop)
+
+    def plan(self, batch: list[tuple[bytes | memoryview, int]]) -> Raw:
         """A batch of (JPEG bytes, y) as the decoder takes it: each crop drawn and planned."""
         import numpy as np
         import torch
 
-        params = np.empty((len(batch), 10), np.float64)
-        fast, plans = [], []
-        for i, (data, _) in enumerate(batch):
-            width, height, ok = image_size(data)
-            plan = self.transform.plan(width, height)
-            params[i] = plan.row(width, height)
-            fast.append(ok)
-            plans.append((plan, width, height))
-        y = torch.tensor([label for _, label in batch], dtype=torch.int64)
-        return Raw([data for data, _ in batch], params, fast, y, plans)
+        rows = [planned(self.transform, data) for data, _ in batch]
+        return Raw([data for data, _ in batch], np.array([r[0] for r in rows], np.float64),
+                   np.array([r[1] for r in rows], np.float64), np.array([r[2] for r in rows], bool),
+                   torch.tensor([y for _, y in batch], dtype=torch.int64))
 
     def _decode(self, raw: queue.Queue, free: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
         """The decoding thread: each batch into a free buffer, by the extension's threads; what it does not
@@ -257,7 +323,8 @@ class ImageNetLoader:
                     status = bytes([1]) * n
                 for i in range(n):
                     if status[i] != 0 or not batch.fast[i]:
-                        self._fill(out, i, crop_pil(batch.jpegs[i], *batch.plans[i], size), shift, scale)
+                        plan = batch.plan(i, self.transform.crop_first)
+                        self._fill(out, i, crop_pil(batch.jpegs[i], *plan, size), shift, scale)
                 ready.put((slot, n, batch.y))
         except BaseException as e:
             ready.put(e)

@@ -89,6 +89,16 @@ def test_without_the_extension_pillow_gives_the_same_pixels(local: Path, monkeyp
     assert all(torch.equal(a, b) for a, b in zip(with_ext, without, strict=True))
 
 
+def test_reader_processes_give_the_same_batches_as_the_reader_thread(local: Path):
+    torch.manual_seed(0)
+    data = stored(local, "val")
+    got = [(x.clone(), y) for x, y in ImageNetLoader(local=str(local), split="val", batch_size=8, readers=2)]
+    assert sorted(torch.cat([y for _, y in got]).tolist()) == list(range(SAMPLES))  # each reader its own part
+    for x, y in got:
+        for j in range(len(y)):
+            assert torch.equal(x[j], FastVal()(data[y[j]])), int(y[j])
+
+
 def test_drop_last_and_one_thread(local: Path):
     loader = ImageNetLoader(local=str(local), split="val", batch_size=8, threads=1, drop_last=True)
     assert [len(y) for _, y in loader] == [8] * 5 and len(loader) == 5
@@ -123,7 +133,7 @@ def test_resuming_from_a_state_dict_gives_the_rest_of_the_epoch(local: Path):
 
 @pytest.mark.parametrize("kwargs,error", [({"batch_size": 0}, "batch_size=0"), ({"threads": 0}, "threads=0"),
                                           ({"batch_size": True}, "batch_size=True"), ({"prefetch": 0}, "prefetch=0"),
-                                          ({"transform": 42}, "transform=42")])
+                                          ({"transform": 42}, "transform=42"), ({"readers": -1}, "readers=-1")])
 def test_bad_arguments_are_refused_before_any_shard_is_opened(tmp_path: Path, kwargs: dict, error: str):
     with pytest.raises((ValueError, TypeError), match=error):
         ImageNetLoader(local=str(tmp_path / "nothing here"), split="val", **kwargs)
