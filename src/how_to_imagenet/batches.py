@@ -41,8 +41,11 @@ if TYPE_CHECKING:
 
     from .loader import ImageNetMDS
 
-END = object()  # what the reader and the decoder put after the epoch's last batch
+END = object()  # what the reader and the decoders put after the epoch's last batch
 POLL = 0.1  # seconds a thread waits on a queue before it looks whether it was asked to stop
+# Batches in decode at once, each over all the threads: the cores a batch's last images leave idle (and
+# those a busy machine takes from one thread) go to the next batch instead of waiting.
+DECODERS = 2
 
 
 @dataclass
@@ -196,36 +199,43 @@ class ImageNetLoader:
         dtype = torch.float32 if self.normalize else torch.uint8
         pin = self.device is not None and self.device.type == "cuda"
         self.buffers = [torch.empty((self.batch_size, size, size, 3), dtype=dtype, pin_memory=pin)
-                        for _ in range(self.prefetch + 1)]
+                        for _ in range(max(self.prefetch, DECODERS) + 1)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self.buffers:
             self._make_buffers()
         stop = threading.Event()
-        raw: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        ready: queue.Queue = queue.Queue()
+        raw: queue.Queue = queue.Queue(maxsize=self.prefetch)  # (number, Raw) in the epoch's order
+        ready: queue.Queue = queue.Queue()  # (number, slot, n, y) as each decoder finishes
         free: queue.Queue = queue.Queue()
         for slot in range(len(self.buffers)):
             free.put((slot, None))
-        workers = [threading.Thread(target=self._read, args=(raw, stop), name="ImageNetLoader-read", daemon=True),
-                   threading.Thread(target=self._decode, args=(raw, free, ready, stop), name="ImageNetLoader-decode",
-                                    daemon=True)]
+        workers = [threading.Thread(target=self._read, args=(raw, stop), name="ImageNetLoader-read", daemon=True)]
+        workers += [threading.Thread(target=self._decode, args=(raw, free, ready, stop), daemon=True,
+                                     name=f"ImageNetLoader-decode-{k}") for k in range(DECODERS)]
         for t in workers:
             t.start()
         self.yielded = 0
         held: int | None = None  # the slot of the batch the caller has
         copied = None  # and the CUDA event that marks its copy to the device
+        decoded: dict[int, tuple] = {}  # batches finished ahead of their turn
+        ended = 0
         try:
-            while True:
+            for number in itertools.count():
                 if held is not None:
                     free.put((held, copied))
                     held = None
-                item = ready.get()
-                if item is END:
+                while number not in decoded and ended < DECODERS:
+                    item = ready.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is END:
+                        ended += 1
+                    else:
+                        decoded[item[0]] = item[1:]
+                if number not in decoded:
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                held, n, y = item
+                held, n, y = decoded.pop(number)
                 images = self.buffers[held][:n].permute(0, 3, 1, 2)  # N x 3 x H x W, channels_last in memory
                 copied = None
                 if self.device is not None and self.device.type != "cpu":
@@ -257,17 +267,18 @@ class ImageNetLoader:
         if self.readers:
             return self._receive(raw, stop)
         try:
-            batch: list[tuple[bytes, int]] = []
+            number, batch = 0, []
             for sample in self.dataset:
                 batch.append(sample)
                 if len(batch) == self.batch_size:
-                    if not put(raw, self.plan(batch), stop):
+                    if not put(raw, (number, self.plan(batch)), stop):
                         return
-                    batch = []
-            if batch and not self.drop_last and not put(raw, self.plan(batch), stop):
+                    number, batch = number + 1, []
+            if batch and not self.drop_last and not put(raw, (number, self.plan(batch)), stop):
                 return
-            put(raw, END, stop)
-        except BaseException as e:
+            for _ in range(DECODERS):
+                put(raw, END, stop)
+        except BaseException as e:  # handed to the caller's thread, which raises it
             put(raw, e, stop)
 
     def _receive(self, raw: queue.Queue, stop: threading.Event) -> None:
@@ -279,10 +290,11 @@ class ImageNetLoader:
                 self.dataset.transform = Planner(self.transform)
                 self.workers = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.readers,
                                           collate_fn=pack, persistent_workers=True, drop_last=self.drop_last)
-            for packed in self.workers:
-                if not put(raw, Raw.unpack(packed), stop):
+            for number, packed in enumerate(self.workers):
+                if not put(raw, (number, Raw.unpack(packed)), stop):
                     return
-            put(raw, END, stop)
+            for _ in range(DECODERS):
+                put(raw, END, stop)
         except BaseException as e:  # handed to the caller's thread, which raises it
             put(raw, e, stop)
 
@@ -297,17 +309,18 @@ class ImageNetLoader:
                    torch.tensor([y for _, y in batch], dtype=torch.int64))
 
     def _decode(self, raw: queue.Queue, free: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
-        """The decoding thread: each batch into a free buffer, by the extension's threads; what it does not
-        take (and everything, where it was not built) by Pillow."""
+        """A decoding thread (DECODERS of them): the next batch into a free buffer, by the extension's threads;
+        what it does not take (and everything, where it was not built) by Pillow."""
         try:
             crops = crops_module()
             size = self.transform.size
             shift, scale = tuple(255.0 * m for m in MEAN), tuple(255.0 * s for s in STD)
             while True:
-                batch = get(raw, stop)
-                if batch is END or isinstance(batch, BaseException):
-                    ready.put(batch)
+                item = get(raw, stop)
+                if item is END or isinstance(item, BaseException):
+                    ready.put(item)
                     return
+                number, batch = item
                 item = get(free, stop)
                 if item is END:
                     return
@@ -325,7 +338,7 @@ class ImageNetLoader:
                     if status[i] != 0 or not batch.fast[i]:
                         plan = batch.plan(i, self.transform.crop_first)
                         self._fill(out, i, crop_pil(batch.jpegs[i], *plan, size), shift, scale)
-                ready.put((slot, n, batch.y))
+                ready.put((number, slot, n, batch.y))
         except BaseException as e:
             ready.put(e)
 
