@@ -18,6 +18,7 @@ from ..config import HASHERS, Config, Split, check_image_count, checksum_entries
 from ..console import UserError, human_bytes, log, progress
 from ..index import FORMAT, Image, content_hash, index_images, write_index
 from ..layout import Paths
+from ..mds.images import header
 from ..stamps import run_stage, upstream
 from . import download
 from .download import needed_archive
@@ -117,6 +118,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
         return mend(cfg, paths, split, f"wrong size: expected {split.bytes} bytes, actual {size}", repaired)
     images: list[Image] = []
     problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
+    unreadable: UserError | None = None  # the first member that is not an image: after the walk's own problems
     with open(tar, "rb") as f:
         members = index_images(split_name, f.fileno(), size, str(tar), split.images,
                                f"splits.{split_name}.images in {cfg.path}")
@@ -125,7 +127,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
         def index_upto(pos: int) -> None:
             """Walk the headers in bytes already read, never ahead: a read past the sequential
             read would cost the disk a seek."""
-            nonlocal end, problem
+            nonlocal end, problem, unreadable
             try:
                 while end + LOOKAHEAD <= pos and problem is None:
                     image = next(members, None)
@@ -135,6 +137,10 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
                     end = image.offset + image.size
                     # Its bytes were just read: the page cache gives them back for the per-image proof.
                     data = os.pread(f.fileno(), image.size, image.offset)
+                    try:
+                        header(data, f"{tar}: {image.wnid}/{image.name}")  # one member rule, for mds and untar
+                    except UserError as e:
+                        unreadable = unreadable or e
                     images.append(replace(image, xxh3=content_hash(data)))
             except UserError as e:
                 problem = e
@@ -159,6 +165,8 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
         return mend(cfg, paths, split, f"{alg} mismatch: expected {expected[alg]}, actual {actual[alg]}", repaired)
     if problem is not None:
         raise problem
+    if unreadable is not None:
+        raise unreadable
     images.sort(key=lambda i: (i.wnid, i.name))
     check_image_count(cfg, split, tar, len(images), proven=True)
     index = paths.index(split_name)
