@@ -152,52 +152,34 @@ def test_a_state_dict_taken_mid_epoch_resumes_with_exactly_the_rest(built: Path)
     assert len(epoch) == 48 and seen == epoch[:20] and rest == epoch[20:]
 
 
-# Two jobs forked from one process that imported streaming once (each makes its own dataset, as two
-# training jobs would): the first reads half an epoch, the second a whole one and exits (running
-# streaming's clean-up at exit), then the first reads the rest. What each read, and whether every
-# shared memory file the first held was still there after the second left.
-TWO_JOBS = """
-import atexit, json, os, sys
-from pathlib import Path
+KEEP_READING = """
+import json, sys
 from streaming import StreamingDataset
-
-local, out = sys.argv[1], Path(sys.argv[2])
-ready_r, ready_w = os.pipe()
-go_r, go_w = os.pipe()
-
-def job(name, wait_halfway):
-    ds = StreamingDataset(local=local, shuffle=True, shuffle_seed=1, batch_size=1)
-    seen = [ds[i]["wnid"] for i in range(len(ds) // 2)]
-    if wait_halfway:
-        os.write(ready_w, b"x")
-        os.read(go_r, 1)
-    seen += [ds[i]["wnid"] for i in range(len(ds) // 2, len(ds))]
-    (out / f"{name}.json").write_text(json.dumps(seen))
-    atexit._run_exitfuncs()  # streaming's own clean-up at exit
-    os._exit(0)
-
-first = os.fork()
-if first == 0:
-    job("first", True)
-os.read(ready_r, 1)
-held = [m.split("/dev/shm/")[1] for m in Path(f"/proc/{first}/maps").read_text().split() if m.startswith("/dev/shm/")]
-second = os.fork()
-if second == 0:
-    job("second", False)
-second_ok = os.waitpid(second, 0)[1] == 0
-kept = bool(held) and all(Path("/dev/shm", n).exists() for n in held)
-os.write(go_w, b"x")
-first_ok = os.waitpid(first, 0)[1] == 0
-print(json.dumps({"ok": first_ok and second_ok, "kept": kept, "held": held}))
+ds = StreamingDataset(local=sys.argv[1], shuffle=True, shuffle_seed=1, batch_size=1)
+seen = [ds[i]["wnid"] for i in range(len(ds) // 2)]
+print("half", flush=True)
+sys.stdin.readline()
+seen += [ds[i]["wnid"] for i in range(len(ds) // 2, len(ds))]
+print(json.dumps(seen), flush=True)
 """
 
 
-def test_two_jobs_reading_the_same_shards_keep_their_own_shared_memory(built: Path, tmp_path: Path):
-    done = subprocess.run([sys.executable, "-c", TWO_JOBS, str(Paths(built).mds("train")), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120,
-                          env={**ENV, "PYTHONPATH": str(PROJECT / "src")})
-    assert done.returncode == 0, done.stderr
-    said = json.loads(done.stdout.splitlines()[-1])
-    assert said["ok"] and said["held"] and said["kept"], said  # the second job left the first one's alone
-    want = sorted(s["wnid"] for s in read_mds(Paths(built).mds("train")))
-    assert [sorted(json.loads((tmp_path / f"{job}.json").read_text())) for job in ("first", "second")] == [want, want]
+def test_two_jobs_reading_the_same_shards_keep_their_own_shared_memory(built: Path):
+    local = str(Paths(built).mds("train"))
+    env = {**ENV, "PYTHONPATH": str(PROJECT / "src")}
+    first = subprocess.Popen([sys.executable, "-c", KEEP_READING, local], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert first.stdout.readline() == "half\n"
+        held = {m.split("/dev/shm/")[1] for m in Path(f"/proc/{first.pid}/maps").read_text().split()
+                if m.startswith("/dev/shm/")}
+        second = subprocess.run([sys.executable, "-c", KEEP_READING, local], input="\n", capture_output=True,
+                                text=True, env=env, timeout=120)  # the second job reads a whole epoch, and exits
+        assert second.returncode == 0, second.stderr
+        assert held and all((Path("/dev/shm") / n).exists() for n in held)  # the first job's, left alone
+        out, _ = first.communicate("\n", timeout=120)
+        assert first.returncode == 0
+        want = sorted(s["wnid"] for s in read_mds(Paths(built).mds("train")))
+        assert sorted(json.loads(out.splitlines()[-1])) == sorted(json.loads(second.stdout.splitlines()[-1])) == want
+    finally:
+        first.kill()
