@@ -259,11 +259,12 @@ def test_shared_memory_of_a_killed_reader_is_cleaned_by_the_next_check(fixture: 
     from how_to_imagenet.pipeline.shm import NAME, SHM, mapped
 
     data = copy_data(built, tmp_path / "data")
-    before = {p.name for p in SHM.iterdir()}
     reader = subprocess.Popen([sys.executable, "-c", KEEP, str(Paths(data).mds("val"))], stdout=subprocess.PIPE,
                               text=True, start_new_session=True)
     assert reader.stdout.readline() == "reading\n"
-    left = {p.name for p in SHM.iterdir()} - before
+    # What the reader maps (not what else appeared meanwhile: other processes come and go in /dev/shm too).
+    left = {m.split("/dev/shm/")[1] for m in Path(f"/proc/{reader.pid}/maps").read_text().split()
+            if m.startswith("/dev/shm/")}
     assert any(NAME.fullmatch(n) for n in left), left
     os.killpg(reader.pid, signal.SIGKILL)  # the group, as a killed make check: its resource tracker too
     time.sleep(0.5)

@@ -10,8 +10,9 @@ import pytest
 
 from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.config import HASH_FILES
+from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.layout import Paths
-from how_to_imagenet.testing.runs import Fixture, copy_data, make, one_error, states
+from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, one_error
 
 
 def wrong_line(fixture: Fixture, tmp_path: Path, alg: str, **changes: object) -> tuple[Path, str]:
@@ -80,11 +81,13 @@ def test_a_per_class_range_the_archive_contradicts_is_the_configs_mistake_not_th
     config = fixture.variant("per-class-4", **{"splits.val.per_class": [4, 10]})
     cfg = (f"CONFIG={config}", f"DATA={data}")
     shards = sorted(p.read_bytes() for p in Paths(data).mds("val").glob("*/*.mds"))
-    line = one_error(make("check-val", *cfg, check=False))
+    with pytest.raises(UserError) as e:  # `make check-val`, in this process: its error line
+        checked(config, data, "val")
+    line = str(e.value)
     assert "the config is wrong, not the shards: class " in line and "the archive holds 3 images" in line
     assert "outside splits.val.per_class [4, 10]" in line and "fix that key in the config" in line
     assert "make val" not in line
-    assert states(config, data)[("val", "mds")] == "done"  # not damaged: nothing to rewrite
-    assert "[mds val] up to date" in make("val", *cfg).stderr
+    status = make("status", *cfg).stdout
+    assert "\nval    mds       done " in status and "FAILED (8: the config: class " in status  # not damaged
+    assert "[mds val] up to date" in make("val", *cfg).stderr  # nothing to rewrite
     assert sorted(p.read_bytes() for p in Paths(data).mds("val").glob("*/*.mds")) == shards
-    assert "FAILED (8: the config: class " in make("status", *cfg).stdout

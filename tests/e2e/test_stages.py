@@ -79,6 +79,9 @@ def test_a_wrong_only_checksum_is_named_once_the_torrent_vouches_for_every_piece
     assert f"matches every piece of its torrent, but its md5 is {built_md5(built)} where {where} says" in done.stderr
     assert "the torrent and the checksum files describe different archives" in done.stderr
     assert not Paths(data).aside(Paths(data).tar(archive("val"))).exists()
+    again = make("val", f"CONFIG={config}", f"DATA={data}", check=False)  # the same verdict, without a read
+    assert "the torrent and the checksum files describe different archives" in again.stderr
+    assert "checking its pieces" not in again.stderr and "verify val:" not in again.stderr
 
 
 def built_md5(built: Path) -> str:

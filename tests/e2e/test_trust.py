@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.stages.check import check_splits
 from how_to_imagenet.testing.fixture import QUIRKS
-from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, mds_files, read_mds, states
+from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, mds_files, read_mds, rewrite, states
 
 
 def report(data: Path, split: str, kind: str) -> dict:
@@ -69,17 +68,6 @@ def test_check_passes_on_good_data_decodes_to_rgb_and_writes_a_report(fixture: F
 
 def config_variant(fixture: Fixture) -> Path:
     return fixture.variant("bigger-shards", **{"mds.size_limit": 1 << 17})
-
-
-def rewrite(local: Path, edit) -> None:
-    """Write the dataset at `local` again, with `edit(samples)` applied to its samples."""
-    from streaming import MDSWriter
-
-    samples = edit(read_mds(local))
-    shutil.rmtree(local)
-    with MDSWriter(out=str(local), columns={"x": "jpeg", "y": "int", "wnid": "str"}, hashes=["xxh64"]) as w:
-        for s in samples:
-            w.write({"x": s["raw"], "y": s["y"], "wnid": s["wnid"]})
 
 
 def failed_check(fixture: Fixture, data: Path, split: str, capsys: pytest.CaptureFixture[str]) -> str:

@@ -4,6 +4,7 @@ end-to-end runs through make and GNU tar are in e2e/test_safety.py.)"""
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from how_to_imagenet.pipeline.rules import check_class_image, val_label
 from how_to_imagenet.pipeline.stages.download import download
 from how_to_imagenet.pipeline.stages.verify import verify
 from how_to_imagenet.testing.archives import CASES, EXPECTED, JPEG, archive_for, craft, custom
+from how_to_imagenet.testing.fixture import fake_photo
 
 
 def verify_archive(root: Path, split: str, data: bytes, images: int) -> list[Image]:
@@ -30,13 +32,14 @@ def verify_archive(root: Path, split: str, data: bytes, images: int) -> list[Ima
 
 
 def test_a_good_archive_is_indexed_in_imagefolder_order(tmp_path: Path):
-    inner = craft([("n01443537_2.JPEG", JPEG), ("n01443537_10.JPEG", JPEG[:100])])
+    other = fake_photo(random.Random(1))  # another size (every member must be a readable image: verify checks)
+    inner = craft([("n01443537_2.JPEG", JPEG), ("n01443537_10.JPEG", other)])
     rows = verify_archive(tmp_path, "train", craft([("n01443537.tar", inner), ("n01440764.tar", craft([
         ("n01440764_5.JPEG", JPEG)]))]), 3)
     assert [(r.wnid, r.name) for r in rows] == [("n01440764", "n01440764_5.JPEG"), ("n01443537", "n01443537_10.JPEG"),
                                                 ("n01443537", "n01443537_2.JPEG")]
     raw = (tmp_path / "src" / "ILSVRC2012_img_train.tar").read_bytes()
-    assert [raw[r.offset : r.offset + r.size] for r in rows] == [JPEG, JPEG[:100], JPEG]
+    assert [raw[r.offset : r.offset + r.size] for r in rows] == [JPEG, other, JPEG] and len(other) != len(JPEG)
 
 
 def test_the_name_rules():

@@ -96,6 +96,10 @@ class Paths:
         """What make check wrote of a split's dataset (full size or RESIZE=N)."""
         return self.report(split, "check" + variant(resize))
 
+    def untar_check_report(self, split: str) -> Path:
+        """What make check found of a split's ImageFolder tree (not a `<split>.check*` report: those are of shards)."""
+        return self.report(split, "untar-check")
+
     def reports(self, split: str) -> list[Path]:
         return sorted((self.data / "reports").glob(f"{split}.*.json"))
 

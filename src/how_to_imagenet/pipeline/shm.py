@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 SHM = Path("/dev/shm")
 # streaming's names (streaming.base.constant.SHM_TO_CLEAN), under a six-digit prefix.
@@ -18,11 +20,11 @@ NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|
                   r"epoch_shape|epoch_data)")
 
 
-def mapped() -> set[str]:
-    """The names of the /dev/shm files some live process has mapped."""
+def mapped(skip: int | None = None) -> set[str]:
+    """The names of the /dev/shm files some live process (other than `skip`) has mapped."""
     names = set()
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or proc.name == str(skip):
             continue
         try:
             maps = (proc / "maps").read_text()
@@ -48,3 +50,20 @@ def clean_orphaned_shm() -> list[str]:
             except OSError:
                 pass
     return removed
+
+
+def release(ds: Any) -> None:
+    """Close the shared memory a StreamingDataset of this process holds, unlinking what it created,
+    once it is read: streaming frees it only at exit, and each later dataset in the same process
+    opens every prefix still there (and keeps them open), so the open files grow with each one."""
+    from streaming.base.shared.memory import SharedMemory
+
+    def held(obj: Any, depth: int) -> Iterator[Any]:
+        if isinstance(obj, SharedMemory):
+            yield obj
+        elif depth and type(obj).__module__.startswith("streaming") and hasattr(obj, "__dict__"):
+            for value in vars(obj).values():  # the barrier, scalars and arrays hold theirs one or two deep
+                yield from held(value, depth - 1)
+
+    for shm in {id(s): s for s in held(ds, 3)}.values():
+        shm.cleanup()

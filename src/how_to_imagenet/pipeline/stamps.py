@@ -99,3 +99,14 @@ def run_stage(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | Cal
 def exists(key: str) -> Present:
     """The usual `present`: the output named by `outputs[key]` exists."""
     return lambda paths, out: None if paths.at(out[key]).exists() else f"{paths.at(out[key])} is missing"
+
+
+def found_wrong(paths: Paths, out: dict[str, Any]) -> str | None:
+    """What the last `make check` of these very outputs (the report `out["check"]`, of the same `id`)
+    found wrong with them, or None; the config's mistakes it found (config_mistakes) are no fault of theirs."""
+    check = read_json(paths.at(out["check"])) if "check" in out else None
+    if not isinstance(check, dict) or check.get("of_shards", check.get("of_tree")) != out.get("id"):
+        return None
+    if check.get("failures") if "failures" in check else not check.get("ok", True):
+        return f"make check found them wrong ({(check.get('failures') or ['?'])[0]})"
+    return None

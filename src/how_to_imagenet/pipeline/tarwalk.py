@@ -19,6 +19,10 @@ FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 MAX_META = 1 << 20  # the largest GNU long-name or pax header data accepted
 DATA_TYPES = (*FILE_TYPES, tarfile.CONTTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE,
               tarfile.GNUTYPE_SPARSE)
+# pax records under which GNU tar unpacks other bytes than the member's data (sparse maps, volume
+# pieces): the member is not the plain file the walk sees. Old-style sparse (type S) and multi-volume
+# (type M) members are refused as not regular files.
+SPECIAL_PAX = ("GNU.sparse.", "GNU.volume.")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,14 @@ def _pax(data: bytes, where: str) -> dict[str, str]:
     return out
 
 
+SPECIAL_WHY = " (a sparse or multi-volume member: GNU tar would unpack other bytes than the archive holds); refused"
+
+
+def _special(records: dict[str, str]) -> str | None:
+    """The first of SPECIAL_PAX's records among a pax header's, if any."""
+    return next((k for k in records if k.startswith(SPECIAL_PAX)), None)
+
+
 def walk(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
     """Every member of the tar stored in bytes [start, end) of the file `fd`, reading only headers.
 
@@ -69,15 +81,22 @@ def walk(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
         data = pos + BLOCK
         if size < 0 or data + size > end:
             raise UserError(f"{where}: member {name!r} declares {size} bytes, past the end of its archive")
-        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE):
+        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE, tarfile.XGLTYPE):
             if size > MAX_META:
                 raise UserError(f"{where}: member header at byte {pos} carries {size} bytes of metadata")
             raw = os.pread(fd, size, data)
-            if info.type == tarfile.XHDTYPE:
-                meta.update(_pax(raw, f"{where}: byte {pos}"))
-            else:
+            if info.type == tarfile.GNUTYPE_LONGNAME:
                 meta["path"] = raw.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        elif info.type != tarfile.XGLTYPE:
+            else:
+                records = _pax(raw, f"{where}: byte {pos}")
+                if info.type == tarfile.XGLTYPE and (special := _special(records)):
+                    raise UserError(f"{where}: the global pax header at byte {pos} carries the record {special}"
+                                    f"{SPECIAL_WHY}")
+                if info.type == tarfile.XHDTYPE:
+                    meta.update(records)
+        else:
+            if special := _special(meta):
+                raise UserError(f"{where}: member {name!r} carries the pax record {special}{SPECIAL_WHY}")
             yield Entry(pos, name, info.type, data, size)
             meta = {}
         # As GNU tar and tarfile do, only these carry data; a directory's or a link's size is ignored.

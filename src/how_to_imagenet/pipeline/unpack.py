@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .console import UserError, progress
-from .index import class_tars
+from .index import Image, class_tars, content_hash
 from .rules import check_class_image, val_label
 from .tarwalk import Entry
 
@@ -89,3 +89,29 @@ def untar_train(tar: Path, out: Path, workers: int) -> dict[str, int]:
 
 
 UNTAR: dict[str, Callable[[Path, Path, int], dict[str, int]]] = {"train": untar_train, "val": untar_val}
+
+
+def tree_problems(root: Path, rows: list[Image], workers: int) -> list[tuple[tuple[str, str], str]]:
+    """What differs between an ImageFolder tree and verify's index: ((wnid, name), what) for each file
+    missing, extra (or not a regular file), or whose bytes are not the image verify hashed; every file
+    is read, `workers` at a time."""
+    want = {(r.wnid, r.name): r.xxh3 for r in rows}
+    have, odd = set(), []
+    for c in os.scandir(root):
+        if not c.is_dir(follow_symlinks=False):
+            odd.append((("", c.name), "is not in a class folder"))
+            continue
+        for f in os.scandir(c.path):
+            (have.add((c.name, f.name)) if f.is_file(follow_symlinks=False)
+             else odd.append(((c.name, f.name), "is not a regular file")))
+    problems = odd + [(k, "is missing") for k in sorted(want.keys() - have)]
+    problems += [(k, "is not an image verify indexed") for k in sorted(have - want.keys())]
+    common = sorted(want.keys() & have)
+
+    def differs(key: tuple[str, str]) -> bool:
+        return content_hash((root / key[0] / key[1]).read_bytes()) != want[key]
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        problems += [(k, "is not the image verify read (its bytes differ from verify's hash)")
+                     for k, bad in zip(common, pool.map(differs, common), strict=True) if bad]
+    return problems

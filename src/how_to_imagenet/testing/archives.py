@@ -75,15 +75,22 @@ def hostile(case: str, names: Callable[[int], str], outside: Path) -> list:
                     + craft([(name, data)])[:-1024]],
         "badpax": [info("pax", tarfile.XHDTYPE, size=512).tobuf(tarfile.GNU_FORMAT) + b"0 path=x\n".ljust(512, b"\0"),
                    (name, data)],
+        # GNU tar unpacks a pax sparse member as its map says (4096 zero bytes, then the data): not these bytes.
+        "sparse": [info(name, tarfile.REGTYPE, size=len(data), pax_headers={
+            "GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": name,
+            "GNU.sparse.realsize": str(len(data) + 4096)}).tobuf(tarfile.PAX_FORMAT) + data + bytes(-len(data) % 512)],
+        "multivolume": [info(name, b"M", size=len(data)).tobuf(tarfile.GNU_FORMAT) + data + bytes(-len(data) % 512)],
     }[case]
 
 
 CASES = ["absolute", "traversal", "symlink", "hardlink", "device", "fifo", "oversize", "flood", "duplicate",
-         "dirdata", "badpax"]
+         "dirdata", "badpax", "sparse", "multivolume"]
 EXPECTED = {"absolute": "is not a", "traversal": "is not a", "symlink": "is not a regular file",
             "hardlink": "is not a regular file", "device": "is not a regular file", "fifo": "is not a regular file",
             "oversize": "past the end of its archive", "flood": "", "duplicate": "more than once",
-            "dirdata": "is a directory declaring 1024 bytes", "badpax": "malformed pax header"}
+            "dirdata": "is a directory declaring 1024 bytes", "badpax": "malformed pax header",
+            "sparse": "carries the pax record GNU.sparse.major (a sparse or multi-volume member",
+            "multivolume": "is not a regular file (tar type b'M')"}
 
 
 def archive_for(level: str, case: str, outside: Path) -> tuple[str, bytes, int]:

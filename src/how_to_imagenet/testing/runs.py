@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..names import archive
+from ..pipeline.shm import NAME, SHM, mapped, release
 
 PROJECT = Path(__file__).resolve().parents[3]  # the checkout: testing/ never ships in the wheel
 # Nested under `make test`, the inner makes must not inherit the outer one's flags and job server.
@@ -103,7 +105,39 @@ def read_mds(local: Path) -> list[dict]:
     for i in range(len(ds)):
         s = ds[i]
         samples.append({**s, "raw": s["x"].fp.getvalue()})
+    release(ds)
     return samples
+
+
+def rewrite(local: Path, edit: Any) -> None:
+    """Write the dataset at `local` again with streaming's MDSWriter, with `edit(samples)` applied to its
+    samples (as `read_mds` gives them); its classes.json is kept: the shards are what is tampered with."""
+    from streaming import MDSWriter
+
+    samples = edit(read_mds(local))
+    meta = (local / "classes.json").read_bytes()
+    shutil.rmtree(local)
+    with MDSWriter(out=str(local), columns={"x": "jpeg", "y": "int", "wnid": "str"}, hashes=["xxh64"]) as w:
+        for s in samples:
+            w.write({"x": s["raw"], "y": s["y"], "wnid": s["wnid"]})
+    (local / "classes.json").write_bytes(meta)
+
+
+def free_own_shm() -> list[str]:
+    """Unlink the streaming shared memory that this process alone maps: what the datasets a test made
+    and dropped still hold (streaming frees it only at exit). The next dataset in this process then
+    does not open it again (streaming's prefix scan keeps open what it opens, so without this the
+    open files of a test process grow with the square of the datasets it made). The names unlinked."""
+    mine = {m.group(1) for m in re.finditer(r"/dev/shm/(\S+)", Path("/proc/self/maps").read_text())}
+    elsewhere = mapped(skip=os.getpid())
+    prefix = {n: m.group(1) for n in mine | elsewhere if (m := NAME.fullmatch(n))}
+    ours = {prefix[n] for n in mine if n in prefix} - {prefix[n] for n in elsewhere if n in prefix}
+    freed = []
+    for f in SHM.glob("*"):
+        if (m := NAME.fullmatch(f.name)) and m.group(1) in ours:
+            f.unlink(missing_ok=True)
+            freed.append(f.name)
+    return freed
 
 
 def mds_files(root: Path) -> dict[str, bytes]:

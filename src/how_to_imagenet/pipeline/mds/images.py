@@ -46,7 +46,7 @@ def header(data: bytes, name: str) -> tuple[str, str]:
         with PIL.Image.open(io.BytesIO(data)) as im:
             return str(im.format), im.mode
     except (PIL.UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise UserError(f"{name}: not a readable image ({e}); it is not written") from None
+        raise UserError(f"{name}: not a readable image ({e}); it is refused: never unpacked nor written") from None
 
 
 def to_rgb_jpeg(data: bytes) -> bytes:

@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...labels import class_index, val_wnid
+from ...labels import class_index, classes, val_wnid
 from ...names import SPLITS
-from ..cli import flag, parser, setup, whole
+from ..cli import flag, parser, setup, whole, worker_count
 from ..config import Config
 from ..console import UserError, log
 from ..files import remove, write_json
@@ -25,9 +25,12 @@ from ..index import Image, content_hash, read_index
 from ..layout import Paths
 from ..mds.images import stored
 from ..mds.index import INDEX
+from ..mds.plan import plan
 from ..reader import Source
-from ..shm import clean_orphaned_shm
-from .mds import finished
+from ..shm import clean_orphaned_shm, release
+from ..stamps import read_stamp, state
+from ..unpack import tree_problems
+from .mds import CLASSES, finished
 
 SHOWN = 10  # failures printed; the report keeps up to 1000
 
@@ -132,6 +135,38 @@ def expected_samples(cfg: Config, paths: Paths, split: str, resize: int | None, 
     return sorted(out, key=lambda e: (e[1], e[2].name))
 
 
+def order_failures(cfg: Config, got: list[tuple[str, str]], expected: list[tuple[str | None, str, Image]]) -> list[str]:
+    """train: sample n is image n of the permutation of ImageFolder order that mds.shuffle_seed draws
+    (mds/plan.py); one line for all the samples out of that order."""
+    rows = [i for _, _, i in sorted(expected, key=lambda e: (e[2].wnid, e[2].name))]  # the index's order
+    truth = {(i.wnid, i.name): (h, w) for h, w, i in expected}
+    order = [i for part in plan(rows, shuffle=True, seed=cfg.shuffle_seed, workers=1) for i in part.images]
+    wrong = [n for n, (i, (h, w)) in enumerate(zip(order, got, strict=False))
+             if truth[(i.wnid, i.name)][1] != w or truth[(i.wnid, i.name)][0] not in (None, h)]
+    if not wrong:
+        return []
+    i = order[wrong[0]]
+    return [f"{len(wrong)} samples are out of the order mds.shuffle_seed {cfg.shuffle_seed} draws: sample {wrong[0]} "
+            f"({got[wrong[0]][1]}) is not {truth[(i.wnid, i.name)][1]}/{i.name}"]
+
+
+def classes_failures(local: Path, counts: Counter[str]) -> list[str]:
+    """classes.json is what mds writes for the ground truth's images of each class."""
+    path = local / CLASSES
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return [f"{path} is missing or not JSON ({brief(e)})"]
+    want = json.loads(json.dumps(classes(counts)))  # as read back from the file
+    if found == want:
+        return []
+    if not isinstance(found, list) or len(found) != len(want):
+        return [f"{path} is not the list of the {len(want)} classes mds writes"]
+    n = next(n for n, (f, w) in enumerate(zip(found, want, strict=True)) if f != w)
+    return [f"{path}: entry {n} is {json.dumps(found[n])[:120]}, the ground truth's is {want[n]['wnid']} "
+            f"{want[n]['name']!r} with {want[n]['images']} images"]
+
+
 def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | None, remote: str | None) -> dict:
     from streaming import StreamingDataset
 
@@ -170,7 +205,10 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
                                 "endpoint") from None
         else:
             samples = len(ds)
-            damage += read_back(ds, known, decode, got, counts, failures)
+            try:
+                damage += read_back(ds, known, decode, got, counts, failures)
+            finally:
+                release(ds)
     if remote:  # after the reads, which fetched the shards
         shards, problems = shard_failures(local)
         damage = problems + damage
@@ -199,6 +237,7 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
                      for n, ((h, w), (e, ew, i)) in enumerate(zip(got, expected, strict=False))
                      if w != ew or (e is not None and h != e)]
     else:  # each source image exactly once, with its own class (the ones with no known hash: by count)
+        failures += order_failures(cfg, got, expected)
         have = Counter(got)
         named = {(h, w): f"{w}/{i.name}" for h, w, i in expected if h is not None}
         failures += [f"{named[k]} is missing or mislabelled" for k in sorted(known - have)]
@@ -207,6 +246,8 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
         failures += [f"a sample labelled {w} is no image of that class in the archive" for w in sorted(extra - unknown)]
         # (ImageNet holds some identical images twice in a class: each is expected as often as it occurs.)
         failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if k in known and have[k] > known[k]]
+    if not remote and not damage:  # the class metadata, as the ground truth gives it (a remote copy is not read)
+        failures += classes_failures(local, Counter(w for _, w, _ in expected))
     archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
     report = {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
               "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"),
@@ -217,11 +258,45 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
     return report
 
 
+def check_tree(cfg: Config, paths: Paths, split: str) -> list[str] | None:
+    """When a split's ImageFolder tree is done (untar): every file against verify's hash of its image,
+    and none missing or extra; the report is written (a failure makes the tree damaged, so untar
+    unpacks it again). None when there is no finished tree."""
+    from . import untar, verify
+
+    proof = read_stamp(paths.stamp(split, "verify"))
+    try:
+        if proof is None or verify.present(paths, proof["outputs"]):  # no sound index (the shards' check says so)
+            return None
+    except (KeyError, TypeError):  # a verify stamp of another shape
+        return None
+    stamp = read_stamp(paths.stamp(split, "untar"))
+    now = untar.inputs(cfg, paths, cfg.split(split))
+    if stamp is None or state(paths, split, "untar", now, untar.present, []).name != "done":
+        return None
+    root, rows = paths.untar(split), read_index(paths.index(split))
+    problems = tree_problems(root, rows, worker_count(None, cpu_bound=False))
+    failures = [f"{root / w / n} {what}" for (w, n), what in problems]
+    out = paths.untar_check_report(split)
+    write_json(out, {"split": split, "tree": paths.rel(root), "of_tree": stamp["outputs"].get("id"),
+                     "ok": not failures, "files": len(rows), "failures": failures[:1000]})
+    log(f"[check {split}] ImageFolder tree {root}: {len(rows)} images against verify's hashes: "
+        f"{'OK' if not failures else f'{len(failures)} FAILURES'} ({out})")
+    for line in failures[:SHOWN]:
+        log(f"[check {split}] FAIL {line}")
+    return failures
+
+
 def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, resize: int | None,
                  remote: str | None) -> None:
-    """Check each split, write its report and say the verdict; a failure is a UserError naming the first."""
+    """Check each split (and its ImageFolder tree, when there is one), write its report and say the
+    verdict; a failure is a UserError naming the first."""
     failed, redo, mistaken = [], [], []
     for split in splits:
+        if not resize and not remote and (tree := check_tree(cfg, paths, split)):
+            failed.append(f"check of the {split} ImageFolder tree failed: {tree[0]}"
+                          + (f" (and {len(tree) - 1} more)" if len(tree) > 1 else ""))
+            redo.append(f"'make untar-{split}'")
         report = check(cfg, paths, split, decode, resize, remote)
         out = paths.check_report(split, resize)
         write_json(out, report)

@@ -33,10 +33,11 @@ from ..mds.images import stored
 from ..mds.index import INDEX, merge_index
 from ..mds.plan import COLUMNS, Part, plan
 from ..reader import Source
-from ..stamps import State, read_stamp, run_stage, state, upstream
+from ..stamps import State, found_wrong, read_stamp, run_stage, state, upstream
 from . import download, verify
 from .download import needed_archive
 
+CLASSES = "classes.json"  # beside index.json: the class metadata of the dataset
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # the disk, not the upload
 
@@ -81,11 +82,14 @@ def present(paths: Paths, out: dict[str, Any]) -> str | None:
     """index.json and every shard it names are there, at the size it records, and no `make check`
     of these very shards (the same `id`) found them wrong."""
     folder = paths.at(out["path"])
-    check = read_json(paths.at(out["check"])) if "check" in out else None
-    # What a check found wrong with the shards; the config's mistakes (config_mistakes) are no fault of theirs.
-    if isinstance(check, dict) and check.get("of_shards") == out.get("id") and (
-            check.get("failures") if "failures" in check else not check.get("ok", True)):
-        return f"make check found them wrong ({(check.get('failures') or ['?'])[0]})"
+    if problem := found_wrong(paths, out):
+        return problem
+    if "classes_xxh3" in out:  # (a stamp of an older version did not record it)
+        meta = folder / CLASSES
+        if not meta.is_file():
+            return f"{meta} is missing"
+        if content_hash(meta.read_bytes()) != out["classes_xxh3"]:
+            return f"{meta} changed since mds wrote it"
     index = read_json(folder / INDEX)
     if not isinstance(index, dict):
         return f"{folder / INDEX} is missing or not JSON"
@@ -271,14 +275,14 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
     with building(out) as tmp:
         results = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}")
         counts = Counter(i.wnid for i in images)
-        write_json(tmp / "classes.json", classes(counts))
+        write_json(tmp / CLASSES, classes(counts))
         # Only this run's parts: a remote folder may hold an earlier run's with more WORKERS.
         merge_index([tmp / p.folder for p in parts], tmp)
         if remote:
             from ..mds.upload import upload_file
 
             try:
-                for name in ("classes.json", INDEX):
+                for name in (CLASSES, INDEX):
                     upload_file(tmp, remote, name)
             except Exception as e:
                 raise UserError(f"uploading {split} to {remote} failed: {str(e).splitlines()[0]}; check REMOTE, "
@@ -291,6 +295,7 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
     log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
         + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
     return {"path": paths.rel(out), "id": uuid.uuid4().hex, "remote": remote, "images": len(images),
+            "classes_xxh3": content_hash((out / CLASSES).read_bytes()),
             "check": paths.rel(paths.check_report(split, s.resize)), "source": source,
             "workers": len(parts),
             "bytes_read": sum(b for _, b, _ in results), "bytes_written": du(out),

@@ -16,13 +16,16 @@ from typing import Any
 from ..cli import parser, setup
 from ..config import HASHERS, Config, Split, check_image_count, checksum_entries, read_checksums
 from ..console import UserError, human_bytes, log, progress
+from ..files import read_json, write_json
 from ..index import FORMAT, Image, content_hash, index_images, write_index
 from ..layout import Paths
+from ..mds.images import header
 from ..stamps import run_stage, upstream
 from . import download
 from .download import needed_archive
 
 CHUNK = 8 << 20
+DISAGREEMENT = "disagreement"  # the report of a torrent and checksum files that describe different archives
 QUEUED = 4  # chunks a hash may fall behind the read
 LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
 
@@ -107,16 +110,29 @@ def mend(cfg: Config, paths: Paths, split: Split, problem: str, repaired: bool) 
                     f"again or put a good copy at {tar}")
 
 
+def verdict_of(cfg: Config, split: Split, tar: Path, expected: dict[str, str]) -> dict[str, Any]:
+    """What a verdict on an archive against its checksums and torrent holds for: the archive as it is
+    (size, mtime), the checksums, the source and, for a .torrent, when that file last changed."""
+    st, source = tar.stat(), cfg.resolve(split.source) if ":" not in split.source else None
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "expected": expected, "source": split.source,
+            "source_mtime_ns": source.stat().st_mtime_ns if source is not None and source.exists() else None}
+
+
 def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str], repaired: bool = False) -> dict:
     """Check the archive's size and hashes and index its images in one read; `repaired`: after a
     repair from the torrent (then a hash that still differs is a wrong checksum entry)."""
     split = cfg.split(split_name)
     tar = needed_archive(paths, split)
     size = tar.stat().st_size
+    said = read_json(paths.report(split_name, DISAGREEMENT))
+    if isinstance(said, dict) and isinstance(said.get("line"), str) and {
+            k: v for k, v in said.items() if k != "line"} == verdict_of(cfg, split, tar, expected):
+        raise UserError(said["line"])  # the same archive, checksums and torrent: the same verdict, with no read
     if size != split.bytes:
         return mend(cfg, paths, split, f"wrong size: expected {split.bytes} bytes, actual {size}", repaired)
     images: list[Image] = []
     problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
+    unreadable: UserError | None = None  # the first member that is not an image: after the walk's own problems
     with open(tar, "rb") as f:
         members = index_images(split_name, f.fileno(), size, str(tar), split.images,
                                f"splits.{split_name}.images in {cfg.path}")
@@ -125,7 +141,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
         def index_upto(pos: int) -> None:
             """Walk the headers in bytes already read, never ahead: a read past the sequential
             read would cost the disk a seek."""
-            nonlocal end, problem
+            nonlocal end, problem, unreadable
             try:
                 while end + LOOKAHEAD <= pos and problem is None:
                     image = next(members, None)
@@ -135,6 +151,10 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
                     end = image.offset + image.size
                     # Its bytes were just read: the page cache gives them back for the per-image proof.
                     data = os.pread(f.fileno(), image.size, image.offset)
+                    try:
+                        header(data, f"{tar}: {image.wnid}/{image.name}")  # one member rule, for mds and untar
+                    except UserError as e:
+                        unreadable = unreadable or e
                     images.append(replace(image, xxh3=content_hash(data)))
             except UserError as e:
                 problem = e
@@ -153,12 +173,17 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
                             f"files disagree about this archive, probably a wrong checksum entry; fix {where} (the "
                             "archive is kept, nothing is downloaded again or set aside)")
         if repaired:  # every piece matches the torrent, not the checksum files: one of them is wrong
-            raise UserError(f"{tar} matches every piece of its torrent, but its {alg} is {actual[alg]} where {where} "
-                            f"says {expected[alg]}: the torrent and the checksum files describe different archives; "
-                            "find out which one is right (the archive is kept, nothing is downloaded again)")
+            line = (f"{tar} matches every piece of its torrent, but its {alg} is {actual[alg]} where {where} says "
+                    f"{expected[alg]}: the torrent and the checksum files describe different archives; find out "
+                    "which one is right (the archive is kept, nothing is downloaded again)")
+            # Remembered, so the next run says it again without reading the archive twice more.
+            write_json(paths.report(split_name, DISAGREEMENT), {**verdict_of(cfg, split, tar, expected), "line": line})
+            raise UserError(line)
         return mend(cfg, paths, split, f"{alg} mismatch: expected {expected[alg]}, actual {actual[alg]}", repaired)
     if problem is not None:
         raise problem
+    if unreadable is not None:
+        raise unreadable
     images.sort(key=lambda i: (i.wnid, i.name))
     check_image_count(cfg, split, tar, len(images), proven=True)
     index = paths.index(split_name)
