@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -128,13 +127,25 @@ def free_own_shm() -> list[str]:
     and dropped still hold (streaming frees it only at exit). The next dataset in this process then
     does not open it again (streaming's prefix scan keeps open what it opens, so without this the
     open files of a test process grow with the square of the datasets it made). The names unlinked."""
-    mine = {m.group(1) for m in re.finditer(r"/dev/shm/(\S+)", Path("/proc/self/maps").read_text())}
+    # name -> the inodes this process maps under it: a name unlinked and made again by another process
+    # (a "(deleted)" mapping here) is that process's file, not ours.
+    inodes: dict[str, set[int]] = {}
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
+            inodes.setdefault(fields[5][len("/dev/shm/"):], set()).add(int(fields[4]))
+    mine = set(inodes)
     elsewhere = mapped(skip=os.getpid())
     prefix = {n: m.group(1) for n in mine | elsewhere if (m := NAME.fullmatch(n))}
     ours = {prefix[n] for n in mine if n in prefix} - {prefix[n] for n in elsewhere if n in prefix}
     freed = []
     for f in SHM.glob("*"):
         if (m := NAME.fullmatch(f.name)) and m.group(1) in ours:
+            try:
+                if f.stat().st_ino not in inodes.get(f.name, ()):
+                    continue  # made again since by another process, or never mapped here
+            except FileNotFoundError:
+                continue
             f.unlink(missing_ok=True)
             freed.append(f.name)
     return freed
