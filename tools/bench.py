@@ -25,6 +25,7 @@ from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import log, main
 from how_to_imagenet.pipeline.files import read_json, remove, write_json
 from how_to_imagenet.pipeline.layout import Paths, mds_stage
+from how_to_imagenet.pipeline.shm import clean_orphaned_shm
 from how_to_imagenet.pipeline.stamps import read_stamp
 from how_to_imagenet.testing.fixture import bench_photos, build
 
@@ -380,7 +381,7 @@ def second_epoch(loader: Iterable, count: Callable[[Any], int], step: Callable[[
         samples += count(batch)
     sync()
     seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 3), "samples": samples, "samples_s": round(samples / seconds)}
+    return {"seconds": round(seconds, 3), "samples": samples, "samples_s": float(f"{samples / seconds:.4g}")}
 
 
 def train_rate(data: str, transform: str, n: int, workers: int, device: str, model: str, batch: int) -> dict:
@@ -416,9 +417,7 @@ def train_rate(data: str, transform: str, n: int, workers: int, device: str, mod
         y = torch.randint(0, 1000, (batch,), device=dev)
         batches: Iterable = [(x, y)] * (n // batch)
     else:
-        from streaming.base.util import clean_stale_shared_memory
-
-        clean_stale_shared_memory()
+        clean_orphaned_shm()  # only what no live process maps: a test beside it may be reading
         ds = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split="train", transform=transform, batch_size=batch,
                          shuffle=False)
         sub = Subset(ds, [i % len(ds) for i in range(n)])

@@ -1,4 +1,5 @@
-"""make bench's CUDA rows, run on the CPU: the train step fed by each path (the bench runs them on a GPU)."""
+"""make bench's CUDA rows, run on the CPU: the train step fed by each path (the bench runs them on a GPU
+with ResNet-50; here a model small enough that the rows stay a few seconds on a busy 2-core machine)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from how_to_imagenet.testing.runs import PROJECT
+
+SMALL_MODEL = "mobilenet_v3_small"  # torchvision's; about 1/30 of resnet18's work per image
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +24,9 @@ def bench():
     return module
 
 
-@pytest.mark.parametrize(("transform", "model"), [("synthetic", "resnet18"), ("pil", "none"), ("fast", "none"),
-                                                  ("gpu", "resnet18")])
+@pytest.mark.parametrize(("transform", "model"), [("synthetic", SMALL_MODEL), ("pil", "none"), ("fast", "none"),
+                                                  ("gpu", SMALL_MODEL)])
 def test_the_train_step_rows_run_each_path(bench, built: Path, transform: str, model: str):
     rate = bench.train_rate(str(built), transform, 16, 2, "cpu", model, 4)
-    assert rate["samples"] == 16 and rate["samples_s"] > 0  # the second epoch: four batches of four
+    assert rate["samples"] == 16  # the second epoch: four batches of four
+    assert isinstance(rate["samples_s"], float) and rate["samples_s"] > 0  # not rounded to 0 on a busy machine

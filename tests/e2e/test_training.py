@@ -12,6 +12,7 @@ import pytest
 import xxhash
 
 from how_to_imagenet.pipeline.layout import Paths
+from how_to_imagenet.pipeline.shm import clean_orphaned_shm
 from how_to_imagenet.testing.runs import (
     ENV,
     PROJECT,
@@ -32,26 +33,25 @@ def identities(local: Path) -> Counter:
 
 def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(built: Path):
     import torch
-    from streaming.base.util import clean_stale_shared_memory
     from torch.utils.data import DataLoader
 
     from how_to_imagenet import STD, ImageNetMDS, normalize
 
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     train = ImageNetMDS(local=str(built / "mds"), split="train", batch_size=4)
     image, y = train[0]  # the fast path: uint8, normalised later on the device
     assert isinstance(image, torch.Tensor) and image.shape == (3, 224, 224) and image.dtype == torch.uint8
     assert 0 <= y < 1000
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     reference, y_ref = ImageNetMDS(local=str(built / "mds"), split="train", transform="pil", batch_size=4)[0]
     assert reference.dtype == torch.float32 and reference.shape == (3, 224, 224) and y_ref == y
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     standard, _ = ImageNetMDS(local=str(built / "mds"), split="train", transform="standard", batch_size=4)[0]
     assert standard.dtype == torch.float32  # the old default's name still gives what it gave
     with pytest.raises(ValueError, match="use one of 'fast', 'pil', 'gpu'"):
         ImageNetMDS(local=str(built / "mds"), split="train", transform="nearest", batch_size=4)
     assert train.classes[517] == "construction crane" and train.wnids[0] == "n01440764"
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     raw = ImageNetMDS(local=str(built / "mds"), split="train", transform=None, batch_size=4, shuffle=True)
     seen = Counter()
     for batch in DataLoader(raw, batch_size=4, num_workers=2, collate_fn=list):
@@ -59,11 +59,11 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
             assert image.mode == "RGB"
             seen[(y, xxhash.xxh64(image.tobytes()).intdigest())] += 1
     assert seen == identities(Paths(built).mds("train"))  # every sample exactly once
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     val = ImageNetMDS(local=str(built / "mds"), split="val", batch_size=8)
     images, ys = next(iter(DataLoader(val, batch_size=8, num_workers=2)))
     assert images.shape == (8, 3, 224, 224) and ys.tolist() == [0, 0, 0, 1, 1, 1, 59, 59]  # val in order
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     ref = ImageNetMDS(local=str(built / "mds"), split="val", transform="pil", batch_size=8)
     expected, _ = next(iter(DataLoader(ref, batch_size=8, num_workers=2)))
     assert (normalize(images) - expected).abs().mean() < 2 / 255 / min(STD)  # the same pixels, within 2 levels
@@ -72,12 +72,11 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
 def test_the_gpu_path_through_a_dataloader_on_the_cpu(built: Path):
     """transform="gpu" with its collate and decoder: what a GPU run does, on the CPU."""
     import torch
-    from streaming.base.util import clean_stale_shared_memory
     from torch.utils.data import DataLoader
 
     from how_to_imagenet import ImageNetMDS, gpu
 
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     train = ImageNetMDS(local=str(built / "mds"), split="train", transform="gpu", batch_size=8)
     loader = DataLoader(train, batch_size=8, num_workers=2, collate_fn=gpu.collate)
     ys = []
@@ -115,7 +114,6 @@ def test_the_seed_projects_loading_example_works_unchanged_and_gives_three_chann
     """The seed (josejg/how-to-imagenet) README's usage: StreamingDataset(local=...) with no other
     argument, and a subclass applying ToTensor to sample['x'] without converting it to RGB."""
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
     from torchvision import transforms
 
     class SeedImageNetMDS(StreamingDataset):
@@ -128,10 +126,10 @@ def test_the_seed_projects_loading_example_works_unchanged_and_gives_three_chann
             return self.transform(sample["x"]), sample["y"]
 
     for split in ("train", "val"):
-        clean_stale_shared_memory()
+        clean_orphaned_shm()
         plain = StreamingDataset(local=str(Paths(built).mds(split)))
         assert 0 <= plain[0]["y"] < 1000 and plain[0]["wnid"].startswith("n")
-        clean_stale_shared_memory()
+        clean_orphaned_shm()
         ds = SeedImageNetMDS(local=str(Paths(built).mds(split)))
         items = [ds[i] for i in range(len(ds))]
         assert all(x.shape[0] == 3 for x, _ in items)  # the CMYK and grayscale quirks too

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from streaming import MDSWriter, StreamingDataset
-from streaming.base.util import clean_stale_shared_memory
 from streaming.base.util import merge_index as streaming_merge_index
 
 from how_to_imagenet.pipeline.mds import writer as shards
 from how_to_imagenet.pipeline.mds.index import merge_index
 from how_to_imagenet.pipeline.mds.upload import UploadingWriter
 from how_to_imagenet.pipeline.mds.writer import ShardWriter
+from how_to_imagenet.pipeline.shm import clean_orphaned_shm
 
 COLUMNS = {"x": "bytes", "y": "int", "wnid": "str"}  # mds.py's, but any bytes: not decoded on read
 
@@ -58,7 +58,7 @@ def test_shard_writer_writes_the_same_files_as_mdswriter(tmp_path: Path, direct:
     expected = files(tmp_path / "mdswriter")
     assert len([k for k in expected if k.endswith(".mds")]) > 5
     assert files(tmp_path / "shardwriter") == expected  # every shard and index.json, byte for byte
-    clean_stale_shared_memory()
+    clean_orphaned_shm()
     read = StreamingDataset(local=str(tmp_path / "shardwriter"), batch_size=1)
     assert [read[i] for i in range(len(read))] == rows  # and an unmodified StreamingDataset reads it back
 

@@ -96,9 +96,10 @@ def read_mds(local: Path) -> list[dict]:
     """Every sample of an MDS folder, read with an unmodified StreamingDataset; `raw` is the byte
     string the `x` image was decoded from (PIL keeps the BytesIO it was opened from)."""
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
 
-    clean_stale_shared_memory()
+    from ..pipeline.shm import clean_orphaned_shm
+
+    clean_orphaned_shm()
     ds = StreamingDataset(local=str(local), remote=None, shuffle=False, batch_size=1)
     samples = []
     for i in range(len(ds)):
