@@ -31,6 +31,7 @@ PEER_ROUNDS ?= 3## rounds of make bench-peers' loader rows, taken in turn; each 
 PEERS_VENV ?= .venv-peers## the environment make bench-peers builds: requirements-peers.txt over the venv's packages
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
 TEST_JOBS ?= 2## pytest processes for make test (pytest-xdist); each builds its own fixtures
+V ?= 0## V=1: print each recipe's full command (default: one short line each, such as 'mds val')
 
 PY := $(VENV)/bin/python
 CROPS := src/how_to_imagenet/_crops
@@ -43,6 +44,10 @@ WHERE = --config $(call quote,$(CONFIG)) $(if $(DATA),--data $(call quote,$(DATA
 ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(call quote,$(v)=$($(v))))
 VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
+# What a recipe prints (as the Linux kernel's makefiles): its short name, or with V=1 the full command;
+# a recipe's further lines are prefixed $(Q), shown with V=1 only.
+say = $(if $(filter 1,$(V)),,@echo $(call quote,$(1));)
+Q = $(if $(filter 1,$(V)),,@)
 
 .PHONY: help all train val folders status bench bench-loader bench-peers check demo test lint venv aria2c \
 	$(foreach s,train val,download-$(s) verify-$(s) untar-$(s) mds-$(s) check-$(s) samples-$(s) clean-$(s) clean-$(s)-tar)
@@ -63,49 +68,49 @@ folders: | venv ## every split in the config as an ImageFolder tree (not needed 
 	@goals="$$($(SPLIT_TARGETS) untar-)" && $(MAKE) --no-print-directory $$goals
 
 download-train download-val: download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
-	$(STAGE) download $(ARGS) --yes='$(YES)' $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
+	$(call say,download $*)$(STAGE) download $(ARGS) --yes='$(YES)' $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
 verify-train verify-val: verify-%: download-% ## check size and hashes, and index the images, in one read
-	$(STAGE) verify $(ARGS) $*
+	$(call say,verify $*)$(STAGE) verify $(ARGS) $*
 untar-train untar-val: untar-%: verify-% ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
-	$(STAGE) untar $(ARGS) $(if $(WORKERS),--workers='$(WORKERS)') $*
+	$(call say,untar $*)$(STAGE) untar $(ARGS) $(if $(WORKERS),--workers='$(WORKERS)') $*
 mds-train mds-val: mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/
-	$(STAGE) mds $(ARGS) --from='$(MDS_FROM)' $(if $(WORKERS),--workers='$(WORKERS)') --quality='$(QUALITY)' $(VARIANT_ARGS) $*
+	$(call say,mds $*)$(STAGE) mds $(ARGS) --from='$(MDS_FROM)' $(if $(WORKERS),--workers='$(WORKERS)') --quality='$(QUALITY)' $(VARIANT_ARGS) $*
 
 check: | venv ## check every split in the config (below), in one run
-	$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS)
+	$(call say,check)$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS)
 check-train check-val: check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
-	$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS) $*
+	$(call say,check $*)$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS) $*
 samples-train samples-val: samples-%: | venv ## print a few samples read back with StreamingDataset
-	$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize='$(RESIZE)') $*
+	$(call say,samples $*)$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize='$(RESIZE)') $*
 status: | venv ## every split and stage (done/stale/damaged/partial/missing/removed) and the next command
 	@$(STAGE) status $(ARGS)
 clean-train clean-val: clean-%: | venv ## remove SPLIT's untar, MDS and their stamps (keeps the tar)
-	$(STAGE) clean $(ARGS) $*
+	$(call say,clean $*)$(STAGE) clean $(ARGS) $*
 clean-train-tar clean-val-tar: clean-%-tar: | venv ## as clean-SPLIT, and remove the downloaded tar too
-	$(STAGE) clean $(ARGS) --tar $*
+	$(call say,clean $* --tar)$(STAGE) clean $(ARGS) --tar $*
 
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)
-	IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(call quote,$(DEMO))
+	$(call say,demo $(DEMO))IMAGENET_LOOPBACK_ONLY=1 $(PY) tools/demo.py --dir $(call quote,$(DEMO))
 bench: | venv ## time every stage against the copy floor (cp); table in DATA/reports/bench.json and bench.png
-	$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
+	$(call say,bench)$(PY) tools/bench.py $(WHERE) --images $(BENCH_IMAGES) $(if $(WORKERS),--workers $(WORKERS)) --repeat $(BENCH_REPEAT)
 bench-peers: $(PEERS_VENV)/.installed | venv ## the loaders and writer against FFCV, DALI (CPU), LitData, WebDataset, streaming on the same JPEGs; DATA/reports/bench-peers.json
-	$(PEERS_VENV)/bin/python tools/bench_peers.py $(WHERE) --rounds $(PEER_ROUNDS)
+	$(call say,bench-peers)$(PEERS_VENV)/bin/python tools/bench_peers.py $(WHERE) --rounds $(PEER_ROUNDS)
 $(PEERS_VENV)/.installed: requirements-peers.txt $(VENV)/.installed
 	@pkg-config --exists opencv4 libturbojpeg || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq libopencv-dev libturbojpeg0-dev pkg-config >/dev/null; } \
 	  || { echo "error: FFCV's build needs OpenCV and libturbojpeg; install them with 'sudo apt-get install libopencv-dev libturbojpeg0-dev pkg-config'" >&2; exit 1; }
-	python3 -m venv $(PEERS_VENV)
-	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$$($(PEERS_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_project_venv.pth"
-	$(PEERS_VENV)/bin/pip install -q setuptools wheel && $(PEERS_VENV)/bin/pip install -q --no-build-isolation -r requirements-peers.txt && touch $@
+	$(call say,venv $(PEERS_VENV))python3 -m venv $(PEERS_VENV)
+	$(Q)$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$$($(PEERS_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_project_venv.pth"
+	$(Q)$(PEERS_VENV)/bin/pip install -q setuptools wheel && $(PEERS_VENV)/bin/pip install -q --no-build-isolation -r requirements-peers.txt && touch $@
 bench-loader: | venv ## this project's loaders alone, ImageNetLoader with 1 and 2 threads beside its bare decoder; DATA/reports/bench-loader.json
-	$(PY) tools/bench_peers.py $(WHERE) --no-writers --rounds $(PEER_ROUNDS) --report bench-loader --loaders loader-1,loader,loader-readers,loader-float,loader-bare,mds-fast,mds-pil,mds-gpu
+	$(call say,bench-loader)$(PY) tools/bench_peers.py $(WHERE) --no-writers --rounds $(PEER_ROUNDS) --report bench-loader --loaders loader-1,loader,loader-readers,loader-float,loader-bare,mds-fast,mds-pil,mds-gpu
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
-	IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
+	$(call say,test)IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 lint: | venv ## ruff check
-	$(VENV)/bin/ruff check src tools tests
+	$(call say,lint)$(VENV)/bin/ruff check src tools tests
 
 venv: $(VENV)/.installed $(CROPS).built ## build the virtual environment (torch from TORCH, then requirements.txt and -dev) and the loader's C extension
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q $(TORCH) -r requirements.txt -r requirements-dev.txt && touch $@
+	$(call say,venv $(VENV))python3 -m venv $(VENV) && $(VENV)/bin/pip install -q $(TORCH) -r requirements.txt -r requirements-dev.txt && touch $@
 # The loader's threaded JPEG crop decoder (setup.py), built in place against the system's libjpeg-turbo.
 $(CROPS).built: $(CROPS).c setup.py $(VENV)/.installed
 	@out="$$($(PY) setup.py -q build_ext --inplace 2>&1)"; $(PY) -c 'import how_to_imagenet._crops' 2>/dev/null \

@@ -62,7 +62,7 @@ def test_a_wrong_checksum_entry_is_named_and_nothing_is_downloaded_again(fixture
         assert done.returncode != 0 and len(line) == 1 and "Traceback" not in done.stderr
         assert f"md5 is {built_md5(built)}, but {where} says {'0' * 32}, while sha256 and xxh64 match" in line[0]
         assert "probably a wrong checksum entry" in line[0]
-        assert "pipeline mds" not in done.stdout  # nothing downstream ran
+        assert "pipeline mds" not in done.stdout and "mds val" not in done.stdout  # nothing downstream ran
     assert fixture.server.bytes_sent == before
     assert not Paths(data).stamp("val", "verify").exists() and Paths(data).tar(archive("val")).exists()
     assert not Paths(data).aside(Paths(data).tar(archive("val"))).exists()
@@ -184,6 +184,16 @@ def test_non_loopback_sources_are_refused_in_loopback_only_mode(fixture: Fixture
     config = fixture.variant("remote", **{"splits.val.source": source})
     done = make("download-val", f"CONFIG={config}", f"DATA={tmp_path}", check=False)
     assert done.returncode != 0 and "IMAGENET_LOOPBACK_ONLY=1" in done.stderr
+
+
+def test_each_recipe_prints_one_short_line_and_v1_prints_the_full_commands(fixture: Fixture, built: Path,
+                                                                           tmp_path: Path):
+    data = copy_data(built, tmp_path / "data")
+    where = (f"CONFIG={fixture.config}", f"DATA={data}")
+    assert make("verify-val", *where).stdout.splitlines() == ["download val", "verify val"]
+    loud = make("verify-val", "V=1", *where).stdout.splitlines()
+    assert len(loud) == 2 and "-m how_to_imagenet.pipeline download" in loud[0] and loud[0].endswith(" val")
+    assert "-m how_to_imagenet.pipeline verify" in loud[1] and "--var WORKERS=" in loud[1]
 
 
 def test_help_is_the_default_goal_and_lists_every_target_and_variable():
