@@ -10,6 +10,7 @@ import pytest
 from how_to_imagenet.labels import val_wnid
 from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import UserError
+from how_to_imagenet.pipeline.context import Context
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.stages.check import check_splits
 from how_to_imagenet.testing.fixture import QUIRKS
@@ -73,7 +74,7 @@ def config_variant(fixture: Fixture) -> Path:
 def failed_check(fixture: Fixture, data: Path, split: str, capsys: pytest.CaptureFixture[str]) -> str:
     """`make check-SPLIT`'s work, in this process (streaming is imported here already): it must fail."""
     with pytest.raises(UserError) as failed:
-        check_splits(load_config(fixture.config), Paths(data), [split], decode=False, resize=None, remote=None)
+        check_splits(Context(load_config(fixture.config), Paths(data)), [split])
     assert not report(data, split, "check")["ok"]
     return capsys.readouterr().err + f"error: {failed.value}"
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from how_to_imagenet.pipeline.config import load_config, read_checksums
+from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import UserError
+from how_to_imagenet.pipeline.context import Context, Options
 from how_to_imagenet.pipeline.index import Image, read_index
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.rules import check_class_image, val_label
@@ -23,12 +24,11 @@ from how_to_imagenet.testing.fixture import fake_photo
 
 def verify_archive(root: Path, split: str, data: bytes, images: int) -> list[Image]:
     """What `make verify-SPLIT` does with these archive bytes, in this process: the index it writes."""
-    cfg = load_config(custom(root / "src", split, data, images))
-    paths = Paths(root / "data")
-    spec = cfg.split(split)
-    download(cfg, paths, spec, yes=True)  # a local source: linked
-    verify(cfg, paths, split, read_checksums(cfg, spec.archive))
-    return read_index(paths.index(split))
+    ctx = Context(load_config(custom(root / "src", split, data, images)), Paths(root / "data"), Options(yes=True))
+    spec = ctx.cfg.split(split)
+    download(ctx, spec)  # a local source: linked
+    verify(ctx, spec)
+    return read_index(ctx.paths.index(split))
 
 
 def test_a_good_archive_is_indexed_in_imagefolder_order(tmp_path: Path):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
 from ..names import SPLITS
-from .config import Config, load_config
-from .console import DATA, UserError
+from .config import load_config
+from .console import UserError, disk_problem
+from .context import Context, Options, loopback_only
 from .layout import Paths
 from .lock import lock_data
 
@@ -95,15 +98,25 @@ def make_variable(text: str) -> tuple[str, object]:
     return name, VARIABLES[name](value)
 
 
-def setup(args: argparse.Namespace, lock: str | None = "exclusive") -> tuple[Config, Paths]:
-    """Load the config; hold DATA/.lock ("exclusive" or "shared"; None: no lock) until the process
-    ends (see `lock_data`)."""
+OPTIONS = {f.name for f in fields(Options)}
+
+
+@contextmanager
+def setup(args: argparse.Namespace, stage: str, lock: str | None = "exclusive") -> Iterator[Context]:
+    """The run's context: the config loaded, DATA, the options given (any of `Options` among `args`);
+    DATA/.lock held ("exclusive" or "shared"; None: no lock) until the process ends (see `lock_data`).
+    A full or read-only disk inside the block is one UserError naming the folder and what was needed."""
     cfg = load_config(args.config)
-    paths = Paths(Path(args.data).resolve() if args.data else cfg.data_dir)
-    if paths.data.exists() and not paths.data.is_dir():
+    ctx = Context(cfg, Paths(Path(args.data).resolve() if args.data else cfg.data_dir),
+                  Options(**{k: v for k, v in vars(args).items() if k in OPTIONS}), loopback_only())
+    if ctx.data.exists() and not ctx.data.is_dir():
         given = f"DATA={args.data}" if args.data else f"data_dir in {cfg.path}"
-        raise UserError(f"{given}: {paths.data} is a file, not a folder; set DATA=<a folder> (it is made if missing)")
-    DATA[:] = [paths.data]
-    if lock:
-        lock_data(paths.lock, shared=lock == "shared")
-    return cfg, paths
+        raise UserError(f"{given}: {ctx.data} is a file, not a folder; set DATA=<a folder> (it is made if missing)")
+    try:
+        if lock:
+            lock_data(ctx.paths.lock, shared=lock == "shared")
+        yield ctx
+    except OSError as e:
+        if (line := disk_problem(e, stage, ctx.data, ctx.need)) is None:
+            raise
+        raise UserError(line) from None

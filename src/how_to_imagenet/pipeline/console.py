@@ -33,12 +33,16 @@ def human_bytes(n: float) -> str:
     raise AssertionError
 
 
-def disk_problem(e: OSError, stage: str) -> str | None:
-    """The one line for a full or read-only disk (None for any other error): the stage, the folder,
-    what it needed and what is free."""
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # the disk's, not the data's
+
+
+def disk_problem(e: OSError, stage: str, data: Path | None = None, need: tuple[int, str] | None = None) -> str | None:
+    """The one line for a full or read-only disk (None for any other error): the stage, the folder
+    (the file's, else `data`, the run's DATA folder), what the last free-space check needed (`need`)
+    and what is free."""
+    if e.errno not in DISK_ERRORS:
         return None
-    where = Path(e.filename).parent if e.filename else Path(DATA[0]) if DATA else Path.cwd()
+    where = Path(e.filename).parent if e.filename else data or Path.cwd()
     while not where.exists() and where != where.parent:
         where = where.parent
     if e.errno == errno.EROFS:
@@ -46,13 +50,9 @@ def disk_problem(e: OSError, stage: str) -> str | None:
                 "DATA=<a writable folder>")
     if e.errno in (errno.EACCES, errno.EPERM):
         return f"{stage}: {e.filename or where}: permission denied; make it writable for you or set DATA=<yours>"
-    need = f"about {human_bytes(NEED[0])} for {NEED[1]}, " if NEED else ""
-    return (f"{stage}: the disk holding {where} is full ({need}{human_bytes(shutil.disk_usage(where).free)} free); "
+    needed = f"about {human_bytes(need[0])} for {need[1]}, " if need else ""
+    return (f"{stage}: the disk holding {where} is full ({needed}{human_bytes(shutil.disk_usage(where).free)} free); "
             "free space or set DATA=<bigger disk>, then run the same command again (finished work is kept)")
-
-
-NEED: list = []  # (bytes, what) of the last free-space check (files.check_free_space), for disk_problem
-DATA: list = []  # the DATA folder of this run (cli.setup): where a write that names no file was going
 
 
 def progress(total: int, desc: str) -> tqdm:
@@ -64,7 +64,8 @@ def progress(total: int, desc: str) -> tqdm:
 
 def main(fn: Callable[[], None], stage: str = "") -> None:
     """Run a stage's body: a user error, a full disk or a read-only one becomes one line on stderr and
-    exit 1; Ctrl-C exit 130. Outputs being built are removed on the way out (`files.building`)."""
+    exit 1; Ctrl-C exit 130. Outputs being built are removed on the way out (`files.building`). A disk
+    error once the run's context is set up is already a UserError naming DATA (`cli.setup`)."""
     try:
         fn()
     except UserError as e:

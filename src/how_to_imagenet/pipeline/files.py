@@ -10,10 +10,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .console import NEED, UserError, human_bytes
+from .console import UserError, human_bytes
 from .layout import partial
+
+if TYPE_CHECKING:
+    from .context import Context
 
 
 @contextmanager
@@ -46,13 +49,14 @@ def du(path: Path) -> int:
     return sum(e.stat().st_size for e in path.rglob("*") if e.is_file())
 
 
-def check_free_space(path: Path, need: int, what: str) -> None:
-    """Stop before a stage starts if `path`'s disk cannot hold `need` more bytes.
+def check_free_space(ctx: Context, path: Path, need: int, what: str) -> None:
+    """Stop before a stage starts if `path`'s disk cannot hold `need` more bytes; the run's context
+    keeps what was needed, for the line a full disk gets later (`console.disk_problem`).
 
     IMAGENET_FREE_BYTES overrides the measured free space (for tests and dry runs).
     """
     path.mkdir(parents=True, exist_ok=True)
-    NEED[:] = [need, what]
+    ctx.need = (need, what)
     free = int(os.environ.get("IMAGENET_FREE_BYTES") or shutil.disk_usage(path).free)
     if need > free:
         raise UserError(

@@ -33,6 +33,12 @@ def mds_stage(resize: int | None) -> str:
     return "mds" + variant(resize)
 
 
+def is_mds_stage(name: str) -> bool:
+    """`name` is what `mds_stage` gives for some RESIZE (or none)."""
+    n = name.removeprefix(mds_stage(None) + variant(1)[:-1])
+    return name == mds_stage(None) or (n != name and n.isdigit() and name == mds_stage(int(n)))
+
+
 @dataclass(frozen=True)
 class Paths:
     data: Path
@@ -55,6 +61,10 @@ class Paths:
 
     def stamp(self, split: str, stage: str) -> Path:
         return self.stamps / f"{split}.{stage}"
+
+    def stamped(self, split: str) -> list[str]:
+        """The stages of `split` that have a stamp file (readable or not)."""
+        return sorted(p.name.removeprefix(f"{split}.") for p in self.stamps.glob(f"{split}.*"))
 
     def tar(self, archive: str) -> Path:
         """A downloaded archive, by its file name (splits.<split>.archive)."""

@@ -73,15 +73,15 @@ def state(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | None, p
 
 
 def run_stage(paths: Paths, split: str, stage: str, inputs: dict[str, Any] | Callable[[], dict[str, Any]],
-              work: Callable[[], dict[str, Any]], present: Present) -> None:
-    """Run `work` unless `state` says the stage is done on these inputs; write the stamp last.
+              work: Callable[[], dict[str, Any]], present: Present, force: bool = False) -> None:
+    """Run `work` unless `state` says the stage is done on these inputs (or `force`); write the stamp last.
 
     `work` returns the stage's outputs; `outputs["path"]` names what it produced, relative to DATA.
     `inputs` may be a function: asked again after the work, for a stage whose work changes an input
     (verify repairing the download)."""
     stamp_path = paths.stamp(split, stage)
     now = state(paths, split, stage, inputs() if callable(inputs) else inputs, present, [])
-    if now.name == "done":
+    if now.name == "done" and not force:
         log(f"[{stage} {split}] up to date ({stamp_path})")
         return
     if now.name == "damaged":

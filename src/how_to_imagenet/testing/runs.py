@@ -63,12 +63,14 @@ def checked(config: Path, data: Path, *splits: str, decode: bool = False, resize
     import io
 
     from ..pipeline.config import load_config
+    from ..pipeline.context import Context, Options
     from ..pipeline.layout import Paths
     from ..pipeline.stages.check import check_splits
 
     said = io.StringIO()
     with contextlib.redirect_stderr(said):
-        check_splits(load_config(config), Paths(data), list(splits), decode=decode, resize=resize, remote=remote)
+        check_splits(Context(load_config(config), Paths(data), Options(decode=decode, resize=resize, remote=remote)),
+                     list(splits))
     return said.getvalue()
 
 

@@ -20,6 +20,7 @@ from ...names import SPLITS
 from ..cli import flag, parser, setup, whole, worker_count
 from ..config import Config
 from ..console import UserError, log
+from ..context import DEFAULT_QUALITY, Context
 from ..files import remove, write_json
 from ..index import Image, content_hash, read_index
 from ..layout import Paths
@@ -28,7 +29,8 @@ from ..mds.index import INDEX
 from ..mds.plan import plan
 from ..reader import Source
 from ..shm import clean_orphaned_shm, release
-from ..stamps import read_stamp, state
+from ..stage import stage
+from ..stamps import read_stamp
 from ..unpack import tree_problems
 from .mds import CLASSES, finished
 
@@ -167,14 +169,16 @@ def classes_failures(local: Path, counts: Counter[str]) -> list[str]:
             f"{want[n]['name']!r} with {want[n]['images']} images"]
 
 
-def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | None, remote: str | None) -> dict:
+def check(ctx: Context, split: str) -> dict:
     from streaming import StreamingDataset
 
+    cfg, paths = ctx.cfg, ctx.paths
+    decode, resize, remote = ctx.options.decode, ctx.options.resize, ctx.options.remote
     spec = cfg.split(split)
     local = paths.mds(split, resize)
-    stamp = finished(cfg, paths, split, resize)
+    stamp = finished(ctx, split, resize)
     recorded = stamp["inputs"]["mds"]
-    quality = recorded.get("quality") or 90  # counts only for a RESIZE variant
+    quality = recorded.get("quality") or DEFAULT_QUALITY  # counts only for a RESIZE variant
     # The command that writes these shards again, with the settings they were made with.
     redo = f"mds-{split} RESIZE={resize} QUALITY={quality}" if resize else split
     redo += f" REMOTE={recorded['remote']}" if recorded.get("remote") else ""
@@ -258,12 +262,13 @@ def check(cfg: Config, paths: Paths, split: str, decode: bool, resize: int | Non
     return report
 
 
-def check_tree(cfg: Config, paths: Paths, split: str) -> list[str] | None:
+def check_tree(ctx: Context, split: str) -> list[str] | None:
     """When a split's ImageFolder tree is done (untar): every file against verify's hash of its image,
     and none missing or extra; the report is written (a failure makes the tree damaged, so untar
     unpacks it again). None when there is no finished tree."""
-    from . import untar, verify
+    from . import verify
 
+    cfg, paths = ctx.cfg, ctx.paths
     proof = read_stamp(paths.stamp(split, "verify"))
     try:
         if proof is None or verify.present(paths, proof["outputs"]):  # no sound index (the shards' check says so)
@@ -271,8 +276,7 @@ def check_tree(cfg: Config, paths: Paths, split: str) -> list[str] | None:
     except (KeyError, TypeError):  # a verify stamp of another shape
         return None
     stamp = read_stamp(paths.stamp(split, "untar"))
-    now = untar.inputs(cfg, paths, cfg.split(split))
-    if stamp is None or state(paths, split, "untar", now, untar.present, []).name != "done":
+    if stamp is None or stage("untar").state(ctx, cfg.split(split)).name != "done":
         return None
     root, rows = paths.untar(split), read_index(paths.index(split))
     problems = tree_problems(root, rows, worker_count(None, cpu_bound=False))
@@ -287,18 +291,18 @@ def check_tree(cfg: Config, paths: Paths, split: str) -> list[str] | None:
     return failures
 
 
-def check_splits(cfg: Config, paths: Paths, splits: list[str], decode: bool, resize: int | None,
-                 remote: str | None) -> None:
+def check_splits(ctx: Context, splits: list[str]) -> None:
     """Check each split (and its ImageFolder tree, when there is one), write its report and say the
     verdict; a failure is a UserError naming the first."""
     failed, redo, mistaken = [], [], []
+    decode = ctx.options.decode
     for split in splits:
-        if not resize and not remote and (tree := check_tree(cfg, paths, split)):
+        if not ctx.options.resize and not ctx.options.remote and (tree := check_tree(ctx, split)):
             failed.append(f"check of the {split} ImageFolder tree failed: {tree[0]}"
                           + (f" (and {len(tree) - 1} more)" if len(tree) > 1 else ""))
             redo.append(f"'make untar-{split}'")
-        report = check(cfg, paths, split, decode, resize, remote)
-        out = paths.check_report(split, resize)
+        report = check(ctx, split)
+        out = ctx.paths.check_report(split, ctx.options.resize)
         write_json(out, report)
         pc, failures = report["per_class"], report["failures"]
         verdict = "OK" if report["ok"] else f"{len(failures)} FAILURES"
@@ -330,6 +334,5 @@ def run() -> None:
     p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
     p.add_argument("splits", nargs="*", choices=[[], *SPLITS], help="the splits to check (default: the config's)")
     args = p.parse_args()
-    cfg, paths = setup(args, lock="shared")
-    splits = [cfg.split(s).name for s in args.splits] or list(cfg.splits)
-    check_splits(cfg, paths, splits, args.decode, args.resize, args.remote)
+    with setup(args, "check", lock="shared") as ctx:
+        check_splits(ctx, [ctx.cfg.split(s).name for s in args.splits] or list(ctx.cfg.splits))

@@ -9,31 +9,31 @@ from pathlib import Path
 from ..cli import parser, setup
 from ..console import UserError, log
 from ..files import remove
-from ..layout import Paths, mds_stage, partial
+from ..layout import Paths, partial
+from ..stage import forget
 
 
 def run() -> None:
     p = parser(__doc__)
     p.add_argument("--tar", action="store_true", help="also remove the downloaded archive")
     args = p.parse_args()
-    cfg, paths = setup(args)
-    split = cfg.split(args.split)
-    resizes = paths.resizes(split.name)
-    stages = ["untar", *(mds_stage(r) for r in [None, *resizes])]
-    stages += ["download", "verify"] if args.tar else []
-    targets = [paths.untar(split.name)]
-    targets += [p for r in [None, *resizes] for p in (paths.mds(split.name, r), paths.cache(split.name, r))]
-    if args.tar:
-        tar = paths.tar(split.archive)
-        targets += [tar, paths.control(tar), paths.aside(tar), paths.index(split.name)]
-    reports = paths.reports(split.name)
-    named = targets + [partial(t) for t in targets] + [paths.stamp(split.name, s) for s in stages] + reports
-    doomed = [p for p in named if p.exists() or p.is_symlink()]
-    for path in doomed:  # all checked before any is removed
-        inside(paths, path)
-    for path in doomed:
+    with setup(args, "clean") as ctx:
+        paths, split = ctx.paths, ctx.cfg.split(args.split)
+        resizes = paths.resizes(split.name)
+        targets = [paths.untar(split.name)]
+        targets += [p for r in [None, *resizes] for p in (paths.mds(split.name, r), paths.cache(split.name, r))]
+        if args.tar:
+            tar = paths.tar(split.archive)
+            targets += [tar, paths.control(tar), paths.aside(tar), paths.index(split.name)]
+        named = targets + [partial(t) for t in targets] + paths.reports(split.name)
+        doomed = [p for p in named if p.exists() or p.is_symlink()]
+        for path in [*doomed, paths.stamp(split.name, "untar")]:  # all checked before any is removed
+            inside(paths, path)
+        for path in doomed:
             log(f"[clean {split.name}] removing {path}")
             remove(path)
+        for stamp in forget(ctx, split, "download" if args.tar else "untar"):
+            log(f"[clean {split.name}] removed {stamp}")
 
 
 def inside(paths: Paths, path: Path) -> None:

@@ -3,8 +3,8 @@ or link a local file. aria2c keeps `<archive>.aria2` while a download is incompl
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
-import os
 import shutil
 import subprocess
 import sys
@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..cli import flag, parser, setup
+from ..cli import flag
 from ..config import Config, Split, read_checksums
 from ..console import Interrupted, UserError, human_bytes, log
+from ..context import LOOPBACK_VARIABLE, Context
 from ..files import check_free_space, write_json
 from ..layout import Paths
-from ..stamps import Present, read_stamp, run_stage
+from ..stage import Stage
+from ..stamps import State, read_stamp
 from ..torrent import magnet_urls, read_torrent
 
 SEED_ARGS = ["-c", "--seed-time=0", "--bt-max-peers=256", "--summary-interval=0", "--auto-save-interval=1",
              "--auto-file-renaming=false", "--allow-overwrite=true", "--console-log-level=warn"]
-# IMAGENET_LOOPBACK_ONLY=1 (set by make test, make demo and CI): refuse any non-loopback source
-# and keep aria2c off DHT, local peer discovery and peer exchange.
-LOOPBACK_ONLY = os.environ.get("IMAGENET_LOOPBACK_ONLY") == "1"
+# With loopback sources only (Context.loopback_only): keep aria2c off DHT, local peer discovery and peer exchange.
 LOOPBACK_ARGS = ["--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false"]
 
 
@@ -38,13 +38,14 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def source_kind(cfg: Config, split: Split) -> tuple[str, str]:
-    """('torrent' | 'magnet' | 'url' | 'file', the resolved source), checked against the config."""
-    src = split.source
+def source_kind(ctx: Context, split: Split) -> tuple[str, str]:
+    """('torrent' | 'magnet' | 'url' | 'file', the resolved source), checked against the config (and
+    refused unless on loopback when the run allows loopback sources only)."""
+    cfg, src = ctx.cfg, split.source
     if src.startswith("magnet:"):
         urls, kind = magnet_urls(src), "magnet"
-        if LOOPBACK_ONLY:
-            raise UserError(f"magnet sources are not allowed with IMAGENET_LOOPBACK_ONLY=1: {src[:60]}")
+        if ctx.loopback_only:
+            raise UserError(f"magnet sources are not allowed with {LOOPBACK_VARIABLE}=1: {src[:60]}")
     elif src.startswith(("http://", "https://")):
         urls, kind = [src], "url"
     else:
@@ -61,8 +62,8 @@ def source_kind(cfg: Config, split: Split) -> tuple[str, str]:
             raise UserError(f"{path} holds {t.name} ({t.length} bytes) but {cfg.path} expects "
                             f"{split.archive} ({split.bytes} bytes); fix splits.{split.name}")
         urls, kind, src = t.urls, "torrent", str(path)
-    if LOOPBACK_ONLY and (bad := [u for u in urls if not is_loopback(u)]):
-        raise UserError(f"IMAGENET_LOOPBACK_ONLY=1 but splits.{split.name}.source names {bad[0]}; "
+    if ctx.loopback_only and (bad := [u for u in urls if not is_loopback(u)]):
+        raise UserError(f"{LOOPBACK_VARIABLE}=1 but splits.{split.name}.source names {bad[0]}; "
                         "use a fixture config (loopback web seed)")
     return kind, src
 
@@ -118,12 +119,12 @@ def drop_control(paths: Paths, split: Split, kind: str, why: str) -> bool:
     return True
 
 
-def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair: bool = False,
-           retried: bool = False) -> None:
+def aria2c(ctx: Context, split: Split, kind: str, src: str, repair: bool = False, retried: bool = False) -> None:
     """Fetch (or resume) the archive with aria2c. `repair`: check every piece of the file already there
     against the torrent's SHA-1s first (--check-integrity), so only bad or missing pieces are fetched."""
     if shutil.which("aria2c") is None:
         raise UserError("aria2c not found; install it with 'apt-get install aria2' (make does when run as root)")
+    cfg, paths = ctx.cfg, ctx.paths
     tar = paths.tar(split.archive)
     folder = tar.parent
     control = paths.control(tar)
@@ -139,7 +140,7 @@ def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair:
         cmd += ["--check-integrity=true"]
         if not any(a.startswith("--bt-stop-timeout") for a in cfg.aria2c_args):
             cmd += ["--bt-stop-timeout=300"]  # no seed answering for 5 minutes: stop, rather than wait for good
-    cmd += cfg.aria2c_args + [a for a in LOOPBACK_ARGS if LOOPBACK_ONLY and a not in cfg.aria2c_args] + [src]
+    cmd += cfg.aria2c_args + [a for a in LOOPBACK_ARGS if ctx.loopback_only and a not in cfg.aria2c_args] + [src]
     log(f"[download {split.name}] {' '.join(cmd)}")
     proc = subprocess.Popen(cmd)
     try:
@@ -155,7 +156,7 @@ def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair:
     # It could not use its control file (truncated, or from another source): once more without it. Only
     # for a torrent, whose pieces on disk are checked: a URL download would start over for a mere network error.
     if rc in (1, 10) and control.exists() and kind != "url" and not retried:
-        return aria2c(cfg, paths, split, kind, src, drop_control(paths, split, kind, f"was refused (exit code {rc})"),
+        return aria2c(ctx, split, kind, src, drop_control(paths, split, kind, f"was refused (exit code {rc})"),
                       retried=True)
     if rc == 9:
         free = shutil.disk_usage(folder).free
@@ -175,9 +176,11 @@ def aria2c(cfg: Config, paths: Paths, split: Split, kind: str, src: str, repair:
                         "run the same command again to resume")
 
 
-def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
+def download(ctx: Context, split: Split) -> dict:
+    """Fetch (or link) the archive and check it is complete; its outputs."""
+    cfg, paths = ctx.cfg, ctx.paths
     read_checksums(cfg, split.archive)  # before any byte is fetched: with no checksum, verify could not pass
-    kind, src = source_kind(cfg, split)
+    kind, src = source_kind(ctx, split)
     tar = paths.tar(split.archive)
     if kind == "file":
         # A local archive is linked, not copied: verify reads it where it is.
@@ -190,9 +193,9 @@ def download(cfg: Config, paths: Paths, split: Split, yes: bool) -> dict:
             tar.symlink_to(src)
     elif not is_complete(paths, split):
         have = tar.stat().st_blocks * 512 if tar.exists() else 0
-        check_free_space(tar.parent, max(0, split.bytes - have), f"downloading {split.archive}")
-        confirm(split, tar, yes)
-        aria2c(cfg, paths, split, kind, src)
+        check_free_space(ctx, tar.parent, max(0, split.bytes - have), f"downloading {split.archive}")
+        confirm(split, tar, ctx.options.yes)
+        aria2c(ctx, split, kind, src)
     else:
         log(f"[download {split.name}] {tar} is already complete; not downloading it again")
     if not is_complete(paths, split):
@@ -243,16 +246,24 @@ def needed_archive(paths: Paths, split: Split) -> Path:
     return tar
 
 
-def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
-    return {"source": split.source, "archive": split.archive, "bytes": split.bytes}
+def removed(paths: Paths, split: Split) -> bool:
+    """The archive is gone, but only after its verify wrote an index that is still there."""
+    stamp = read_stamp(paths.stamp(split.name, "verify"))
+    return (not paths.tar(split.archive).exists() and stamp is not None
+            and paths.at(stamp["outputs"]["index"]).exists())
 
 
-def presence(split: Split) -> Present:
-    """The archive is complete and is the file downloaded (same mtime); or it was removed on purpose
-    once verified (`removed`): the verify index stands for it, and nothing is downloaded again until a
-    stage needs the archive (and says so) or `make download-SPLIT` asks for it."""
+class Download(Stage):
+    name = "download"
 
-    def present(paths: Paths, out: dict[str, Any]) -> str | None:
+    def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
+        return {"source": split.source, "archive": split.archive, "bytes": split.bytes}
+
+    def present(self, ctx: Context, split: Split, out: dict[str, Any]) -> str | None:
+        """The archive is complete and is the file downloaded (same mtime); or it was removed on purpose
+        once verified (`removed`): the verify index stands for it, and nothing is downloaded again until a
+        stage needs the archive (and says so) or `make download-SPLIT` asks for it."""
+        paths = ctx.paths
         tar = paths.tar(split.archive)
         if removed(paths, split):
             return None
@@ -262,30 +273,25 @@ def presence(split: Split) -> Present:
             return f"{tar} changed since it was downloaded"
         return None
 
-    return present
+    def begun(self, ctx: Context, split: Split) -> list[Path]:
+        tar = ctx.paths.tar(split.archive)
+        return [tar, ctx.paths.control(tar)]
 
+    def run(self, ctx: Context, split: Split) -> dict[str, Any]:
+        return download(ctx, split)
 
-def removed(paths: Paths, split: Split) -> bool:
-    """The archive is gone, but only after its verify wrote an index that is still there."""
-    stamp = read_stamp(paths.stamp(split.name, "verify"))
-    return (not paths.tar(split.archive).exists() and stamp is not None
-            and paths.at(stamp["outputs"]["index"]).exists())
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--yes", type=flag("YES"), default=False, help="1: do not ask before a large download")
+        p.add_argument("--fetch", action="store_true", help="fetch the archive again if it was removed after verify")
 
+    def force(self, ctx: Context, split: Split) -> bool:
+        return ctx.options.fetch and removed(ctx.paths, split)
 
-def begun(paths: Paths, split: Split) -> list[Path]:
-    tar = paths.tar(split.archive)
-    return [tar, paths.control(tar)]
+    def refuse(self, ctx: Context, split: Split) -> None:
+        contradicted(ctx.cfg, ctx.paths, split)
 
-
-def run() -> None:
-    p = parser(__doc__)
-    p.add_argument("--yes", type=flag("YES"), default=False, help="1: do not ask before a large download")
-    p.add_argument("--fetch", action="store_true", help="fetch the archive again if it was removed after verify")
-    args = p.parse_args()
-    cfg, paths = setup(args)
-    split = cfg.split(args.split)
-    if args.fetch and removed(paths, split):
-        paths.stamp(split.name, "download").unlink(missing_ok=True)
-    contradicted(cfg, paths, split)
-    run_stage(paths, split.name, "download", inputs(cfg, paths, split), lambda: download(cfg, paths, split, args.yes),
-              presence(split))
+    def state(self, ctx: Context, split: Split) -> State:
+        """As every stage's; a download whose archive was removed after verify is `removed` (done:
+        nothing needs it until a stage says so)."""
+        st = super().state(ctx, split)
+        return State("removed") if st.name == "done" and removed(ctx.paths, split) else st

@@ -7,8 +7,8 @@ order and the workers' parts are mds/plan.py's; each worker writes its part with
 
 from __future__ import annotations
 
+import argparse
 import ctypes
-import errno
 import logging
 import multiprocessing as mp
 import platform
@@ -23,23 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from ...labels import class_index, classes
-from ..cli import READERS, parser, setup, whole, worker_count
-from ..config import Config
-from ..console import UserError, log
+from ..cli import READERS, whole, worker_count
+from ..config import Config, Split
+from ..console import DISK_ERRORS, UserError, log
+from ..context import DEFAULT_QUALITY, Context
 from ..files import building, check_free_space, du, read_json, write_json
 from ..index import Image, content_hash, image_folder, read_index
-from ..layout import Paths, mds_stage, partial
+from ..layout import Paths, is_mds_stage, mds_stage, partial
 from ..mds.images import stored
 from ..mds.index import INDEX, merge_index
 from ..mds.plan import COLUMNS, Part, plan
 from ..reader import Source
-from ..stamps import State, found_wrong, read_stamp, run_stage, state, upstream
+from ..stage import Stage, forget, stage
+from ..stamps import State, found_wrong, read_stamp, upstream
 from . import download, verify
 from .download import needed_archive
 
 CLASSES = "classes.json"  # beside index.json: the class metadata of the dataset
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # the disk, not the upload
 
 
 class Changed(UserError):
@@ -62,20 +63,69 @@ class Settings:
     remote: str | None = None  # the object-store folder holding the ILSVRC2012_img_* datasets
 
 
-def settings(cfg: Config, resize: int | None = None, quality: int = 90, remote: str | None = None) -> Settings:
+def settings(cfg: Config, resize: int | None = None, quality: int = DEFAULT_QUALITY,
+             remote: str | None = None) -> Settings:
     """The settings mds runs with; QUALITY counts only with RESIZE (else changing it would redo nothing)."""
     return Settings(cfg.size_limit, cfg.hashes, cfg.rgb, resize, quality if resize else None, remote)
 
 
-def inputs(cfg: Config, paths: Paths, split: str, source: str, s: Settings) -> dict[str, Any]:
-    """What mds runs on: the stage before's outputs and the settings (train: the seed too). WORKERS
-    changes how the shards are cut, not what the samples are: no reason to redo the work."""
-    recorded: dict[str, Any] = asdict(s)
-    if split == "train":
-        recorded["shuffle_seed"] = cfg.shuffle_seed
-    if source == "tar":
-        return {"verify": verify.proof(upstream(paths, split, "verify")), "mds": recorded}
-    return {"untar": upstream(paths, split, "untar"), "mds": recorded}
+class Mds(Stage):
+    """mds, or with RESIZE=N its variant mds_r<N>; after verify, or after untar with MDS_FROM=untar."""
+
+    name, before = "mds", "verify"
+
+    def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
+        """What mds runs on: the stage before's outputs and the settings (train: the seed too). WORKERS
+        changes how the shards are cut, not what the samples are: no reason to redo the work."""
+        o = ctx.options
+        recorded: dict[str, Any] = asdict(settings(ctx.cfg, o.resize, o.quality, o.remote))
+        if split.name == "train":
+            recorded["shuffle_seed"] = ctx.cfg.shuffle_seed
+        if o.source == "tar":
+            return {self.before: verify.proof(upstream(ctx.paths, split.name, self.before)), "mds": recorded}
+        return {"untar": upstream(ctx.paths, split.name, "untar"), "mds": recorded}
+
+    def present(self, ctx: Context, split: Split, out: dict[str, Any]) -> str | None:
+        return present(ctx.paths, out)
+
+    def begun(self, ctx: Context, split: Split) -> list[Path]:
+        out = ctx.paths.mds(split.name, ctx.options.resize)
+        return [out, partial(out)]
+
+    def run(self, ctx: Context, split: Split) -> dict[str, Any]:
+        o = ctx.options
+        s = settings(ctx.cfg, o.resize, o.quality, o.remote)
+        try:
+            return write_mds(ctx, split, o.source, worker_count(o.workers, cpu_bound=s.resize is not None), s)
+        except Changed as e:  # what the images were read from is not what verify proved
+            raise UserError(f"{e}; {mend_changed(ctx, split, o.source, e.image)}") from None
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
+                       help="read images from the verified archive (default) or the unpacked folders")
+        p.add_argument("--workers", type=whole("WORKERS"), help=f"processes (default: {READERS} for full size, "
+                       "bound by the disk; one per core with --resize)")
+        p.add_argument("--resize", type=whole("RESIZE"), help="write the low-resolution variant: shorter side at "
+                       "most this")
+        p.add_argument("--quality", type=whole("QUALITY", 1, 100), default=DEFAULT_QUALITY,
+                       help="JPEG quality of the --resize variant")
+        p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
+
+    def stamp_name(self, ctx: Context) -> str:
+        return mds_stage(ctx.options.resize)
+
+    def stamps(self, ctx: Context, split: Split) -> list[str]:
+        return [name for name in ctx.paths.stamped(split.name) if is_mds_stage(name)]
+
+    def state(self, ctx: Context, split: Split) -> State:
+        """`stamps.state` of the dataset (full size, or ctx's RESIZE variant) for the config as it is now,
+        with the source, quality and remote it was made with (what status and check ask)."""
+        stamp = self.stamp(ctx, split)
+        recorded = (stamp or {}).get("inputs", {})
+        made = recorded.get("mds")
+        made = made if isinstance(made, dict) else {}  # a stamp of another shape: damaged or stale
+        return super().state(ctx.but(quality=made.get("quality") or DEFAULT_QUALITY, remote=made.get("remote"),
+                                     source="untar" if "untar" in recorded else "tar"), split)
 
 
 def present(paths: Paths, out: dict[str, Any]) -> str | None:
@@ -105,34 +155,15 @@ def present(paths: Paths, out: dict[str, Any]) -> str | None:
     return None
 
 
-def begun(paths: Paths, split: str, resize: int | None = None) -> list[Path]:
-    out = paths.mds(split, resize)
-    return [out, partial(out)]
-
-
-def current_state(cfg: Config, paths: Paths, split: str, resize: int | None = None) -> tuple[State, dict | None]:
-    """`stamps.state` of a split's mds stage for the config as it is now, with the source, quality and
-    remote it was made with (what status and check ask); and its stamp."""
-    stage = mds_stage(resize)
-    stamp = read_stamp(paths.stamp(split, stage))
-    recorded = (stamp or {}).get("inputs", {}).get("mds")
-    recorded = recorded if isinstance(recorded, dict) else {}  # a stamp of another shape: damaged or stale
-    s = settings(cfg, resize, recorded.get("quality") or 90, recorded.get("remote"))
-    try:
-        now = inputs(cfg, paths, split, "untar" if "untar" in (stamp or {}).get("inputs", {}) else "tar", s)
-    except UserError:
-        now = None
-    return state(paths, split, stage, now, present, begun(paths, split, resize)), stamp
-
-
-def finished(cfg: Config, paths: Paths, split: str, resize: int | None = None) -> dict:
+def finished(ctx: Context, split: str, resize: int | None = None) -> dict:
     """The stamp of a split's dataset that is done by the pipeline's own rule (what check and samples
     read); any other state is an error naming the command that makes it."""
-    st, stamp = current_state(cfg, paths, split, resize)
+    mds, spec, variant = stage("mds"), ctx.cfg.split(split), ctx.but(resize=resize)
+    st, stamp = mds.state(variant, spec), mds.stamp(variant, spec)
     if st.name != "done" or stamp is None:
         target = f"mds-{split}" + (f" RESIZE={resize}" if resize else "")
         why = f" ({st.why})" if st.why else ""
-        raise UserError(f"{paths.mds(split, resize)}: the MDS dataset is {st.name}{why}; run 'make {target}'")
+        raise UserError(f"{ctx.paths.mds(split, resize)}: the MDS dataset is {st.name}{why}; run 'make {target}'")
     return stamp
 
 
@@ -171,7 +202,8 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
                     raise Changed(f"{source.where(image)} is not the image verify read (its bytes changed since: "
                                   "bit rot, or a tool that touched the file)", (image.wnid, image.name))
                 read_bytes += len(data)
-                data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize, s.quality or 90)
+                data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize,
+                                        s.quality or DEFAULT_QUALITY)
                 if original is not None:
                     reencoded.append({"sample": part.first + n, "file": f"{image.wnid}/{image.name}", **original})
                 writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
@@ -239,11 +271,12 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
     return [got[p.folder] for p in parts]
 
 
-def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, s: Settings) -> dict:
+def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings) -> dict:
+    cfg, paths, split = ctx.cfg, ctx.paths, spec.name
     images: list[Image]
     index = read_index(paths.index(split))  # each image's hash, as verify read it
     if source == "tar":
-        tar = needed_archive(paths, cfg.split(split))
+        tar = needed_archive(paths, spec)
         stamp = read_stamp(paths.stamp(split, "verify"))
         if stamp and (problem := verify.present(paths, stamp["outputs"])):  # the cheap guard: size and mtime
             raise UserError(f"{problem}; run 'make verify-{split}' to verify it again")
@@ -259,14 +292,14 @@ def write_mds(cfg: Config, paths: Paths, split: str, source: str, workers: int, 
             missing, extra = sorted(hashes.keys() - tree), sorted(tree - hashes.keys())
             what = (f"{'/'.join(missing[0])} is missing" if missing else f"{'/'.join(extra[0])} is not an image verify "
                     f"indexed") + f" ({len(missing)} missing, {len(extra)} extra)"
-            paths.stamp(split, "untar").unlink(missing_ok=True)
+            forget(ctx, spec, "untar")
             raise UserError(f"{root}: {what}; the tree is forgotten: run the same command again to unpack the "
                             "verified archive again")
         if unknown := sorted({i.wnid for i in images} - set(class_index())):
             raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
     out, stage = paths.mds(split, s.resize), mds_stage(s.resize)
     remote = f"{s.remote.rstrip('/')}/{out.name}" if s.remote else None
-    check_free_space(out.parent, need, f"writing MDS shards for {split}")
+    check_free_space(ctx, out.parent, need, f"writing MDS shards for {split}")
     parts = plan(images, shuffle=split == "train", seed=cfg.shuffle_seed, workers=workers)
     if remote:  # streaming's uploader imports torch (seconds): once, here, before the workers fork
         import streaming.base.storage.upload  # noqa: F401
@@ -310,42 +343,21 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def run() -> None:
-    p = parser(__doc__)
-    p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
-                   help="read images from the verified archive (default) or the unpacked folders")
-    p.add_argument("--workers", type=whole("WORKERS"), help=f"processes (default: {READERS} for full size, bound by "
-                   "the disk; one per core with --resize)")
-    p.add_argument("--resize", type=whole("RESIZE"), help="write the low-resolution variant: shorter side at most this")
-    p.add_argument("--quality", type=whole("QUALITY", 1, 100), default=90, help="JPEG quality of the --resize variant")
-    p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
-    args = p.parse_args()
-    cfg, paths = setup(args)
-    split = cfg.split(args.split).name
-    s = settings(cfg, args.resize, args.quality, args.remote)
-    n = worker_count(args.workers, cpu_bound=s.resize is not None)
-    try:
-        run_stage(paths, split, mds_stage(s.resize), inputs(cfg, paths, split, args.source, s),
-                  lambda: write_mds(cfg, paths, split, args.source, n, s), present)
-    except Changed as e:  # what the images were read from is not what verify proved
-        raise UserError(f"{e}; {mend_changed(cfg, paths, split, args.source, e.image)}") from None
-
-
-def mend_changed(cfg: Config, paths: Paths, split: str, source: str, image: tuple[str, str]) -> str:
+def mend_changed(ctx: Context, spec: Split, source: str, image: tuple[str, str]) -> str:
     """Forget what gave an image that is not the one verify hashed, so the same command mends it;
     what that command will do."""
-    spec = cfg.split(split)
+    paths, split = ctx.paths, spec.name
     tar = paths.tar(spec.archive)
     if source == "untar":  # the tree, or the archive under it?
         row = next(i for i in read_index(paths.index(split)) if (i.wnid, i.name) == image)
         if not tar.exists() or content_hash(Source(tar=tar).read(row)) == row.xxh3:
-            paths.stamp(split, "untar").unlink(missing_ok=True)
+            forget(ctx, spec, "untar")
             return "the ImageFolder tree is forgotten: run the same command again to unpack the archive again"
-    paths.stamp(split, "verify").unlink(missing_ok=True)
-    kind, src = download.source_kind(cfg, spec)
+    forget(ctx, spec, "verify")
+    kind, src = download.source_kind(ctx, spec)
     if kind == "file":  # a link to the user's own copy: only they can replace it
         return f"the archive {src} is damaged: put a good copy there, then run the same command again"
     if kind in ("torrent", "magnet"):  # verify, run again, finds the bad pieces and fetches only those
         return "its verification is forgotten: run the same command again to repair it from the torrent"
-    aside = verify.set_aside(paths, split, tar)
+    aside = verify.set_aside(ctx, spec, tar)
     return f"the archive is moved aside to {aside.name}: run the same command again to fetch a good copy"

@@ -27,7 +27,7 @@ def run() -> None:
     p.add_argument("-n", type=int, default=5, help="how many samples")
     p.add_argument("--resize", type=whole("RESIZE"), help="read the low-resolution variant made with mds --resize")
     args = p.parse_args()
-    cfg, paths = setup(args, lock="shared")
-    split = cfg.split(args.split).name
-    finished(cfg, paths, split, args.resize)  # streaming would read whatever is there
-    show(str(paths.mds(split, args.resize)), args.n)
+    with setup(args, "samples", lock="shared") as ctx:
+        split = ctx.cfg.split(args.split).name
+        finished(ctx, split, args.resize)  # streaming would read whatever is there
+        show(str(ctx.paths.mds(split, args.resize)), args.n)

@@ -6,32 +6,14 @@ torch nor streaming."""
 from __future__ import annotations
 
 from ..cli import parser, setup
-from ..config import Config, Split
 from ..console import UserError, human_bytes
+from ..context import Context
 from ..files import read_json
-from ..layout import STAGES, Paths, mds_stage
-from ..stamps import State, read_stamp, state
-from . import download, mds, untar, verify
-
-OPTIONAL = ("untar",)  # mds reads the verified archive itself
-
-
-def stage_state(cfg: Config, paths: Paths, split: Split, stage: str) -> tuple[State, dict | None]:
-    """(state, stamp) of one of STAGES for `split`, by `stamps.state`; a download whose archive was
-    removed after verify is `removed` (done: nothing needs it until a stage says so)."""
-    if stage == "mds":
-        return mds.current_state(cfg, paths, split.name)
-    module = {"download": download, "verify": verify, "untar": untar}[stage]
-    try:
-        now = module.inputs(cfg, paths, split)
-    except UserError:  # the stage before is not done
-        now = None
-    present = download.presence(split) if stage == "download" else module.present
-    begun = {"download": download.begun(paths, split), "verify": [], "untar": untar.begun(paths, split)}[stage]
-    st = state(paths, split.name, stage, now, present, begun)
-    if stage == "download" and st.name == "done" and download.removed(paths, split):
-        st = State("removed")
-    return st, read_stamp(paths.stamp(split.name, stage))
+from ..layout import mds_stage
+from ..stage import registry
+from ..stage import stage as stage_named
+from ..stamps import State, read_stamp
+from .download import removed
 
 
 def row(split: str, stage: str, st: State, stamp: dict | None) -> str:
@@ -44,7 +26,13 @@ def row(split: str, stage: str, st: State, stamp: dict | None) -> str:
 
 def run() -> None:
     args = parser(__doc__, split=False).parse_args()
-    cfg, paths = setup(args, lock=None)
+    with setup(args, "status", lock=None) as ctx:
+        show(ctx)
+
+
+def show(ctx: Context) -> None:
+    """Print every split's stages, the next command, and what else the stamps and reports say."""
+    cfg, paths = ctx.cfg, ctx.paths
     print(f"data: {paths.data}   config: {cfg.path}")
     print(f"{'split':<6} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
     if not cfg.splits:
@@ -52,16 +40,20 @@ def run() -> None:
     todo, remotes, damaged = [], [], []
     for split in cfg.splits.values():
         datasets = [None, *paths.resizes(split.name)]  # the full-size dataset, then the RESIZE variants
-        for stage in STAGES:
-            st, stamp = stage_state(cfg, paths, split, stage)
-            print(row(split.name, stage, st, stamp))
-            if st.name not in ("done", "removed") and stage not in OPTIONAL:
-                todo.append(f"{stage}-{split.name}")
+        stages = registry()
+        for stage in stages:
+            st = stage.state(ctx, split)
+            print(row(split.name, stage.name, st, stage.stamp(ctx, split)))
+            if st.name not in ("done", "removed") and not stage.optional:
+                todo.append(f"{stage.name}-{split.name}")
             if st.why:
-                damaged.append(f"damaged: {split.name} {stage}: {st.why}; 'make {stage}-{split.name}' does it again")
+                damaged.append(f"damaged: {split.name} {stage.name}: {st.why}; 'make {stage.name}-{split.name}' "
+                               "does it again")
+        mds = stage_named("mds")
         for resize in datasets[1:]:
-            st, stamp = mds.current_state(cfg, paths, split.name, resize)
-            print(row(split.name, mds_stage(resize), st, stamp))
+            variant = ctx.but(resize=resize)
+            st = mds.state(variant, split)
+            print(row(split.name, mds_stage(resize), st, mds.stamp(variant, split)))
             if st.why:
                 damaged.append(f"damaged: {split.name} {mds_stage(resize)}: {st.why}; "
                                f"'make mds-{split.name} RESIZE={resize}' does it again")
@@ -75,7 +67,7 @@ def run() -> None:
     for line in damaged:
         print(line)
     for split in cfg.splits.values():
-        if download.removed(paths, split):
+        if removed(paths, split):
             print(f"{split.name}: {paths.tar(split.archive).name} was removed after verify; the shards and make check "
                   f"do not need it (a RESIZE check does; 'make download-{split.name}' fetches it again)")
     for split in cfg.splits.values():

@@ -13,19 +13,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..cli import parser, setup
 from ..config import HASHERS, Config, Split, check_image_count, checksum_entries, read_checksums
 from ..console import UserError, human_bytes, log, progress
+from ..context import Context
 from ..files import read_json, write_json
 from ..index import FORMAT, Image, content_hash, index_images, write_index
 from ..layout import Paths
 from ..mds.images import header
-from ..stamps import run_stage, upstream
+from ..stage import Stage, forget
+from ..stamps import upstream
 from . import download
 from .download import needed_archive
 
 CHUNK = 8 << 20
 DISAGREEMENT = "disagreement"  # the report of a torrent and checksum files that describe different archives
+REPAIRS = 1  # repairs from the torrent a verify run tries before it gives up
 QUEUED = 4  # chunks a hash may fall behind the read
 LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
 
@@ -78,34 +80,36 @@ class Feed:
                     self.error = e
 
 
-def set_aside(paths: Paths, split: str, tar: Path) -> Path:
+def set_aside(ctx: Context, split: Split, tar: Path) -> Path:
     """Keep a damaged archive under another name (never delete 150 GB silently) and forget its
-    download, so the next run fetches or accepts a good copy. One copy is kept, the latest: a disk
-    never fills with them."""
-    aside = paths.aside(tar)
+    download (and so every stage after it), so the next run fetches or accepts a good copy. One copy
+    is kept, the latest: a disk never fills with them."""
+    aside = ctx.paths.aside(tar)
     if aside.exists() or aside.is_symlink():
         aside.unlink()
     tar.rename(aside)
-    paths.stamp(split, "download").unlink(missing_ok=True)
+    forget(ctx, split, "download")
     return aside
 
 
-def mend(cfg: Config, paths: Paths, split: Split, problem: str, repaired: bool) -> dict:
+def mend(ctx: Context, split: Split, problem: str, repaired: bool) -> None:
     """A damaged archive: from a torrent (or magnet), check its pieces against the torrent's SHA-1s
-    and fetch only the bad or missing ones, then verify again; else set it aside and say so."""
+    and fetch only the bad or missing ones (then the caller verifies again); else, or once repaired
+    already, set it aside (or, for the user's own file, leave it) and raise the line saying so."""
+    paths = ctx.paths
     tar = paths.tar(split.archive)
-    kind, src = download.source_kind(cfg, split)
+    kind, src = download.source_kind(ctx, split)
     if kind in ("torrent", "magnet") and not repaired:
         torrent = Path(src).name if kind == "torrent" else "the magnet"
         log(f"[verify {split.name}] {tar.name}: {problem}; checking its pieces against {torrent} and fetching only "
             "the bad ones")
-        download.aria2c(cfg, paths, split, kind, src, repair=True)
+        download.aria2c(ctx, split, kind, src, repair=True)
         download.record(paths, split, kind)  # the archive changed: its download stamp says so
-        return verify(cfg, paths, split.name, read_checksums(cfg, split.archive), repaired=True)
+        return
     if kind == "file":  # a link to the user's own copy: moving the link aside would mend nothing
         raise UserError(f"{tar}: {problem}; it is a link to {src}: put a good copy there, then run the same "
                         "command again")
-    aside = set_aside(paths, split.name, tar)
+    aside = set_aside(ctx, split, tar)
     raise UserError(f"{tar}: {problem}; moved aside to {aside.name}; run 'make download-{split.name}' to fetch it "
                     f"again or put a good copy at {tar}")
 
@@ -118,10 +122,23 @@ def verdict_of(cfg: Config, split: Split, tar: Path, expected: dict[str, str]) -
             "source_mtime_ns": source.stat().st_mtime_ns if source is not None and source.exists() else None}
 
 
-def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str], repaired: bool = False) -> dict:
-    """Check the archive's size and hashes and index its images in one read; `repaired`: after a
-    repair from the torrent (then a hash that still differs is a wrong checksum entry)."""
-    split = cfg.split(split_name)
+def verify(ctx: Context, split: Split) -> dict:
+    """Check the archive's size and hashes and index its images in one read; a damaged archive is
+    repaired from its torrent and read again, at most REPAIRS times, else set aside (`mend`)."""
+    expected = read_checksums(ctx.cfg, split.archive)
+    for repairs in range(REPAIRS + 1):
+        result = verify_once(ctx, split, expected, repaired=repairs > 0)
+        if not isinstance(result, str):
+            return result
+        mend(ctx, split, result, repaired=repairs == REPAIRS)
+    raise AssertionError("mend raises once the repairs are spent")
+
+
+def verify_once(ctx: Context, split: Split, expected: dict[str, str], repaired: bool) -> dict | str:
+    """One read of the archive: its outputs, or what is wrong with it (a size or hash mismatch that a
+    repair may mend). `repaired`: after a repair from the torrent (then a hash that still differs is
+    a wrong checksum entry)."""
+    cfg, paths, split_name = ctx.cfg, ctx.paths, split.name
     tar = needed_archive(paths, split)
     size = tar.stat().st_size
     said = read_json(paths.report(split_name, DISAGREEMENT))
@@ -129,7 +146,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
             k: v for k, v in said.items() if k != "line"} == verdict_of(cfg, split, tar, expected):
         raise UserError(said["line"])  # the same archive, checksums and torrent: the same verdict, with no read
     if size != split.bytes:
-        return mend(cfg, paths, split, f"wrong size: expected {split.bytes} bytes, actual {size}", repaired)
+        return f"wrong size: expected {split.bytes} bytes, actual {size}"
     images: list[Image] = []
     problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
     unreadable: UserError | None = None  # the first member that is not an image: after the walk's own problems
@@ -179,7 +196,7 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
             # Remembered, so the next run says it again without reading the archive twice more.
             write_json(paths.report(split_name, DISAGREEMENT), {**verdict_of(cfg, split, tar, expected), "line": line})
             raise UserError(line)
-        return mend(cfg, paths, split, f"{alg} mismatch: expected {expected[alg]}, actual {actual[alg]}", repaired)
+        return f"{alg} mismatch: expected {expected[alg]}, actual {actual[alg]}"
     if problem is not None:
         raise problem
     if unreadable is not None:
@@ -197,15 +214,24 @@ def verify(cfg: Config, paths: Paths, split_name: str, expected: dict[str, str],
             "index_xxh3": content_hash(index.read_bytes()), **actual}
 
 
-def inputs(cfg: Config, paths: Paths, split: Split) -> dict[str, Any]:
-    return {"download": upstream(paths, split.name, "download"), "expected": read_checksums(cfg, split.archive),
-            "images": split.images, "index_format": FORMAT}
-
-
 def proof(out: dict[str, Any]) -> dict[str, Any]:
     """What the stages after verify run on: the images it indexed and the index it wrote, not where
     or when the archive was read nor which checksum files listed it."""
     return {key: out.get(key) for key in ("bytes", "images", "index_xxh3")}  # (a stamp of an older version: stale)
+
+
+class Verify(Stage):
+    name, before = "verify", "download"
+
+    def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
+        return {"download": upstream(ctx.paths, split.name, self.before), "images": split.images,
+                "expected": read_checksums(ctx.cfg, split.archive), "index_format": FORMAT}
+
+    def present(self, ctx: Context, split: Split, out: dict[str, Any]) -> str | None:
+        return present(ctx.paths, out)
+
+    def run(self, ctx: Context, split: Split) -> dict[str, Any]:
+        return verify(ctx, split)
 
 
 def present(paths: Paths, out: dict[str, Any]) -> str | None:
@@ -223,11 +249,3 @@ def present(paths: Paths, out: dict[str, Any]) -> str | None:
     if st.st_size != out["bytes"] or st.st_mtime_ns != out.get("mtime_ns", st.st_mtime_ns):
         return f"{tar} changed since it was verified"
     return None
-
-
-def run() -> None:
-    args = parser(__doc__).parse_args()
-    cfg, paths = setup(args)
-    split = cfg.split(args.split)
-    run_stage(paths, split.name, "verify", lambda: inputs(cfg, paths, split),
-              lambda: verify(cfg, paths, split.name, read_checksums(cfg, split.archive)), present)
