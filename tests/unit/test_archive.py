@@ -10,21 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from how_to_imagenet.pipeline.archives.class_tars import check_class_image
+from how_to_imagenet.pipeline.archives.labelled_files import val_label
 from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.context import Context, Options
 from how_to_imagenet.pipeline.index import Image, read_index
 from how_to_imagenet.pipeline.layout import Paths
-from how_to_imagenet.pipeline.rules import check_class_image, val_label
 from how_to_imagenet.pipeline.stages.download import download
 from how_to_imagenet.pipeline.stages.verify import verify
 from how_to_imagenet.testing.archives import CASES, EXPECTED, JPEG, archive_for, craft, custom
 from how_to_imagenet.testing.fixture import fake_photo
+from how_to_imagenet.testing.runs import PROJECT
 
 
-def verify_archive(root: Path, split: str, data: bytes, images: int) -> list[Image]:
+def verify_archive(root: Path, split: str, data: bytes, images: int, layout: str | None = None) -> list[Image]:
     """What `make verify-SPLIT` does with these archive bytes, in this process: the index it writes."""
-    ctx = Context(load_config(custom(root / "src", split, data, images)), Paths(root / "data"), Options(yes=True))
+    config = custom(root / "src", split, data, images, layout)
+    ctx = Context(load_config(config), Paths(root / "data"), Options(yes=True))
     spec = ctx.cfg.split(split)
     download(ctx, spec)  # a local source: linked
     verify(ctx, spec)
@@ -40,6 +43,16 @@ def test_a_good_archive_is_indexed_in_imagefolder_order(tmp_path: Path):
                                                 ("n01443537", "n01443537_2.JPEG")]
     raw = (tmp_path / "src" / "ILSVRC2012_img_train.tar").read_bytes()
     assert [raw[r.offset : r.offset + r.size] for r in rows] == [JPEG, other, JPEG] and len(other) != len(JPEG)
+
+
+def test_a_splits_archive_layout_is_the_value_in_its_config_row(tmp_path: Path):
+    class_tars = craft([("n01440764.tar", craft([("n01440764_5.JPEG", JPEG)]))])
+    rows = verify_archive(tmp_path / "a", "val", class_tars, 1, layout="class_tars")  # val's row, train's layout
+    assert [(r.wnid, r.name) for r in rows] == [("n01440764", "n01440764_5.JPEG")]
+    with pytest.raises(UserError, match=re.escape("member 'n01440764.tar' is not a labelled val image")):
+        verify_archive(tmp_path / "b", "val", class_tars, 1)  # val's own layout by default
+    assert [load_config(PROJECT / "config.yaml").split(s).reader.name for s in ("train", "val")] == [
+        "class_tars", "labelled_files"]
 
 
 def test_the_name_rules():

@@ -41,6 +41,9 @@ def test_the_shipped_config_loads_with_paths_relative_to_its_folder():
     (lambda c: c["mds"].update(size_limit=True), "'mds.size_limit' must be int, got bool"),
     (lambda c: c["splits"]["val"].update(archive="/data/ILSVRC2012_img_val.tar"),
      "'splits.val.archive' must be a bare file name"),
+    (lambda c: c["splits"]["val"].update(layout="zip_of_folders"),
+     "'splits.val.layout' is 'zip_of_folders', not an archive layout this version reads (known: class_tars, "
+     "labelled_files)"),
 ])
 def test_a_bad_key_or_type_is_an_error_naming_the_key(tmp_path: Path, edit, message: str):
     with pytest.raises(UserError, match=re.escape(message)):
@@ -52,6 +55,14 @@ def test_make_stops_at_once_with_one_line_on_a_bad_config(tmp_path: Path):
     done = make("status", f"CONFIG={path}", check=False)
     assert done.returncode != 0
     assert f"error: {path}: unknown key 'mds.size_limt'" in done.stderr
+
+
+def test_an_unknown_archive_layout_is_one_error_line_from_make(tmp_path: Path):
+    path = write(tmp_path, lambda c: c["splits"]["train"].update(layout="class_folders"))
+    done = make("verify-train", f"CONFIG={path}", f"DATA={tmp_path / 'data'}", check=False)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode != 0 and len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0].startswith(f"error: {path}: 'splits.train.layout' is 'class_folders', not an archive layout")
     assert "Traceback" not in done.stderr
 
 

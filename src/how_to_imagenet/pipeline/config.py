@@ -14,13 +14,14 @@ from typing import Any
 import xxhash
 import yaml
 
+from .archives import DEFAULT_LAYOUT, LAYOUTS, ArchiveLayout, archive_layout
 from .console import UserError
 
 HASH_FILES = {"md5": "MD5SUMS", "sha256": "SHA256SUMS", "xxh64": "XXH64SUMS"}  # the checksum file of each hash
 HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 SUMS_LINE = re.compile(r"([0-9a-fA-F]+) [ *](.+)")  # as md5sum -c reads it: text or binary mode
 
-_SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int, "per_class": [int]}
+_SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int, "per_class": [int], "layout": str}
 SCHEMA: dict[str, Any] = {
     "data_dir": str,
     "checksums": str,
@@ -28,7 +29,8 @@ SCHEMA: dict[str, Any] = {
     "mds": {"size_limit": int, "shuffle_seed": int, "hashes": [str], "rgb": bool},
     "aria2c_args": [str],
 }
-OPTIONAL = {"splits.train", "splits.val", "splits.train.per_class", "splits.val.per_class", "mds.rgb"}
+OPTIONAL = {"splits.train", "splits.val", "splits.train.per_class", "splits.val.per_class", "splits.train.layout",
+            "splits.val.layout", "mds.rgb"}
 
 
 def _check(value: Any, schema: Any, key: str, where: Path) -> None:
@@ -62,6 +64,12 @@ class Split:
     bytes: int
     images: int
     per_class: tuple[int, int] | None = None  # the fewest and the most images a class may have
+    layout: str = ""  # how its archive holds the images: one of archives.LAYOUTS
+
+    @property
+    def reader(self) -> ArchiveLayout:
+        """The archive layout this split's archive is read and unpacked by."""
+        return archive_layout(self.layout)
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,10 @@ def load_config(path: str | Path) -> Config:
             if len(s["per_class"]) != 2 or not 0 <= s["per_class"][0] <= s["per_class"][1]:
                 raise UserError(f"{path}: 'splits.{name}.per_class' must be [fewest, most], got {s['per_class']}")
             s["per_class"] = tuple(s["per_class"])
+        s.setdefault("layout", DEFAULT_LAYOUT[name])
+        if s["layout"] not in LAYOUTS:
+            raise UserError(f"{path}: 'splits.{name}.layout' is {s['layout']!r}, not an archive layout this version "
+                            f"reads (known: {', '.join(LAYOUTS)})")
     if not 0 < raw["mds"]["size_limit"] < 1 << 32:
         raise UserError(f"{path}: 'mds.size_limit' must be between 1 and 2**32 - 1 bytes")
     if bad := sorted(set(raw["mds"]["hashes"]) - known_hashes()):

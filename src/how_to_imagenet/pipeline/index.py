@@ -1,22 +1,24 @@
-"""The verify index: for each image, its class, its name and where its bytes are in the archive,
-one function per archive kind (as torchvision's datasets/imagenet.py), and the same rows for an
-ImageFolder tree. Stored as DATA/index/ILSVRC2012_img_<split>.tsv in ImageFolder order.
+"""The verify index: for each image, its class, its name and where its bytes are in the archive, as
+the split's archive layout walks it (`archives/`), and the same rows for an ImageFolder tree.
+Stored as DATA/index/ILSVRC2012_img_<split>.tsv in ImageFolder order.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from ..names import ARCHIVE_STEM
 from .console import UserError
 from .layout import partial
-from .rules import check_class_image, class_tar, val_label
-from .tarwalk import Entry, regular_files
+
+if TYPE_CHECKING:
+    from .archives import ArchiveLayout
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -41,36 +43,13 @@ def content_hash(data: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(data)
 
 
-def index_val(fd: int, size: int, where: str) -> Iterator[Image]:
-    """Every val image, labelled by the ground truth."""
-    for e in regular_files(fd, 0, size, where):
-        yield Image(val_label(where, e.name), e.name, e.offset, e.size)
-
-
-def class_tars(fd: int, size: int, where: str) -> Iterator[tuple[str, Entry]]:
-    """(wnid, entry) for each class tar of the outer train tar."""
-    seen: set[str] = set()
-    for e in regular_files(fd, 0, size, where):
-        yield class_tar(where, e.name, seen), e
-
-
-def index_train(fd: int, size: int, where: str) -> Iterator[Image]:
-    """Every train image, through the class tars."""
-    for wnid, outer in class_tars(fd, size, where):
-        for e in regular_files(fd, outer.offset, outer.offset + outer.size, f"{where}: {outer.name}"):
-            check_class_image(where, outer.name, wnid, e.name)
-            yield Image(wnid, e.name, e.offset, e.size)
-
-
-INDEX: dict[str, Callable[[int, int, str], Iterator[Image]]] = {"train": index_train, "val": index_val}
-
-
-def index_images(split: str, fd: int, size: int, where: str, limit: int, limit_is: str) -> Iterator[Image]:
-    """Every image of an archive of `split` as its INDEX function walks it, in archive order; a
-    member seen twice, or more than `limit` images (a flood of tiny members stops there; `limit_is`
-    says where the limit comes from), is an error naming the member."""
+def index_images(layout: ArchiveLayout, fd: int, size: int, where: str, limit: int,
+                 limit_is: str) -> Iterator[Image]:
+    """Every image of an archive as its layout walks it, in archive order; a member seen twice, or
+    more than `limit` images (a flood of tiny members stops there; `limit_is` says where the limit
+    comes from), is an error naming the member."""
     seen: set[tuple[str, str]] = set()
-    for image in INDEX[split](fd, size, where):
+    for image in layout.images(fd, size, where):
         if (image.wnid, image.name) in seen:
             raise UserError(f"{where}: member {image.name} appears more than once")
         if len(seen) == limit:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .console import UserError
+from .archives import read
 from .index import Image
 
 
@@ -28,10 +28,7 @@ class Source:
     def read(self, image: Image) -> bytes:
         if self.root is not None:
             return (self.root / image.wnid / image.name).read_bytes()
-        data = os.pread(self.archive(), image.size, image.offset)
-        if len(data) != image.size:
-            raise UserError(f"{self.tar}: {image.name} ends past the end of the archive; run make verify again")
-        return data
+        return read(self.archive(), image, str(self.tar))
 
     def stream(self, images: list[Image], ahead: int) -> Iterator[bytes]:
         """Each image's bytes, in order, read by a thread that keeps up to `ahead` images read or in

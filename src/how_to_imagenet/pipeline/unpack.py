@@ -1,5 +1,5 @@
-"""untar's work: GNU tar unpacks an archive into a torchvision ImageFolder tree `<out>/<wnid>/`,
-one function per archive kind."""
+"""untar's tools: GNU tar extracts a tar stored in a byte range of a file (each archive layout,
+`archives/`, unpacks its own way with it), and an unpacked tree is compared with verify's index."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+from .console import UserError
+from .index import Image, content_hash
 
-from .console import UserError, progress
-from .index import Image, class_tars, content_hash
-from .rules import check_class_image, val_label
-from .tarwalk import Entry
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 TAR_ARGS = ["--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"]
 
@@ -47,48 +46,6 @@ def extract(tar: Path, dest: Path, offset: int, size: int, bar: tqdm) -> None:
             raise OSError(code, text, str(dest / "x"))
     if rc != 0:
         raise UserError(f"{tar}: GNU tar could not extract it ({err.splitlines()[0] if err else f'exit code {rc}'})")
-
-
-def untar_val(tar: Path, out: Path, workers: int) -> dict[str, int]:
-    """Extract the flat val tar into `out`, then move each image into its ground-truth class folder."""
-    size = tar.stat().st_size
-    with progress(size, "untar val") as bar:
-        extract(tar, out, 0, size, bar)
-    counts: dict[str, int] = {}
-    for entry in sorted(os.scandir(out), key=lambda e: e.name):
-        if not entry.is_file(follow_symlinks=False):
-            raise UserError(f"{tar}: member {entry.name!r} is not a regular file")
-        wnid = val_label(str(tar), entry.name)
-        (out / wnid).mkdir(exist_ok=True)
-        os.rename(entry.path, out / wnid / entry.name)
-        counts[wnid] = counts.get(wnid, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def untar_train(tar: Path, out: Path, workers: int) -> dict[str, int]:
-    """Extract each class tar, straight from its byte range of the outer tar, into `<out>/<wnid>/`,
-    `workers` at a time; no class tar is written to disk."""
-    size = tar.stat().st_size
-    with open(tar, "rb") as f:
-        classes = list(class_tars(f.fileno(), size, str(tar)))
-
-    def one(wnid: str, e: Entry) -> int:
-        dest = out / wnid
-        dest.mkdir()
-        extract(tar, dest, e.offset, e.size, bar)
-        found = list(os.scandir(dest))
-        for f in found:
-            check_class_image(str(tar), e.name, wnid, f.name)
-            if not f.is_file(follow_symlinks=False):
-                raise UserError(f"{tar}: member {e.name}/{f.name} is not a regular file")
-        return len(found)
-
-    with progress(size, "untar train") as bar, ThreadPoolExecutor(workers) as pool:
-        counts = dict(zip([w for w, _ in classes], pool.map(lambda c: one(*c), classes), strict=True))
-    return dict(sorted(counts.items()))
-
-
-UNTAR: dict[str, Callable[[Path, Path, int], dict[str, int]]] = {"train": untar_train, "val": untar_val}
 
 
 def tree_problems(root: Path, rows: list[Image], workers: int) -> list[tuple[tuple[str, str], str]]:

@@ -33,8 +33,9 @@ def craft(members: list[tuple[str, bytes] | tarfile.TarInfo | bytes]) -> bytes:
     return bytes(out + bytes(1024))
 
 
-def custom(root: Path, split: str, data: bytes, images: int) -> Path:
-    """A config whose only split is `split`, with `data` as its archive (a local source), and its real checksum."""
+def custom(root: Path, split: str, data: bytes, images: int, layout: str | None = None) -> Path:
+    """A config whose only split is `split`, with `data` as its archive (a local source), and its real checksum
+    (and `layout`, where given, as its archive layout)."""
     root.mkdir(parents=True, exist_ok=True)
     tar = root / archive(split)
     tar.write_bytes(data)
@@ -42,7 +43,7 @@ def custom(root: Path, split: str, data: bytes, images: int) -> Path:
     (root / "checksums" / "SHA256SUMS").write_text(f"{hexdigests(tar)['sha256']}  {tar.name}\n")
     config = {"data_dir": "data", "checksums": "checksums",
               "splits": {split: {"archive": tar.name, "source": tar.name, "bytes": tar.stat().st_size,
-                                 "images": images}},
+                                 "images": images, **({"layout": layout} if layout else {})}},
               "mds": {"size_limit": 1 << 16, "shuffle_seed": 0, "hashes": ["xxh64"]}, "aria2c_args": []}
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...labels import class_index, classes, val_wnid
+from ...labels import class_index, classes
 from ...names import SPLITS
 from ..cli import flag, parser, setup, whole, worker_count
 from ..config import Config
@@ -97,12 +97,6 @@ def raw_bytes(image: object) -> bytes:
     return image.fp.getvalue()  # type: ignore[attr-defined]
 
 
-def truth(split: str, name: str) -> str | None:
-    """The class of an image by the ground truth: val by the shipped labels, train by its class tar
-    (`<wnid>_<n>.JPEG`, which verify checked against the class tar it came from)."""
-    return val_wnid(name) if split == "val" else name.split("_")[0]
-
-
 def expected_samples(cfg: Config, paths: Paths, split: str, resize: int | None, quality: int, reencoded: set[str],
                      failures: list[str], mislabelled: list[tuple[Image, str]]) -> list[tuple[str | None, str, Image]]:
     """(hash of the bytes mds must store, class by the ground truth, index row) of every image, in
@@ -119,7 +113,7 @@ def expected_samples(cfg: Config, paths: Paths, split: str, resize: int | None, 
     source = Source(tar=tar) if tar.exists() else None
     out = []
     for row in read_index(paths.index(split)):
-        wnid = truth(split, row.name)
+        wnid = spec.reader.wnid(row.name)  # the class by the ground truth, not by the index
         if wnid is None:
             failures.append(f"{paths.index(split)} lists {row.name}, which is not a labelled val image")
             continue

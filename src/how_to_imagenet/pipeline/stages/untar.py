@@ -17,7 +17,7 @@ from ..index import read_index
 from ..layout import partial
 from ..stage import Stage
 from ..stamps import exists, found_wrong, upstream
-from ..unpack import UNTAR, tree_problems
+from ..unpack import tree_problems
 from . import verify
 from .download import needed_archive
 from .mds import Changed, mend_changed
@@ -29,7 +29,7 @@ def untar(ctx: Context, split: Split, workers: int) -> dict:
     rows = read_index(paths.index(split.name))
     check_free_space(ctx, out.parent, split.bytes, f"unpacking {split.archive}")
     with building(out) as tmp:
-        counts = UNTAR[split.name](tar, tmp, workers)
+        counts = split.reader.unpack(tar, tmp, workers, f"untar {split.name}")
         total = sum(counts.values())
         check_image_count(ctx.cfg, split, tar, total)
         # Every file proven against verify's hash of its image before the stamp, as mds proves each sample.

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..archives import read
 from ..config import HASHERS, Config, Split, check_image_count, checksum_entries, read_checksums
 from ..console import UserError, human_bytes, log, progress
 from ..context import Context
@@ -151,7 +152,7 @@ def verify_once(ctx: Context, split: Split, expected: dict[str, str], repaired: 
     problem: UserError | None = None  # reported after the hashes: a damaged tar is first a mismatch
     unreadable: UserError | None = None  # the first member that is not an image: after the walk's own problems
     with open(tar, "rb") as f:
-        members = index_images(split_name, f.fileno(), size, str(tar), split.images,
+        members = index_images(split.reader, f.fileno(), size, str(tar), split.images,
                                f"splits.{split_name}.images in {cfg.path}")
         end = 0  # where the last image indexed ends; the next header is just after it
 
@@ -167,7 +168,7 @@ def verify_once(ctx: Context, split: Split, expected: dict[str, str], repaired: 
                         continue
                     end = image.offset + image.size
                     # Its bytes were just read: the page cache gives them back for the per-image proof.
-                    data = os.pread(f.fileno(), image.size, image.offset)
+                    data = read(f.fileno(), image, str(tar))
                     try:
                         header(data, f"{tar}: {image.wnid}/{image.name}")  # one member rule, for mds and untar
                     except UserError as e:
