@@ -50,6 +50,8 @@ def test_imagenet_mds_in_a_dataloader_with_two_workers_gives_every_sample_once(b
     assert standard.dtype == torch.float32  # the old default's name still gives what it gave
     with pytest.raises(ValueError, match="use one of 'fast', 'pil', 'gpu'"):
         ImageNetMDS(local=str(built / "mds"), split="train", transform="nearest", batch_size=4)
+    with pytest.raises(ValueError, match="use one of 'fast', 'pil', 'gpu'"):  # before streaming looks at `local`
+        ImageNetMDS(local=str(built / "no-such-folder"), split="train", transform="nearest", batch_size=4)
     assert train.classes[517] == "construction crane" and train.wnids[0] == "n01440764"
     clean_orphaned_shm()
     raw = ImageNetMDS(local=str(built / "mds"), split="train", transform=None, batch_size=4, shuffle=True)

@@ -80,10 +80,9 @@ READERS = 2  # processes for work bound by the disk (full-size mds): enough to k
 
 def worker_count(given: int | None, cpu_bound: bool) -> int:
     """WORKERS when set; else one process per core for work bound by the CPU (RESIZE re-encodes every image,
-    untar runs a GNU tar per class), and READERS for work bound by the disk: full-size mds copies bytes, and
-    on a 16-core H100 machine 16 of them took 1.50x the copy floor where one took 1.10x (make bench there,
-    as reported in issue 13). The cores are those this process may run on (taskset, cpusets as SLURM and
-    docker --cpuset-cpus set them; not CPU quotas such as docker --cpus)."""
+    untar runs a GNU tar per class), and READERS for work bound by the disk (full-size mds copies bytes;
+    more readers make the disk seek: README's bench). The cores are those this process may run on
+    (taskset, cpusets as SLURM and docker --cpuset-cpus set them; not CPU quotas such as docker --cpus)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return given or (cores if cpu_bound else min(READERS, cores))
 

@@ -21,7 +21,6 @@ PARTIAL = ".partial"  # an output being built; renamed into place when complete
 CONTROL = ".aria2"  # aria2c's control file beside an incomplete download
 ASIDE = ".corrupt"  # a damaged archive moved aside
 DEMO_MARKER = ".how-to-imagenet-demo"  # written by make demo in its folder: the only folder it may empty
-STAGES = ("download", "verify", "untar", "mds")
 
 
 def partial(path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 ImageNet holds 22 CMYK JPEGs and a PNG named .JPEG in train, a CMYK JPEG in val
 (how_to_imagenet/data/ilsvrc2012_quirks.txt), and grayscale JPEGs. With rgb on, those (and only those) are
-re-encoded as RGB JPEG at quality 95; every RGB JPEG keeps its exact bytes.
+re-encoded as RGB JPEG at REENCODE_QUALITY; every RGB JPEG keeps its exact bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import PIL.Image
 
 from ..console import UserError
 
-QUALITY = 95
+REENCODE_QUALITY = 95  # of an image re-encoded for the RGB guarantee (a RESIZE variant's is QUALITY)
 
 
 SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -22,8 +22,7 @@ JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # by colour components, as PIL opens
 
 def jpeg_mode(data: bytes) -> str | None:
     """The mode PIL would give a JPEG, read from its frame header alone; None when this quick walk
-    of the markers does not find one (then PIL decides). Ten times cheaper than opening it with PIL,
-    which counted for a tenth of mds's time."""
+    of the markers does not find one (then PIL decides). Cheaper than opening it with PIL."""
     if data[:2] != b"\xff\xd8":
         return None
     i = 2
@@ -52,12 +51,13 @@ def header(data: bytes, name: str) -> tuple[str, str]:
 def to_rgb_jpeg(data: bytes) -> bytes:
     with PIL.Image.open(io.BytesIO(data)) as im:
         out = io.BytesIO()
-        im.convert("RGB").save(out, "JPEG", quality=QUALITY)
+        im.convert("RGB").save(out, "JPEG", quality=REENCODE_QUALITY)
         return out.getvalue()
 
 
-def normalise(data: bytes, name: str, rgb: bool) -> tuple[bytes, dict[str, str] | None]:
-    """The bytes to store, and what the original was when they had to be re-encoded."""
+def as_rgb_jpeg(data: bytes, name: str, rgb: bool) -> tuple[bytes, dict[str, str] | None]:
+    """The bytes to store under the RGB guarantee (`rgb`): an RGB JPEG as it is, anything else re-encoded
+    as one; and what the original was when it was re-encoded."""
     fmt, mode = header(data, name)
     if not rgb or (fmt == "JPEG" and mode == "RGB"):
         return data, None
@@ -67,7 +67,7 @@ def normalise(data: bytes, name: str, rgb: bool) -> tuple[bytes, dict[str, str] 
 def shrink(data: bytes, size: int, quality: int) -> bytes:
     """An RGB JPEG whose shorter side is at most `size`: resized with Lanczos (the JPEG decoder first
     scales by a power of two while it stays above the target, which is faster and as sharp), or the
-    bytes unchanged if already small enough (callers pass RGB JPEG bytes, see `normalise`)."""
+    bytes unchanged if already small enough (callers pass RGB JPEG bytes, see `as_rgb_jpeg`)."""
     with PIL.Image.open(io.BytesIO(data)) as im:
         w, h = im.size
         if min(w, h) <= size:
@@ -82,5 +82,5 @@ def shrink(data: bytes, size: int, quality: int) -> bytes:
 def stored(data: bytes, name: str, rgb: bool, resize: int | None, quality: int) -> tuple[bytes, dict[str, str] | None]:
     """What mds stores for an image's bytes (and what it was, if re-encoded for RGB): the same
     function serves mds and make check."""
-    data, original = normalise(data, name, rgb or resize is not None)
+    data, original = as_rgb_jpeg(data, name, rgb or resize is not None)
     return (shrink(data, resize, quality) if resize else data), original

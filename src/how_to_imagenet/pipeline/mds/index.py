@@ -9,7 +9,7 @@ from typing import Any
 INDEX = "index.json"
 
 
-def write_index(folder: Path, shards: list[dict[str, Any]], sort_keys: bool = True) -> Path:
+def write_index_json(folder: Path, shards: list[dict[str, Any]], sort_keys: bool = True) -> Path:
     """`folder/index.json` as streaming writes it: MDSWriter sorts the keys, merge_index does not."""
     path = folder / INDEX
     path.write_text(json.dumps({"version": 2, "shards": shards}, sort_keys=sort_keys))
@@ -26,4 +26,4 @@ def merge_index(parts: list[Path], out: Path) -> Path:
                 if shard.get(key):
                     shard[key]["basename"] = f"{part.name}/{shard[key]['basename']}"
             shards.append(shard)
-    return write_index(out, shards, sort_keys=False)
+    return write_index_json(out, shards, sort_keys=False)

@@ -26,7 +26,7 @@ from typing import Any
 import xxhash
 
 from .encodings import FIXED_SIZE, encode
-from .index import write_index
+from .index import write_index_json
 
 IOV_MAX = 1024  # buffers one writev takes (os.sysconf("SC_IOV_MAX") on Linux)
 ALIGN = 4096  # O_DIRECT wants the buffer, the offset and the length aligned to the logical block size
@@ -191,7 +191,7 @@ class ShardWriter:
             if self.pieces:
                 self.flush_shard()
             self.wait()
-            write_index(self.local, self.shards)
+            write_index_json(self.local, self.shards)
             self.index_written()
         finally:
             self.io.shutdown(wait=True)

@@ -8,16 +8,11 @@ order and the workers' parts are mds/plan.py's; each worker writes its part with
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
-import multiprocessing as mp
 import platform
-import queue
-import signal
-import traceback
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,14 +20,14 @@ from typing import Any
 from ...labels import class_index, classes
 from ..cli import READERS, whole, worker_count
 from ..config import Config, Split
-from ..console import DISK_ERRORS, UserError, log
+from ..console import UserError, log
 from ..context import DEFAULT_QUALITY, Context
 from ..files import building, check_free_space, du, read_json, write_json
 from ..index import Image, content_hash, image_folder, read_index
 from ..layout import Paths, is_mds_stage, mds_stage, partial
-from ..mds.images import stored
 from ..mds.index import INDEX, merge_index
-from ..mds.plan import COLUMNS, Part, plan
+from ..mds.plan import plan
+from ..mds.workers import Changed, Settings, run_parts, upload_failed
 from ..reader import Source
 from ..stage import Stage, forget, stage
 from ..stamps import State, found_wrong, read_stamp, upstream
@@ -40,27 +35,7 @@ from . import download, verify
 from .download import needed_archive
 
 CLASSES = "classes.json"  # beside index.json: the class metadata of the dataset
-PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
 
-
-class Changed(UserError):
-    """An image read for mds is not the one verify hashed; `image` is its (wnid, name)."""
-
-    def __init__(self, message: str, image: tuple[str, str]) -> None:
-        super().__init__(message)
-        self.image = image
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What each sample becomes and how shards are cut: everything that changes the bytes written."""
-
-    size_limit: int
-    hashes: list[str]
-    rgb: bool
-    resize: int | None = None
-    quality: int | None = None  # of the RESIZE variant's JPEGs; the full-size dataset stores the source bytes
-    remote: str | None = None  # the object-store folder holding the ILSVRC2012_img_* datasets
 
 
 def settings(cfg: Config, resize: int | None = None, quality: int = DEFAULT_QUALITY,
@@ -167,136 +142,39 @@ def finished(ctx: Context, split: str, resize: int | None = None) -> dict:
     return stamp
 
 
-def reuse_freed_memory() -> None:
-    """Let glibc keep and reuse freed large blocks instead of unmapping them: each shard's images
-    (tens of MB) are read into new buffers, and faulting in fresh pages for each costs more than
-    the copies (bench: 5x). Peak memory is unchanged; it is only not returned."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks under 1 GiB from the heap
-    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
-
-
-def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Settings, done: Any,
-               results: Any) -> None:
-    """In a worker: write `part` into `out/<part.folder>/` (and `remote/<part.folder>/`); put
-    (folder, bytes read, images re-encoded to RGB JPEG, error) on `results`."""
-    from ..mds.upload import UploadingWriter
-    from ..mds.writer import ShardWriter
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the worker just stops; the parent reports it
-    try:
-        reuse_freed_memory()
-        index = class_index()
-        read_bytes = unreported = 0
-        reencoded = []
-        kwargs: dict[str, Any] = {"columns": COLUMNS, "hashes": s.hashes, "size_limit": s.size_limit}
-        folder = out / part.folder
-        writer = (UploadingWriter(folder, f"{remote}/{part.folder}", **kwargs) if remote
-                  else ShardWriter(folder, **kwargs))
-        with writer:
-            for n, (image, data) in enumerate(zip(part.images, source.stream(part.images, PREFETCH), strict=True)):
-                if content_hash(data) != image.xxh3:
-                    raise Changed(f"{source.where(image)} is not the image verify read (its bytes changed since: "
-                                  "bit rot, or a tool that touched the file)", (image.wnid, image.name))
-                read_bytes += len(data)
-                data, original = stored(data, f"{image.wnid}/{image.name}", s.rgb, s.resize,
-                                        s.quality or DEFAULT_QUALITY)
-                if original is not None:
-                    reencoded.append({"sample": part.first + n, "file": f"{image.wnid}/{image.name}", **original})
-                writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
-                unreported += 1
-                if unreported == 256 or n == len(part.images) - 1:
-                    with done.get_lock():
-                        done.value += unreported
-                    unreported = 0
-        results.put((part.folder, read_bytes, reencoded, None))
-    except OSError as e:
-        if e.errno is None:
-            results.put((part.folder, 0, [], ("bug", traceback.format_exc())))
-        else:
-            results.put((part.folder, 0, [], ("oserror", (e.errno, e.strerror, e.filename or str(out)))))
-    except Changed as e:
-        results.put((part.folder, 0, [], ("changed", (str(e), e.image))))
-    except BaseException as e:
-        kind = "user" if isinstance(e, UserError) else "bug"
-        results.put((part.folder, 0, [], (kind, traceback.format_exc() if kind == "bug" else str(e))))
-
-
-def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, s: Settings, split: str,
-              desc: str) -> list:
-    """Fork one worker per part and wait for all, with a progress bar; (folder, bytes, re-encoded) each."""
-    from tqdm import tqdm
-
-    ctx = mp.get_context("fork")  # the workers inherit their arguments: nothing is pickled
-    done, results = ctx.Value("q", 0), ctx.Queue()
-    procs = [ctx.Process(target=write_part, args=(p, source, out, remote, s, done, results), name=f"mds-{p.folder}")
-             for p in parts]
-    got: dict[str, tuple] = {}
-    try:
-        for p in procs:
-            p.start()
-        with tqdm(total=sum(len(p.images) for p in parts), desc=desc, unit="img", mininterval=0.5) as bar:
-            while len(got) < len(procs):
-                try:
-                    folder, nbytes, reencoded, error = results.get(timeout=0.25)
-                except queue.Empty:
-                    if dead := [p for p in procs if p.exitcode not in (None, 0)]:
-                        raise RuntimeError(f"mds worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
-                    bar.update(done.value - bar.n)
-                    continue
-                if error is not None:
-                    kind, text = error
-                    if kind == "changed":
-                        raise Changed(*text)
-                    if kind == "oserror" and (not remote or text[0] in DISK_ERRORS):  # one line (console.main)
-                        raise OSError(*text)
-                    if kind == "oserror":
-                        text = f"OSError: {text[1]} ({text[2]})"
-                    if kind == "user":
-                        raise UserError(text)
-                    if remote:
-                        raise UserError(f"uploading {split} to {remote} failed: {text.strip().splitlines()[-1]}; check "
-                                        "REMOTE, the credentials and the endpoint, then run the same command again")
-                    raise RuntimeError(f"mds worker {folder} failed:\n{text}")
-                got[folder] = (folder, nbytes, reencoded)
-            bar.update(done.value - bar.n)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
-    return [got[p.folder] for p in parts]
-
-
-def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings) -> dict:
-    cfg, paths, split = ctx.cfg, ctx.paths, spec.name
-    images: list[Image]
+def read_from(ctx: Context, spec: Split, source: str) -> tuple[list[Image], Source, int]:
+    """What mds writes and where it reads it: every image in ImageFolder order with the hash verify
+    recorded, the reader (the verified archive, or with source "untar" the ImageFolder tree, which
+    must hold exactly the images verify indexed), and the bytes it will read."""
+    paths, split = ctx.paths, spec.name
     index = read_index(paths.index(split))  # each image's hash, as verify read it
     if source == "tar":
         tar = needed_archive(paths, spec)
         stamp = read_stamp(paths.stamp(split, "verify"))
         if stamp and (problem := verify.present(paths, stamp["outputs"])):  # the cheap guard: size and mtime
             raise UserError(f"{problem}; run 'make verify-{split}' to verify it again")
-        images, reader = index, Source(tar=tar)
-        need = sum(i.size for i in images)
-    else:
-        root = paths.untar(split)
-        reader, need = Source(root=root), du(root)
-        hashes = {(i.wnid, i.name): i.xxh3 for i in index}
-        images = [replace(i, xxh3=hashes.get((i.wnid, i.name), "")) for i in image_folder(root)]
-        tree = {(i.wnid, i.name) for i in images}
-        if tree != hashes.keys():  # a file lost or added since untar: unpack the verified archive again
-            missing, extra = sorted(hashes.keys() - tree), sorted(tree - hashes.keys())
-            what = (f"{'/'.join(missing[0])} is missing" if missing else f"{'/'.join(extra[0])} is not an image verify "
-                    f"indexed") + f" ({len(missing)} missing, {len(extra)} extra)"
-            forget(ctx, spec, "untar")
-            raise UserError(f"{root}: {what}; the tree is forgotten: run the same command again to unpack the "
-                            "verified archive again")
-        if unknown := sorted({i.wnid for i in images} - set(class_index())):
-            raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
+        return index, Source(tar=tar), sum(i.size for i in index)
+    root = paths.untar(split)
+    hashes = {(i.wnid, i.name): i.xxh3 for i in index}
+    images = [replace(i, xxh3=hashes.get((i.wnid, i.name), "")) for i in image_folder(root)]
+    tree = {(i.wnid, i.name) for i in images}
+    if tree != hashes.keys():  # a file lost or added since untar: unpack the verified archive again
+        missing, extra = sorted(hashes.keys() - tree), sorted(tree - hashes.keys())
+        what = (f"{'/'.join(missing[0])} is missing" if missing else f"{'/'.join(extra[0])} is not an image verify "
+                f"indexed") + f" ({len(missing)} missing, {len(extra)} extra)"
+        forget(ctx, spec, "untar")
+        raise UserError(f"{root}: {what}; the tree is forgotten: run the same command again to unpack the "
+                        "verified archive again")
+    if unknown := sorted({i.wnid for i in images} - set(class_index())):
+        raise UserError(f"{root}: folder {unknown[0]!r} is not one of the 1000 ILSVRC2012 wnids")
+    return images, Source(root=root), du(root)
+
+
+def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings) -> dict:
+    """Write the dataset (in `.partial`, renamed when whole; uploaded as written with a remote), then
+    its report; the stage's outputs."""
+    cfg, paths, split = ctx.cfg, ctx.paths, spec.name
+    images, reader, need = read_from(ctx, spec, source)
     out, stage = paths.mds(split, s.resize), mds_stage(s.resize)
     remote = f"{s.remote.rstrip('/')}/{out.name}" if s.remote else None
     check_free_space(ctx, out.parent, need, f"writing MDS shards for {split}")
@@ -306,7 +184,7 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
 
         logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
     with building(out) as tmp:
-        results = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}")
+        written = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}")
         counts = Counter(i.wnid for i in images)
         write_json(tmp / CLASSES, classes(counts))
         # Only this run's parts: a remote folder may hold an earlier run's with more WORKERS.
@@ -318,9 +196,8 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
                 for name in (CLASSES, INDEX):
                     upload_file(tmp, remote, name)
             except Exception as e:
-                raise UserError(f"uploading {split} to {remote} failed: {str(e).splitlines()[0]}; check REMOTE, "
-                                "the credentials and the endpoint, then run the same command again") from None
-    reencoded = [r for _, _, part in results for r in part]
+                raise upload_failed(split, remote, str(e).splitlines()[0]) from None
+    reencoded = [r for part in written for r in part.reencoded]
     report = {"split": split, "dataset": out.name, "images": len(images), "per_class": dict(sorted(counts.items())),
               "rgb": cfg.rgb, "resize": s.resize, "quality": s.quality,
               "reencoded": reencoded, "versions": versions()}
@@ -331,7 +208,7 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
             "classes_xxh3": content_hash((out / CLASSES).read_bytes()),
             "check": paths.rel(paths.check_report(split, s.resize)), "source": source,
             "workers": len(parts),
-            "bytes_read": sum(b for _, b, _ in results), "bytes_written": du(out),
+            "bytes_read": sum(part.bytes_read for part in written), "bytes_written": du(out),
             "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
             "reencoded_files": [r["file"] for r in reencoded],
             "report": paths.rel(paths.report(split, stage)), "versions": report["versions"]}
