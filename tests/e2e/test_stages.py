@@ -193,7 +193,7 @@ def test_each_recipe_prints_one_short_line_and_v1_prints_the_full_commands(fixtu
     assert make("verify-val", *where).stdout.splitlines() == ["download val", "verify val"]
     loud = make("verify-val", "V=1", *where).stdout.splitlines()
     assert len(loud) == 2 and "-m how_to_imagenet.pipeline download" in loud[0] and loud[0].endswith(" val")
-    assert "-m how_to_imagenet.pipeline verify" in loud[1] and "--var WORKERS=" in loud[1]
+    assert "-m how_to_imagenet.pipeline verify" in loud[1] and "--var 'WORKERS='" in loud[1]
 
 
 def test_help_is_the_default_goal_and_lists_every_target_and_variable():
