@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from how_to_imagenet.pipeline.shm import SHM, clean_orphaned_shm
+from how_to_imagenet.pipeline.shm import clean_orphaned_shm
 
 MAP = """
 import mmap, sys
@@ -17,20 +17,25 @@ sys.stdin.read()
 """
 
 
-def test_only_shared_memory_no_live_process_maps_is_unlinked():
-    orphan, live = SHM / "999998_locals", SHM / "999997_locals"
-    other = SHM / "999997_barrier"  # the same prefix as a live one: kept with it
-    for p in (orphan, live, other):
+def test_only_shared_memory_no_live_process_maps_is_unlinked(tmp_path: Path):
+    shm, locks = tmp_path / "shm", tmp_path / "tmp"  # its own: another pytest worker's cleaning never looks there
+    shm.mkdir()
+    locks.mkdir()
+    orphan, live = shm / "999998_locals", shm / "999997_locals"
+    other = shm / "999997_barrier"  # the same prefix as a live one: kept with it
+    stale, held = locks / "999998_barrier_filelock", locks / "999997_cache_filelock"  # streaming's file locks
+    for p in (orphan, live, other, stale, held):
         p.write_bytes(bytes(4))
     user = subprocess.Popen([sys.executable, "-c", MAP, str(live)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     try:
         assert user.stdout.readline() == "mapped\n"
-        removed = clean_orphaned_shm()
+        removed = clean_orphaned_shm(shm, locks)
         assert orphan.name in removed and not orphan.exists()
         assert live.exists() and other.exists()
+        assert stale.name in removed and not stale.exists() and held.exists()  # a lock goes with its prefix
     finally:
         user.kill()
         user.wait()
-        for p in (orphan, live, other):
+        for p in (orphan, live, other, stale, held):
             Path(p).unlink(missing_ok=True)

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SHM = Path("/dev/shm")
+LOCKS = Path(tempfile.gettempdir())  # where streaming keeps each prefix's file locks
+# streaming's file locks of a prefix (streaming.base.constant.BARRIER_FILELOCK, CACHE_FILELOCK): a prefix
+# with one is skipped by every new dataset, so stale ones make each walk longer.
+LOCK = re.compile(r"(\d{6})_(barrier|cache)_filelock")
 # streaming's names (streaming.base.constant.SHM_TO_CLEAN), under a six-digit prefix.
 NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|shard_access_times|resume|"
                   r"epoch_shape|epoch_data)")
 
 
-def mapped(skip: int | None = None) -> set[str]:
-    """The names of the /dev/shm files some live process (other than `skip`) has mapped."""
+def mapped(skip: int | None = None, shm: Path = SHM) -> set[str]:
+    """The names of the files in `shm` some live process (other than `skip`) has mapped."""
     names = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or proc.name == str(skip):
@@ -30,25 +35,37 @@ def mapped(skip: int | None = None) -> set[str]:
             maps = (proc / "maps").read_text()
         except OSError:  # gone, or not ours to read
             continue
-        names.update(m.group(1) for m in re.finditer(r"/dev/shm/(\S+)", maps))
+        names.update(m.group(1) for m in re.finditer(rf"{re.escape(str(shm))}/(\S+)", maps))
     return names
 
 
-def clean_orphaned_shm() -> list[str]:
-    """Unlink each streaming prefix none of whose files is mapped by a live process; the names removed."""
+def clean_orphaned_shm(shm: Path = SHM, locks: Path = LOCKS) -> list[str]:
+    """Unlink each streaming prefix none of whose files is mapped by a live process, then the file
+    locks of each prefix left with no shared memory; the names removed. (`shm` and `locks`: other
+    folders than streaming's, for a test.)"""
     try:
-        files = [p for p in SHM.iterdir() if NAME.fullmatch(p.name)]
+        files = [p for p in shm.iterdir() if NAME.fullmatch(p.name)]
     except OSError:
         return []
-    live = {NAME.fullmatch(n).group(1) for n in mapped() if NAME.fullmatch(n)}  # type: ignore[union-attr]
+    live = {m.group(1) for n in mapped(shm=shm) if (m := NAME.fullmatch(n))}
+    removed = unlink([p for p in files if NAME.fullmatch(p.name).group(1) not in live])  # type: ignore[union-attr]
+    try:
+        held = {m.group(1) for p in shm.iterdir() if (m := NAME.fullmatch(p.name))}
+        stale = [p for p in locks.iterdir() if (m := LOCK.fullmatch(p.name)) and m.group(1) not in held]
+    except OSError:
+        return removed
+    return removed + unlink(stale)
+
+
+def unlink(paths: list[Path]) -> list[str]:
+    """Unlink each path that is still there (another cleaner may be faster); the names removed."""
     removed = []
-    for p in files:
-        if NAME.fullmatch(p.name).group(1) not in live:  # type: ignore[union-attr]
-            try:
-                os.unlink(p)
-                removed.append(p.name)
-            except OSError:
-                pass
+    for p in paths:
+        try:
+            os.unlink(p)
+            removed.append(p.name)
+        except OSError:
+            pass
     return removed
 
 
