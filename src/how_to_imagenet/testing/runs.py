@@ -96,17 +96,18 @@ def copy_data(src: Path, dst: Path) -> Path:
 
 def read_mds(local: Path) -> list[dict]:
     """Every sample of an MDS folder, read with an unmodified StreamingDataset; `raw` is the byte
-    string the `x` image was decoded from (PIL keeps the BytesIO it was opened from)."""
+    string the `x` image was decoded from (what make check compares, `check.raw_bytes`)."""
     from streaming import StreamingDataset
 
     from ..pipeline.shm import clean_orphaned_shm
+    from ..pipeline.stages.check import raw_bytes
 
     clean_orphaned_shm()
     ds = StreamingDataset(local=str(local), remote=None, shuffle=False, batch_size=1)
     samples = []
     for i in range(len(ds)):
         s = ds[i]
-        samples.append({**s, "raw": s["x"].fp.getvalue()})
+        samples.append({**s, "raw": raw_bytes(s["x"])})
     release(ds)
     return samples
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,8 @@ def expected_samples(cfg: Config, paths: Paths, split: str, resize: int | None, 
     return sorted(out, key=lambda e: (e[1], e[2].name))
 
 
-def order_failures(cfg: Config, got: list[tuple[str, str]], expected: list[tuple[str | None, str, Image]]) -> list[str]:
+def permutation_failures(cfg: Config, got: list[tuple[str, str]],
+                         expected: list[tuple[str | None, str, Image]]) -> list[str]:
     """train: sample n is image n of the permutation of ImageFolder order that mds.shuffle_seed draws
     (mds/plan.py); one line for all the samples out of that order."""
     rows = [i for _, _, i in sorted(expected, key=lambda e: (e[2].wnid, e[2].name))]  # the index's order
@@ -164,8 +166,7 @@ def classes_failures(local: Path, counts: Counter[str]) -> list[str]:
 
 
 def check(ctx: Context, split: str) -> dict:
-    from streaming import StreamingDataset
-
+    """Check one split's dataset (ctx's RESIZE variant, or its copy at ctx's REMOTE): its report."""
     cfg, paths = ctx.cfg, ctx.paths
     decode, resize, remote = ctx.options.decode, ctx.options.resize, ctx.options.remote
     spec = cfg.split(split)
@@ -185,75 +186,112 @@ def check(ctx: Context, split: str) -> dict:
     reencoded = set(stamp["outputs"].get("reencoded_files", []))
     mislabelled: list[tuple[Image, str]] = []
     expected = expected_samples(cfg, paths, split, resize, quality, reencoded, failures, mislabelled)
-    known = Counter((h, w) for h, w, _ in expected if h is not None)
-    # Local shards are proven (sizes, then hashes) before any sample is decoded: streaming trusts them.
-    shards, damage = (0, []) if remote else shard_failures(local)
-    got: list[tuple[str, str]] = []
-    counts: Counter[str] = Counter()
-    samples = 0
-    if not damage:
+    known = Counter((digest, wnid) for digest, wnid, _ in expected if digest is not None)
+    read = read_dataset(local, remote, known, decode)
+    failures = read.damage + failures + read.failures
+    if read.damage:  # the comparisons below would only repeat it, sample by sample
+        read.got, expected, mislabelled, known = [], [], [], Counter()
+    sample_of = {digest: n for n, (digest, _) in reversed(list(enumerate(read.got)))}
+    failures += [f"sample {sample_of.get(row.xxh3, '?')} ({row.name}): {paths.index(split)} says {row.wnid}, "
+                 f"the ground truth says {wnid}" for row, wnid in mislabelled]
+    if read.samples != spec.images and not read.damage:
+        failures.append(f"{read.samples} samples, but splits.{split}.images is {spec.images}")
+    counted, mistakes = count_failures(cfg, split, expected, read.counts)
+    failures += counted + order_failures(cfg, split, expected, read.got, known)
+    if not remote and not read.damage:  # the class metadata, as the ground truth gives it (a remote copy is not read)
+        failures += classes_failures(local, Counter(wnid for _, wnid, _ in expected))
+    archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
+    counts = read.counts
+    return {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
+            "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"),
+            "ok": not failures and not mistakes, "config_mistakes": mistakes[:1000],
+            "samples": read.samples, "shards": read.shards, "decode": decode, "archive_read": archive_read,
+            "redo": redo, "per_class": {"fewest": min(counts.values(), default=0),
+                                        "most": max(counts.values(), default=0)},
+            "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}
+
+
+@dataclass
+class ReadBack:
+    """What reading a dataset back gave: its samples and shards, what streaming could not read at all
+    (`damage`), each sample's (hash, wnid) in order, the samples per class, and what is wrong with samples."""
+
+    samples: int = 0
+    shards: int = 0
+    damage: list[str] = field(default_factory=list)
+    got: list[tuple[str, str]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+
+def read_dataset(local: Path, remote: str | None, known: Counter, decode: bool) -> ReadBack:
+    """Read the dataset in `local` (or at `remote`, into `local`) with an unmodified StreamingDataset.
+    Local shards are proven (sizes, then hashes) before any sample is decoded: streaming trusts them;
+    remote ones once the reads fetched them."""
+    from streaming import StreamingDataset
+
+    read = ReadBack()
+    if not remote:
+        read.shards, read.damage = shard_failures(local)
+    if not read.damage:
         clean_orphaned_shm()
         try:
             ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
         except Exception as e:
-            if not remote:
-                damage.append(f"{local / INDEX}: streaming cannot open the dataset ({brief(e)})")
-            else:
+            if remote:
                 raise UserError(f"cannot read {remote} ({brief(e)}); check REMOTE, the credentials and the "
                                 "endpoint") from None
+            read.damage.append(f"{local / INDEX}: streaming cannot open the dataset ({brief(e)})")
         else:
-            samples = len(ds)
+            read.samples = len(ds)
             try:
-                damage += read_back(ds, known, decode, got, counts, failures)
+                read.damage += read_back(ds, known, decode, read.got, read.counts, read.failures)
             finally:
                 release(ds)
     if remote:  # after the reads, which fetched the shards
-        shards, problems = shard_failures(local)
-        damage = problems + damage
-    failures = damage + failures
-    if damage:  # the comparisons below would only repeat it, sample by sample
-        got, expected, mislabelled, known = [], [], [], Counter()
-    sample_of = {h: n for n, (h, _) in reversed(list(enumerate(got)))}
-    failures += [f"sample {sample_of.get(row.xxh3, '?')} ({row.name}): {paths.index(split)} says {row.wnid}, "
-                 f"the ground truth says {wnid}" for row, wnid in mislabelled]
-    if samples != spec.images and not damage:
-        failures.append(f"{samples} samples, but splits.{split}.images is {spec.images}")
-    for wnid, want in sorted(Counter(w for _, w, _ in expected).items()):
-        if counts[wnid] != want:
-            failures.append(f"class {wnid}: {counts[wnid]} samples, the archive holds {want}")
-    mistakes: list[str] = []  # what the verified archive itself contradicts in the config: no rewrite mends it
+        read.shards, problems = shard_failures(local)
+        read.damage = problems + read.damage
+    return read
+
+
+def count_failures(cfg: Config, split: str, expected: list[tuple[str | None, str, Image]],
+                   counts: Counter[str]) -> tuple[list[str], list[str]]:
+    """(what is wrong with the samples per class, what the verified archive itself contradicts in the
+    config: no rewrite mends that)."""
+    spec = cfg.split(split)
+    held = Counter(wnid for _, wnid, _ in expected)
+    failures = [f"class {wnid}: {counts[wnid]} samples, the archive holds {want}"
+                for wnid, want in sorted(held.items()) if counts[wnid] != want]
+    mistakes: list[str] = []
     if spec.per_class:
         low, high = spec.per_class
-        held = Counter(w for _, w, _ in expected)
         mistakes += [f"class {w}: the archive holds {c} images (it matched its checksums), outside "
                      f"splits.{split}.per_class [{low}, {high}] in {cfg.path}"
                      for w, c in sorted(held.items()) if not low <= c <= high]
         failures += [f"class {w}: {c} samples, outside splits.{split}.per_class [{low}, {high}]"
                      for w, c in sorted(counts.items()) if not low <= c <= high and low <= held[w] <= high]
-    if split == "val":  # ImageFolder order: sample n is the n-th image of the sorted tree
-        failures += [f"sample {n} ({w}) is not {ew}/{i.name}, the ImageFolder image {n}"
-                     for n, ((h, w), (e, ew, i)) in enumerate(zip(got, expected, strict=False))
-                     if w != ew or (e is not None and h != e)]
-    else:  # each source image exactly once, with its own class (the ones with no known hash: by count)
-        failures += order_failures(cfg, got, expected)
-        have = Counter(got)
-        named = {(h, w): f"{w}/{i.name}" for h, w, i in expected if h is not None}
-        failures += [f"{named[k]} is missing or mislabelled" for k in sorted(known - have)]
-        unknown = Counter(w for h, w, _ in expected if h is None)
-        extra = Counter(w for (_, w), c in (have - known).items() for _ in range(c))
-        failures += [f"a sample labelled {w} is no image of that class in the archive" for w in sorted(extra - unknown)]
-        # (ImageNet holds some identical images twice in a class: each is expected as often as it occurs.)
-        failures += [f"{named[k]} is stored {have[k]} times" for k in sorted(have) if k in known and have[k] > known[k]]
-    if not remote and not damage:  # the class metadata, as the ground truth gives it (a remote copy is not read)
-        failures += classes_failures(local, Counter(w for _, w, _ in expected))
-    archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
-    report = {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
-              "of_shards_finished": stamp["finished"], "of_shards": stamp["outputs"].get("id"),
-              "ok": not failures and not mistakes, "config_mistakes": mistakes[:1000],
-              "samples": samples, "shards": shards, "decode": decode, "archive_read": archive_read, "redo": redo,
-              "per_class": {"fewest": min(counts.values(), default=0), "most": max(counts.values(), default=0)},
-              "classes": len(counts), "failures": failures[:1000], "seconds": round(time.time() - t0, 1)}
-    return report
+    return failures, mistakes
+
+
+def order_failures(cfg: Config, split: str, expected: list[tuple[str | None, str, Image]],
+                   got: list[tuple[str, str]], known: Counter) -> list[str]:
+    """val: sample n is the n-th image of the sorted ImageFolder tree; train: the seeded permutation
+    of it (`permutation_failures`), and each source image exactly once, with its own class (the ones
+    with no known hash: by count)."""
+    if split == "val":
+        return [f"sample {n} ({wnid}) is not {want}/{row.name}, the ImageFolder image {n}"
+                for n, ((digest, wnid), (stored_digest, want, row)) in enumerate(zip(got, expected, strict=False))
+                if wnid != want or (stored_digest is not None and digest != stored_digest)]
+    have = Counter(got)
+    failures = permutation_failures(cfg, got, expected)
+    named = {(digest, wnid): f"{wnid}/{row.name}" for digest, wnid, row in expected if digest is not None}
+    failures += [f"{named[k]} is missing or mislabelled" for k in sorted(known - have)]
+    unknown = Counter(wnid for digest, wnid, _ in expected if digest is None)
+    extra = Counter(wnid for (_, wnid), c in (have - known).items() for _ in range(c))
+    failures += [f"a sample labelled {w} is no image of that class in the archive" for w in sorted(extra - unknown)]
+    # (ImageNet holds some identical images twice in a class: each is expected as often as it occurs.)
+    return failures + [f"{named[k]} is stored {have[k]} times" for k in sorted(have)
+                       if k in known and have[k] > known[k]]
 
 
 def check_tree(ctx: Context, split: str) -> list[str] | None:
