@@ -3,6 +3,7 @@ disk (a real small tmpfs), a read-only DATA (a real read-only bind mount), a kil
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import signal
@@ -254,6 +255,12 @@ time.sleep(120)
 """
 
 
+def hold(path: Path) -> mmap.mmap:
+    """A mapping of the whole file `path`, which keeps it live for the shared-memory cleaners."""
+    with open(path, "r+b") as f:
+        return mmap.mmap(f.fileno(), 0)
+
+
 def test_shared_memory_of_a_killed_reader_is_cleaned_by_the_next_check(fixture: Fixture, built: Path,
                                                                         tmp_path: Path):
     from how_to_imagenet.pipeline.shm import NAME, SHM, mapped
@@ -266,10 +273,15 @@ def test_shared_memory_of_a_killed_reader_is_cleaned_by_the_next_check(fixture: 
     left = {m.split("/dev/shm/")[1] for m in Path(f"/proc/{reader.pid}/maps").read_text().split()
             if m.startswith("/dev/shm/")}
     assert any(NAME.fullmatch(n) for n in left), left
+    # Held here until the check, so that another pytest worker's own cleaning (of what no live process
+    # maps) does not take them first: once let go, they are what a killed reader leaves.
+    held = [hold(SHM / n) for n in sorted(left)]
     os.killpg(reader.pid, signal.SIGKILL)  # the group, as a killed make check: its resource tracker too
     time.sleep(0.5)
     reader.wait()
     assert left <= {p.name for p in SHM.iterdir()}  # stays, so far
+    for mapping in held:
+        mapping.close()
     checked(fixture.config, data, "val")
     # Gone, or (the prefix freed and taken again) mapped by the check that just ran in this process.
     assert not (left & {p.name for p in SHM.iterdir()}) - mapped()
