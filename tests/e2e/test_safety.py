@@ -121,8 +121,24 @@ def test_an_interrupted_download_resumes_from_where_it_stopped(fixture: Fixture,
 def test_two_runs_on_the_same_data_wait_for_each_other(big: Fixture, tmp_path: Path):
     data, cfg = tmp_path / "data", f"CONFIG={big.config}"
     make("verify-train", cfg, f"DATA={data}")
-    runs = [start("mds-train", "WORKERS=1", cfg, f"DATA={data}") for _ in range(2)]
+    lock = Paths(data).lock
+    first = start("mds-train", "WORKERS=1", cfg, f"DATA={data}")
+    # Stopped while it holds the lock in mds, the first run cannot finish before the second starts,
+    # however busy the machine (the second would then find the work done without waiting).
+    wait_for(lambda: "(mds --config " in lock.read_text() if lock.exists() else False, first, "mds holding the lock")
+    holder = int(lock.read_text().split()[1])
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        second = start("mds-train", "WORKERS=1", cfg, f"DATA={data}")
+        said = []
+        while not said or not said[-1].startswith("waiting: "):
+            said.append(second.stderr.readline())
+            assert said[-1], f"the second run ended without waiting: {said}"
+    finally:
+        os.kill(holder, signal.SIGCONT)
+    runs = [first, second]
     errs = [run.communicate(timeout=300)[1] for run in runs]
+    errs[1] = "".join(said) + errs[1]
     assert [run.returncode for run in runs] == [0, 0], errs
     # One wrote the shards; the other waited for it (each stage of either run takes the lock in turn,
     # so the quick download and verify checks may wait too) and then found the work done.
