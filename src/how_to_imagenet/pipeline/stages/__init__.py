@@ -1,4 +1,4 @@
-"""One module per stage, each a small CLI (`run`) around its work; run through
-`python -m how_to_imagenet.pipeline <stage>`. A stage with a stamp also says which inputs it runs on
-(`inputs`) and whether its recorded outputs are still there (`present`): the stage itself,
-`status` and `check` decide freshness with those and `stamps.state`."""
+"""One module per stage or command, run through `python -m how_to_imagenet.pipeline <name>`. The
+stages with a stamp (download, verify, untar, mds) each define a `Stage` (pipeline/stage.py) and are
+listed in order by `stage.registry()`; the commands (check, samples, status, clean, splits) each
+have a small CLI, `run`, and ask the registry about the stages."""
