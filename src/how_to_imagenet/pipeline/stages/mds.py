@@ -37,7 +37,6 @@ from .download import needed_archive
 CLASSES = "classes.json"  # beside index.json: the class metadata of the dataset
 
 
-
 def settings(cfg: Config, resize: int | None = None, quality: int = DEFAULT_QUALITY,
              remote: str | None = None) -> Settings:
     """The settings mds runs with; QUALITY counts only with RESIZE (else changing it would redo nothing)."""
