@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 END = object()  # what the reader and the decoders put after the epoch's last batch
 POLL = 0.1  # seconds a thread waits on a queue before it looks whether it was asked to stop
-# Batches in decode at once, each over all the threads: the cores a batch's last images leave idle (and
-# those a busy machine takes from one thread) go to the next batch instead of waiting.
+# Batches in decode at once, the threads shared between them: the cores one batch's last images leave
+# idle (and those a busy machine takes from one thread) go on with the other batch instead of waiting.
 DECODERS = 2
 
 
@@ -162,6 +162,7 @@ class ImageNetLoader:
         self.batch_size, self.drop_last, self.prefetch, self.readers = batch_size, drop_last, prefetch, readers
         self.workers: Any = None  # the reader processes' DataLoader, with readers
         self.threads = threads or cores()
+        self.decoders = min(DECODERS, self.threads)  # the threads shared between them
         import torch
 
         self.device = torch.device(device) if device is not None else None
@@ -199,7 +200,7 @@ class ImageNetLoader:
         dtype = torch.float32 if self.normalize else torch.uint8
         pin = self.device is not None and self.device.type == "cuda"
         self.buffers = [torch.empty((self.batch_size, size, size, 3), dtype=dtype, pin_memory=pin)
-                        for _ in range(max(self.prefetch, DECODERS) + 1)]
+                        for _ in range(max(self.prefetch, self.decoders) + 1)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self.buffers:
@@ -211,8 +212,9 @@ class ImageNetLoader:
         for slot in range(len(self.buffers)):
             free.put((slot, None))
         workers = [threading.Thread(target=self._read, args=(raw, stop), name="ImageNetLoader-read", daemon=True)]
-        workers += [threading.Thread(target=self._decode, args=(raw, free, ready, stop), daemon=True,
-                                     name=f"ImageNetLoader-decode-{k}") for k in range(DECODERS)]
+        share = [self.threads // self.decoders + (k < self.threads % self.decoders) for k in range(self.decoders)]
+        workers += [threading.Thread(target=self._decode, args=(raw, free, ready, stop, share[k]), daemon=True,
+                                     name=f"ImageNetLoader-decode-{k}") for k in range(self.decoders)]
         for t in workers:
             t.start()
         self.yielded = 0
@@ -225,7 +227,7 @@ class ImageNetLoader:
                 if held is not None:
                     free.put((held, copied))
                     held = None
-                while number not in decoded and ended < DECODERS:
+                while number not in decoded and ended < self.decoders:
                     item = ready.get()
                     if isinstance(item, BaseException):
                         raise item
@@ -276,7 +278,7 @@ class ImageNetLoader:
                     number, batch = number + 1, []
             if batch and not self.drop_last and not put(raw, (number, self.plan(batch)), stop):
                 return
-            for _ in range(DECODERS):
+            for _ in range(self.decoders):
                 put(raw, END, stop)
         except BaseException as e:  # handed to the caller's thread, which raises it
             put(raw, e, stop)
@@ -293,7 +295,7 @@ class ImageNetLoader:
             for number, packed in enumerate(self.workers):
                 if not put(raw, (number, Raw.unpack(packed)), stop):
                     return
-            for _ in range(DECODERS):
+            for _ in range(self.decoders):
                 put(raw, END, stop)
         except BaseException as e:  # handed to the caller's thread, which raises it
             put(raw, e, stop)
@@ -308,8 +310,9 @@ class ImageNetLoader:
                    np.array([r[1] for r in rows], np.float64), np.array([r[2] for r in rows], bool),
                    torch.tensor([y for _, y in batch], dtype=torch.int64))
 
-    def _decode(self, raw: queue.Queue, free: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
-        """A decoding thread (DECODERS of them): the next batch into a free buffer, by the extension's threads;
+    def _decode(self, raw: queue.Queue, free: queue.Queue, ready: queue.Queue, stop: threading.Event,
+                threads: int) -> None:
+        """A decoding thread (`decoders` of them): the next batch into a free buffer, by its share of the threads;
         what it does not take (and everything, where it was not built) by Pillow."""
         try:
             crops = crops_module()
@@ -331,7 +334,7 @@ class ImageNetLoader:
                 n = len(batch.jpegs)
                 if crops is not None:
                     status = crops.decode_batch(batch.jpegs, batch.params, out.numpy(), size, int(self.normalize),
-                                                int(self.transform.fast_dct), self.threads, shift, scale)
+                                                int(self.transform.fast_dct), threads, shift, scale)
                 else:
                     status = bytes([1]) * n
                 for i in range(n):
