@@ -232,13 +232,12 @@ def bare(loader: Any) -> dict:
     import numpy as np
 
     from how_to_imagenet import _crops
-    from how_to_imagenet.transforms import MEAN as M
-    from how_to_imagenet.transforms import STD as S
+    from how_to_imagenet.transforms import scaled
 
     samples = list(loader.dataset)
     batches = [loader.plan(samples[i:i + BATCH]) for i in range(0, len(samples), BATCH)]
     out = np.empty((BATCH, SIZE, SIZE, 3), np.uint8)
-    shift, scale = tuple(255 * m for m in M), tuple(255 * s for s in S)
+    shift, scale = scaled()
     run = lambda: [_crops.decode_batch(b.jpegs, b.params, out, SIZE, 0, int(loader.transform.fast_dct),  # noqa: E731
                                        WORKERS, shift, scale) for b in batches]
     run()

@@ -33,7 +33,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .transforms import MEAN, STD, Box, FastPath, FastTrain, FastVal, Plan, crop_pil, crops_module, image_size
+from .transforms import (
+    Box,
+    FastPath,
+    FastTrain,
+    FastVal,
+    Plan,
+    crop_pil,
+    crops_module,
+    image_size,
+    scaled,
+    standardize,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -317,7 +328,7 @@ class ImageNetLoader:
         try:
             crops = crops_module()
             size = self.transform.size
-            shift, scale = tuple(255.0 * m for m in MEAN), tuple(255.0 * s for s in STD)
+            shift, scale = scaled()
             while True:
                 item = get(raw, stop)
                 if item is END or isinstance(item, BaseException):
@@ -332,24 +343,22 @@ class ImageNetLoader:
                     copied.synchronize()
                 out = self.buffers[slot]
                 n = len(batch.jpegs)
-                if crops is not None:
-                    status = crops.decode_batch(batch.jpegs, batch.params, out.numpy(), size, int(self.normalize),
-                                                int(self.transform.fast_dct), threads, shift, scale)
-                else:
-                    status = bytes([1]) * n
+                status = None if crops is None else crops.decode_batch(
+                    batch.jpegs, batch.params, out.numpy(), size, int(self.normalize), int(self.transform.fast_dct),
+                    threads, shift, scale)
                 for i in range(n):
-                    if status[i] != 0 or not batch.fast[i]:
+                    if status is None or status[i] != crops.OK or not batch.fast[i]:
                         plan = batch.plan(i, self.transform.crop_first)
-                        self._fill(out, i, crop_pil(batch.jpegs[i], *plan, size), shift, scale)
+                        self._fill(out, i, crop_pil(batch.jpegs[i], *plan, size))
                 ready.put((number, slot, n, batch.y))
         except BaseException as e:
             ready.put(e)
 
-    def _fill(self, out: torch.Tensor, i: int, pixels: np.ndarray, shift: tuple, scale: tuple) -> None:
+    def _fill(self, out: torch.Tensor, i: int, pixels: np.ndarray) -> None:
         """Slot i of a batch buffer from a size x size x 3 uint8 array, normalised as the extension does."""
         import torch
 
         image = torch.from_numpy(pixels.copy())
         if self.normalize:
-            image = (image.float() - torch.tensor(shift)) / torch.tensor(scale)  # float32, as the extension
+            image = standardize(image.permute(2, 0, 1)[None].float())[0].permute(1, 2, 0)
         out[i].copy_(image)

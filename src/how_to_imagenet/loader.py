@@ -80,7 +80,7 @@ class ImageNetMDS(StreamingDataset):
 
     def check_local_shards(self) -> None:
         """Each shard of a stream with no remote is there with the size index.json gives (a stat each):
-        streaming itself reads a truncated or swapped shard without a word."""
+        streaming itself reads a truncated or lengthened shard without a word."""
         for shard, stream in zip(self.shards, self.stream_per_shard, strict=True):
             if self.streams[stream].remote is not None:
                 continue

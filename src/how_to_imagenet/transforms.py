@@ -107,8 +107,8 @@ def header(data: bytes | memoryview) -> tuple[int, int, str]:
 
 
 def decode_pil(data: bytes | memoryview, denominator: int = 1) -> tuple[np.ndarray, int]:
-    """The fallback for what `decode` cannot take: Pillow, converted to RGB as the reference path does, and
-    the denominator it decoded at (1 where it does not scale, as for a PNG)."""
+    """The fallback for what the extension cannot take: Pillow, converted to RGB as the reference path does,
+    and the denominator it decoded at (1 where it does not scale, as for a PNG)."""
     import numpy as np
     from PIL import Image
 
@@ -330,6 +330,12 @@ def _affine(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...
     import torch
 
     def column(values: tuple[float, ...]) -> torch.Tensor:
-        return torch.tensor([255.0 * v for v in values], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
-    return column(mean), column(std)
+    return tuple(column(v) for v in scaled(mean, std))  # type: ignore[return-value]
+
+
+def scaled(mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """255 * mean and 255 * std: what a uint8 pixel has subtracted, and is divided by, to be normalised
+    (`standardize`, and `_crops.decode_batch` writing float32)."""
+    return tuple(255.0 * v for v in mean), tuple(255.0 * v for v in std)
