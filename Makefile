@@ -44,49 +44,56 @@ WHERE = --config $(call quote,$(CONFIG)) $(if $(DATA),--data $(call quote,$(DATA
 ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(call quote,$(v)=$($(v))))
 VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
+# Every split a config may hold (how_to_imagenet.names: SPLITS, then EVAL_SPLITS): each gets every stage's target.
+EVALS := imagenet-v2-matched-frequency imagenet-v2-threshold0.7 imagenet-v2-top-images imagenet-a imagenet-r \
+	imagenet-sketch
+SPLITS := train val $(EVALS)
 # What a recipe prints (as the Linux kernel's makefiles): its short name, or with V=1 the full command;
 # a recipe's further lines are prefixed $(Q), shown with V=1 only.
 say = $(if $(filter 1,$(V)),,@echo $(call quote,$(1));)
 Q = $(if $(filter 1,$(V)),,@)
 
-.PHONY: help all train val folders status bench bench-loader bench-peers check demo test lint venv aria2c \
-	$(foreach s,train val,download-$(s) verify-$(s) untar-$(s) mds-$(s) check-$(s) samples-$(s) clean-$(s) clean-$(s)-tar)
+.PHONY: help all train val evals folders status bench bench-loader bench-peers check demo test lint venv aria2c \
+	$(foreach s,$(SPLITS),download-$(s) verify-$(s) untar-$(s) mds-$(s) check-$(s) samples-$(s) clean-$(s) clean-$(s)-tar)
 
 help: ## list targets and variables
 	@echo "How to ImageNet: make <target> [VAR=value ...]"
 	@echo
-	@echo "Targets (SPLIT is train or val):"
-	@sed -nE 's/^([a-zA-Z0-9%-]+( [a-zA-Z0-9%-]+)*):.*## (.*)/\1|\3/p' $(MAKEFILE_LIST) | awk -F'|' '{printf "  %-30s %s\n", $$1, $$2}'
+	@echo "Targets (SPLIT is train, val or a test set: $(EVALS)):"
+	@sed -nE 's/^\$$\(SPLITS:%=(.*)\): .*## (.*)/\1|\2/p; s/^([a-zA-Z0-9%-]+( [a-zA-Z0-9%-]+)*):.*## (.*)/\1|\3/p' $(MAKEFILE_LIST) \
+	  | sed 's/%/SPLIT/g' | awk -F'|' '{printf "  %-30s %s\n", $$1, $$2}'
 	@echo
 	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\3/p' $(MAKEFILE_LIST) | awk -F'|' 'NF < 2 {print; next} {printf "  %-12s %s\n", $$1, $$2}'
 
-all: | venv ## every split in the config (train and val): download, verify, MDS shards
+all: | venv ## train and val (those in the config): download, verify, MDS shards
 	@goals="$$($(SPLIT_TARGETS) mds-)" && $(MAKE) --no-print-directory $$goals
+evals: | venv ## the test sets in the config (ImageNetV2, -A, -R, -Sketch; 13 GB): download, verify, MDS shards
+	@goals="$$($(SPLIT_TARGETS) mds- --evals)" && $(MAKE) --no-print-directory $$goals
 train: mds-train ## train split: download, verify, MDS shards (shuffled with mds.shuffle_seed)
 val: mds-val ## val split: download, verify, MDS shards (ImageFolder order)
-folders: | venv ## every split in the config as an ImageFolder tree (not needed for MDS)
+folders: | venv ## train and val (those in the config) as ImageFolder trees (not needed for MDS)
 	@goals="$$($(SPLIT_TARGETS) untar-)" && $(MAKE) --no-print-directory $$goals
 
-download-train download-val: download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
+$(SPLITS:%=download-%): download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
 	$(call say,download $*)$(STAGE) download $(ARGS) --yes='$(YES)' $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
-verify-train verify-val: verify-%: download-% ## check size and hashes, and index the images, in one read
+$(SPLITS:%=verify-%): verify-%: download-% ## check size and hashes, and index the images, in one read
 	$(call say,verify $*)$(STAGE) verify $(ARGS) $*
-untar-train untar-val: untar-%: verify-% ## unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/
+$(SPLITS:%=untar-%): untar-%: verify-% ## unpack into an ImageFolder tree of wnid folders, DATA/untar/ILSVRC2012_img_SPLIT/ (a test set: DATA/untar/SPLIT/)
 	$(call say,untar $*)$(STAGE) untar $(ARGS) $(if $(WORKERS),--workers='$(WORKERS)') $*
-mds-train mds-val: mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/
+$(SPLITS:%=mds-%): mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ (a test set: DATA/mds/SPLIT/)
 	$(call say,mds $*)$(STAGE) mds $(ARGS) --from='$(MDS_FROM)' $(if $(WORKERS),--workers='$(WORKERS)') --quality='$(QUALITY)' $(VARIANT_ARGS) $*
 
 check: | venv ## check every split in the config (below), in one run
 	$(call say,check)$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS)
-check-train check-val: check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
+$(SPLITS:%=check-%): check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
 	$(call say,check $*)$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS) $*
-samples-train samples-val: samples-%: | venv ## print a few samples read back with StreamingDataset
+$(SPLITS:%=samples-%): samples-%: | venv ## print a few samples read back with StreamingDataset
 	$(call say,samples $*)$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize='$(RESIZE)') $*
 status: | venv ## every split and stage (done/stale/damaged/partial/missing/removed) and the next command
 	@$(STAGE) status $(ARGS)
-clean-train clean-val: clean-%: | venv ## remove SPLIT's untar, MDS and their stamps (keeps the tar)
+$(SPLITS:%=clean-%): clean-%: | venv ## remove SPLIT's untar, MDS and their stamps (keeps the tar)
 	$(call say,clean $*)$(STAGE) clean $(ARGS) $*
-clean-train-tar clean-val-tar: clean-%-tar: | venv ## as clean-SPLIT, and remove the downloaded tar too
+$(SPLITS:%=clean-%-tar): clean-%-tar: | venv ## as clean-SPLIT, and remove the downloaded tar too
 	$(call say,clean $* --tar)$(STAGE) clean $(ARGS) --tar $*
 
 demo: | venv aria2c ## build the fixture, serve it on 127.0.0.1, run the whole pipeline on it (under a minute)

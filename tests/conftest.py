@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from how_to_imagenet.labels import wnids
+from how_to_imagenet.testing.evals import add_evals
 from how_to_imagenet.testing.fixture import bench_photos, build
 from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_own_shm, free_port, make
 from how_to_imagenet.testing.webseed import serve
@@ -47,6 +48,19 @@ def built(fixture: Fixture, tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("data")
     make("all", "folders", f"CONFIG={fixture.config}", f"DATA={data}")
     return data
+
+
+@pytest.fixture(scope="session")
+def evals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fixture, dict]]:
+    """The fixture with the six test sets beside train and val, in their real layouts, served on
+    127.0.0.1 (http sources, aria2c fetches them); and each test set's images as mds must write them
+    (`testing.evals.expected`: y, file name, bytes)."""
+    root = tmp_path_factory.mktemp("evals")
+    server = serve(root)
+    url = f"http://127.0.0.1:{server.server_port}/"
+    config, truth = add_evals(root, build(root, url), url)
+    yield Fixture(root=root, config=config, url=url, server=server), truth
+    server.shutdown()
 
 
 @pytest.fixture(scope="session")

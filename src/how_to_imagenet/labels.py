@@ -65,9 +65,10 @@ def class_name(wnid: str) -> str:
     return RENAMED.get(wnid, synsets()[wnid].split(", ")[0])
 
 
-def classes(counts: Mapping[str, int]) -> list[dict]:
+def classes(counts: Mapping[str, int], held: bool = False) -> list[dict]:
     """classes.json: every class with its index, wnid, a unique name, the WordNet names, a short
-    name, and how many images of it the split holds."""
-    return [{"index": i, "wnid": w, "name": class_name(w),
+    name, and how many images of it the split holds. `held` (a test set's): only the classes the split
+    holds, each with `y` (its index): the mask a scorer restricts the 1000 logits to."""
+    return [{**({"y": i} if held else {}), "index": i, "wnid": w, "name": class_name(w),
              "wordnet": synsets()[w], "short": short_names()[i], "images": counts.get(w, 0)}
-            for i, w in enumerate(wnids())]
+            for i, w in enumerate(wnids()) if not held or counts.get(w)]

@@ -6,7 +6,10 @@ the loader, which ships without the pipeline's needs, reads the same folders.
 
 from __future__ import annotations
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val")  # ILSVRC2012's own: their folders are named after the archive (ILSVRC2012_img_<split>)
+# The test sets researchers report beside val (data/eval_archives.tsv): their folders are named after the split.
+EVAL_SPLITS = ("imagenet-v2-matched-frequency", "imagenet-v2-threshold0.7", "imagenet-v2-top-images", "imagenet-a",
+               "imagenet-r", "imagenet-sketch")
 ARCHIVE_STEM = "ILSVRC2012_img_"  # ILSVRC2012_img_train.tar, and every folder made from it
 
 
@@ -22,8 +25,9 @@ def archive(split: str) -> str:
 
 
 def dataset(split: str, resize: int | None = None) -> str:
-    """The folder (local or remote) holding one split's MDS dataset: ILSVRC2012_img_<split>[_r<N>]."""
-    return f"{ARCHIVE_STEM}{split}{variant(resize)}"
+    """The folder (local or remote) holding one split's MDS dataset: ILSVRC2012_img_<split>[_r<N>] for
+    train and val, <split>[_r<N>] for any other split (imagenet-a, ...)."""
+    return f"{ARCHIVE_STEM if split in SPLITS else ''}{split}{variant(resize)}"
 
 
 def split_folder(root: str | None, split: str, resize: int | None = None) -> str | None:

@@ -198,8 +198,9 @@ def test_each_recipe_prints_one_short_line_and_v1_prints_the_full_commands(fixtu
 
 def test_help_is_the_default_goal_and_lists_every_target_and_variable():
     out = make().stdout
-    for target in ("all", "train", "val", "download-val", "verify-train", "untar-val", "mds-train", "status",
-                   "clean-val", "clean-val-tar", "demo", "test", "samples-val", "aria2c", "venv", "lint"):
+    for target in ("all", "evals", "train", "val", "download-SPLIT", "verify-SPLIT", "untar-SPLIT", "mds-SPLIT",
+                   "status", "clean-SPLIT", "clean-SPLIT-tar", "demo", "test", "samples-SPLIT", "aria2c", "venv",
+                   "lint"):
         assert f" {target} " in out.replace("\n", " \n"), target
     for var in ("DATA", "CONFIG", "YES", "TORCH", "VENV"):
         assert f"  {var} " in out

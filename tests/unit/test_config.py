@@ -43,7 +43,9 @@ def test_the_shipped_config_loads_with_paths_relative_to_its_folder():
      "'splits.val.archive' must be a bare file name"),
     (lambda c: c["splits"]["val"].update(layout="zip_of_folders"),
      "'splits.val.layout' is 'zip_of_folders', not an archive layout this version reads (known: class_tars, "
-     "labelled_files)"),
+     "labelled_files, number_folders, wnid_folders)"),
+    (lambda c: c["splits"]["val"].update(mirrors=["http://127.0.0.1/x.tar"]),
+     "'splits.val.mirrors' are further http(s) URLs of an http(s) source"),
 ])
 def test_a_bad_key_or_type_is_an_error_naming_the_key(tmp_path: Path, edit, message: str):
     with pytest.raises(UserError, match=re.escape(message)):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from how_to_imagenet.names import EVAL_SPLITS
 from how_to_imagenet.pipeline.__main__ import COMMANDS
 from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import UserError, disk_problem
@@ -113,7 +114,10 @@ def test_the_registry_orders_every_stage_after_the_one_it_needs():
 
 def test_the_makefiles_per_stage_targets_are_the_registrys_stages_in_order():
     text = (PROJECT / "Makefile").read_text()
-    rules = re.findall(r"^(\w+)-train \1-val: \1-%: (.*?) ## .*\n\t(.*)$", text, re.M)
+    # Every split a config may hold gets them: train and val, then the test sets.
+    listed = re.search(r"^EVALS := ((?:.*\\\n)*.*)$", text, re.M).group(1)  # type: ignore[union-attr]
+    assert listed.replace("\\\n", " ").split() == list(EVAL_SPLITS) and "\nSPLITS := train val $(EVALS)\n" in text
+    rules = re.findall(r"^\$\(SPLITS:%=(\w+)-%\): \1-%: (.*?) ## .*\n\t(.*)$", text, re.M)
     per_stage = {name: (prerequisites, recipe) for name, prerequisites, recipe in rules if name not in COMMANDS}
     phony = re.search(r"^\.PHONY:((?:.*\\\n)*.*)$", text, re.M).group(1)  # type: ignore[union-attr]
     assert list(per_stage) == [s.name for s in registry()]

@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
-from ..names import SPLITS
+from ..names import EVAL_SPLITS, SPLITS
 from .config import load_config
 from .console import UserError, disk_problem
 from .context import Context, Options, loopback_only
@@ -34,7 +34,7 @@ def parser(description: str | None, split: bool = True) -> argparse.ArgumentPars
     p.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
     p.add_argument("--data", default=None, help="data folder (default: the config's data_dir)")
     if split:
-        p.add_argument("split", choices=SPLITS)
+        p.add_argument("split", choices=(*SPLITS, *EVAL_SPLITS))
     return p
 
 

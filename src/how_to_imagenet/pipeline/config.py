@@ -14,6 +14,7 @@ from typing import Any
 import xxhash
 import yaml
 
+from ..names import EVAL_SPLITS, SPLITS
 from .archives import DEFAULT_LAYOUT, LAYOUTS, ArchiveLayout, archive_layout
 from .console import UserError
 
@@ -21,16 +22,18 @@ HASH_FILES = {"md5": "MD5SUMS", "sha256": "SHA256SUMS", "xxh64": "XXH64SUMS"}  #
 HASHERS = {"md5": hashlib.md5, "sha256": hashlib.sha256, "xxh64": xxhash.xxh64}
 SUMS_LINE = re.compile(r"([0-9a-fA-F]+) [ *](.+)")  # as md5sum -c reads it: text or binary mode
 
-_SPLIT_SCHEMA = {"archive": str, "source": str, "bytes": int, "images": int, "per_class": [int], "layout": str}
+_SPLIT_SCHEMA = {"archive": str, "source": str, "mirrors": [str], "bytes": int, "images": int, "per_class": [int],
+                 "layout": str}
 SCHEMA: dict[str, Any] = {
     "data_dir": str,
     "checksums": str,
-    "splits": {"train": _SPLIT_SCHEMA, "val": _SPLIT_SCHEMA},
+    "splits": {name: _SPLIT_SCHEMA for name in (*SPLITS, *EVAL_SPLITS)},
     "mds": {"size_limit": int, "shuffle_seed": int, "hashes": [str], "rgb": bool},
     "aria2c_args": [str],
 }
-OPTIONAL = {"splits.train", "splits.val", "splits.train.per_class", "splits.val.per_class", "splits.train.layout",
-            "splits.val.layout", "mds.rgb"}
+# Every split is optional, and so are these keys of each.
+OPTIONAL = {"mds.rgb"} | {f"splits.{name}{key}" for name in (*SPLITS, *EVAL_SPLITS)
+                          for key in ("", ".per_class", ".layout", ".mirrors")}
 
 
 def _check(value: Any, schema: Any, key: str, where: Path) -> None:
@@ -65,6 +68,12 @@ class Split:
     images: int
     per_class: tuple[int, int] | None = None  # the fewest and the most images a class may have
     layout: str = ""  # how its archive holds the images: one of archives.LAYOUTS
+    mirrors: tuple[str, ...] = ()  # further http(s) URLs of the same archive, tried after `source` in order
+
+    @property
+    def is_eval(self) -> bool:
+        """One of the test sets reported beside val (names.EVAL_SPLITS), made by `make evals`."""
+        return self.name in EVAL_SPLITS
 
     @property
     def reader(self) -> ArchiveLayout:
@@ -141,7 +150,7 @@ def load_config(path: str | Path) -> Config:
         raise UserError(f"{path}: the config must be a mapping of keys (as in config.yaml), got {type(raw).__name__}")
     _check(raw, SCHEMA, "", path)
     if not raw["splits"]:
-        raise UserError(f"{path}: 'splits' names no split; add train and/or val (see config.yaml)")
+        raise UserError(f"{path}: 'splits' names no split; add train and/or val, or a test set (see config.yaml)")
     for name, s in raw["splits"].items():
         if s["archive"] in ("", ".", "..") or "/" in s["archive"] or "\0" in s["archive"]:
             raise UserError(f"{path}: 'splits.{name}.archive' must be a bare file name (the archive's name in "
@@ -153,6 +162,12 @@ def load_config(path: str | Path) -> Config:
             if len(s["per_class"]) != 2 or not 0 <= s["per_class"][0] <= s["per_class"][1]:
                 raise UserError(f"{path}: 'splits.{name}.per_class' must be [fewest, most], got {s['per_class']}")
             s["per_class"] = tuple(s["per_class"])
+        if "mirrors" in s:
+            if not s["source"].startswith(("http://", "https://")) or not all(
+                    m.startswith(("http://", "https://")) for m in s["mirrors"]):
+                raise UserError(f"{path}: 'splits.{name}.mirrors' are further http(s) URLs of an http(s) source, "
+                                f"got source {s['source']!r} and mirrors {s['mirrors']!r}")
+            s["mirrors"] = tuple(s["mirrors"])
         s.setdefault("layout", DEFAULT_LAYOUT[name])
         if s["layout"] not in LAYOUTS:
             raise UserError(f"{path}: 'splits.{name}.layout' is {s['layout']!r}, not an archive layout this version "

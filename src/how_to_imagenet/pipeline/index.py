@@ -34,8 +34,9 @@ class Image:
     wnid: str
     name: str
     offset: int
-    size: int
+    size: int  # bytes in the archive (a deflated zip member: compressed)
     xxh3: str = ""
+    codec: str = ""  # a zip member: how to read it (zipwalk.ZipMember.codec); "" for tar members and files
 
 
 def content_hash(data: bytes) -> str:
@@ -63,24 +64,30 @@ def read_index(path: Path) -> list[Image]:
     """The rows of an index file; a file that is not one is an error saying how to write it again."""
     try:
         lines = path.read_text().splitlines()
-        if lines[:1] != [HEADER]:
-            raise ValueError("not an index of this version")
-        return [Image(w, n, int(o), int(s), h) for w, n, o, s, h in (line.split("\t") for line in lines[1:])]
+        if lines[:1] == [HEADER]:
+            return [Image(w, n, int(o), int(s), h) for w, n, o, s, h in (line.split("\t") for line in lines[1:])]
+        if lines[:1] == [HEADER + CODEC]:
+            return [Image(w, n, int(o), int(s), h, c) for w, n, o, s, h, c in (line.split("\t") for line in lines[1:])]
+        raise ValueError("not an index of this version")
     except (OSError, ValueError, IndexError) as e:
         split = path.stem.removeprefix(ARCHIVE_STEM)
         raise UserError(f"{path} is not a readable index ({e}); run 'make verify-{split}' to write it again") from None
 
 
 HEADER = "wnid\tname\toffset\tsize\txxh3"
+CODEC = "\tcodec"  # the column an index of a zip has beside HEADER's
 
 
 def write_index(path: Path, images: list[Image]) -> None:
-    """A TSV of the images in ImageFolder order (class, then file name)."""
+    """A TSV of the images in ImageFolder order (class, then file name); with a codec column where the
+    archive is a zip (a tar's index keeps the columns it always had)."""
     tmp = partial(path)
+    coded = any(i.codec for i in images)
     try:
         with open(tmp, "w") as f:
-            f.write(HEADER + "\n")
-            f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\t{i.xxh3}\n" for i in images)
+            f.write(HEADER + (CODEC if coded else "") + "\n")
+            f.writelines(f"{i.wnid}\t{i.name}\t{i.offset}\t{i.size}\t{i.xxh3}{chr(9) + i.codec if coded else ''}\n"
+                         for i in images)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk leaves no half-written index behind
         raise

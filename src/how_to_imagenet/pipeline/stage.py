@@ -90,6 +90,12 @@ def registry() -> tuple[Stage, ...]:
     return (Download(), Verify(), Untar(), Mds())
 
 
+def shown(ctx: Context, split: Split) -> bool:
+    """Whether status and check take up a split of the config: train and val always, a test set only
+    once one of its stages has begun (a user who never asked for the test sets sees none of them)."""
+    return not split.is_eval or any(s.state(ctx, split).name != "missing" for s in registry())
+
+
 def stage(name: str) -> Stage:
     """The registered stage called `name`."""
     return next(s for s in registry() if s.name == name)

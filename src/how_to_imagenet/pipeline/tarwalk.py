@@ -103,10 +103,11 @@ def walk(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
         pos = data + -(-size // BLOCK) * BLOCK if info.type in DATA_TYPES else data
 
 
-def regular_files(fd: int, start: int, end: int, where: str) -> Iterator[Entry]:
-    """The regular-file members of a tar; directories are skipped, anything else is an error."""
+def regular_files(fd: int, start: int, end: int, where: str, dirs: bool = False) -> Iterator[Entry]:
+    """The regular-file members of a tar; directories are skipped (`dirs`: given too), anything else
+    is an error."""
     for e in walk(fd, start, end, where):
-        if e.type in FILE_TYPES:
+        if e.type in FILE_TYPES or (dirs and e.type == tarfile.DIRTYPE and not e.size):
             yield e
         elif e.type == tarfile.DIRTYPE and e.size:
             raise UserError(f"{where}: member {e.name!r} is a directory declaring {e.size} bytes of data")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...labels import class_index, classes
-from ...names import SPLITS
+from ...names import EVAL_SPLITS, SPLITS
 from ..cli import flag, parser, setup, whole, worker_count
 from ..config import Config
 from ..console import UserError, log
@@ -30,7 +30,7 @@ from ..mds.index import INDEX
 from ..mds.plan import plan
 from ..reader import Source
 from ..shm import clean_orphaned_shm, release
-from ..stage import stage
+from ..stage import shown, stage
 from ..stamps import read_stamp
 from ..unpack import tree_problems
 from .mds import CLASSES, finished
@@ -114,7 +114,7 @@ def expected_samples(cfg: Config, paths: Paths, split: str, resize: int | None, 
     source = Source(tar=tar) if tar.exists() else None
     out = []
     for row in read_index(paths.index(split)):
-        wnid = spec.reader.wnid(row.name)  # the class by the ground truth, not by the index
+        wnid = spec.reader.label(row)  # the class by the ground truth, not by the index
         if wnid is None:
             failures.append(f"{paths.index(split)} lists {row.name}, which is not a labelled val image")
             continue
@@ -148,14 +148,15 @@ def permutation_failures(cfg: Config, got: list[tuple[str, str]],
             f"({got[wrong[0]][1]}) is not {truth[(i.wnid, i.name)][1]}/{i.name}"]
 
 
-def classes_failures(local: Path, counts: Counter[str]) -> list[str]:
-    """classes.json is what mds writes for the ground truth's images of each class."""
+def classes_failures(local: Path, counts: Counter[str], held: bool = False) -> list[str]:
+    """classes.json is what mds writes for the ground truth's images of each class (`held`: a test
+    set's, listing only the classes it holds)."""
     path = local / CLASSES
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         return [f"{path} is missing or not JSON ({brief(e)})"]
-    want = json.loads(json.dumps(classes(counts)))  # as read back from the file
+    want = json.loads(json.dumps(classes(counts, held)))  # as read back from the file
     if found == want:
         return []
     if not isinstance(found, list) or len(found) != len(want):
@@ -199,7 +200,7 @@ def check(ctx: Context, split: str) -> dict:
     counted, mistakes = count_failures(cfg, split, expected, read.counts)
     failures += counted + order_failures(cfg, split, expected, read.got, known)
     if not remote and not read.damage:  # the class metadata, as the ground truth gives it (a remote copy is not read)
-        failures += classes_failures(local, Counter(wnid for _, wnid, _ in expected))
+        failures += classes_failures(local, Counter(wnid for _, wnid, _ in expected), spec.is_eval)
     archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
     counts = read.counts
     return {"split": split, "dataset": paths.mds(split, resize).name, "resize": resize, "remote": remote,
@@ -275,10 +276,10 @@ def count_failures(cfg: Config, split: str, expected: list[tuple[str | None, str
 
 def order_failures(cfg: Config, split: str, expected: list[tuple[str | None, str, Image]],
                    got: list[tuple[str, str]], known: Counter) -> list[str]:
-    """val: sample n is the n-th image of the sorted ImageFolder tree; train: the seeded permutation
+    """val and the test sets: sample n is the n-th image of the sorted ImageFolder tree; train: the seeded permutation
     of it (`permutation_failures`), and each source image exactly once, with its own class (the ones
     with no known hash: by count)."""
-    if split == "val":
+    if split != "train":
         return [f"sample {n} ({wnid}) is not {want}/{row.name}, the ImageFolder image {n}"
                 for n, ((digest, wnid), (stored_digest, want, row)) in enumerate(zip(got, expected, strict=False))
                 if wnid != want or (stored_digest is not None and digest != stored_digest)]
@@ -364,7 +365,9 @@ def run() -> None:
     p.add_argument("--decode", type=flag("DECODE"), default=False, help="1: also decode every image (RGB?)")
     p.add_argument("--resize", type=whole("RESIZE"), help="check the low-resolution variant made with mds --resize")
     p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
-    p.add_argument("splits", nargs="*", choices=[[], *SPLITS], help="the splits to check (default: the config's)")
+    p.add_argument("splits", nargs="*", choices=[[], *SPLITS, *EVAL_SPLITS],
+                   help="the splits to check (default: the config's train and val, and the test sets begun)")
     args = p.parse_args()
     with setup(args, "check", lock="shared") as ctx:
-        check_splits(ctx, [ctx.cfg.split(s).name for s in args.splits] or list(ctx.cfg.splits))
+        check_splits(ctx, [ctx.cfg.split(s).name for s in args.splits]
+                     or [s.name for s in ctx.cfg.splits.values() if shown(ctx, s)])

@@ -47,7 +47,7 @@ def source_kind(ctx: Context, split: Split) -> tuple[str, str]:
         if ctx.loopback_only:
             raise UserError(f"magnet sources are not allowed with {LOOPBACK_VARIABLE}=1: {src[:60]}")
     elif src.startswith(("http://", "https://")):
-        urls, kind = [src], "url"
+        urls, kind = [src, *split.mirrors], "url"
     else:
         path = cfg.resolve(src)
         if not path.is_file():
@@ -136,11 +136,15 @@ def aria2c(ctx: Context, split: Split, kind: str, src: str, repair: bool = False
     cmd = ["aria2c", *SEED_ARGS, f"--file-allocation={alloc}", "-d", str(folder)]
     if kind == "url":
         cmd += ["-o", split.archive]
+        if split.mirrors:  # one connection at a time, to the URLs in order: never a piece from each
+            cmd += ["--split=1", "--uri-selector=inorder"]
     if repair and kind != "url":
         cmd += ["--check-integrity=true"]
         if not any(a.startswith("--bt-stop-timeout") for a in cfg.aria2c_args):
             cmd += ["--bt-stop-timeout=300"]  # no seed answering for 5 minutes: stop, rather than wait for good
     cmd += cfg.aria2c_args + [a for a in LOOPBACK_ARGS if ctx.loopback_only and a not in cfg.aria2c_args] + [src]
+    if kind == "url":
+        cmd += list(split.mirrors)
     log(f"[download {split.name}] {' '.join(cmd)}")
     proc = subprocess.Popen(cmd)
     try:

@@ -185,7 +185,7 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
     with building(out) as tmp:
         written = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}")
         counts = Counter(i.wnid for i in images)
-        write_json(tmp / CLASSES, classes(counts))
+        write_json(tmp / CLASSES, classes(counts, held=spec.is_eval))
         # Only this run's parts: a remote folder may hold an earlier run's with more WORKERS.
         merge_index([tmp / p.folder for p in parts], tmp)
         if remote:

@@ -1,7 +1,7 @@
 """status: one line per split and stage (done / stale / damaged / partial / missing, and removed for an
-archive deleted after verify) by the same rule
-the stages use (`stamps.state`), then the next command to run. Reads no image and imports neither
-torch nor streaming."""
+archive deleted after verify) by the same rule the stages use (`stamps.state`), then the next command
+to run. A test set (ImageNetV2, -A, -R, -Sketch) has rows once one of its stages has begun; until
+then one line says `make evals` makes them. Reads no image and imports neither torch nor streaming."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from ..console import UserError, human_bytes
 from ..context import Context
 from ..files import read_json
 from ..layout import mds_stage
-from ..stage import registry
+from ..stage import registry, shown
 from ..stage import stage as stage_named
 from ..stamps import State, read_stamp
 from .download import removed
 
 
-def row(split: str, stage: str, st: State, stamp: dict | None) -> str:
+def row(split: str, stage: str, st: State, stamp: dict | None, width: int = 6) -> str:
     out = (stamp or {}).get("outputs", {}) if st.name in ("done", "stale", "removed") else {}
     size = out.get("bytes_written", out.get("bytes"))
     cells = [split, stage, st.name, human_bytes(size) if size is not None else "-",
              str(out.get("images", "-")), f"{stamp['seconds']:.1f} s" if out and stamp else "-"]
-    return f"{cells[0]:<6} {cells[1]:<9} {cells[2]:<8} {cells[3]:>10} {cells[4]:>9} {cells[5]:>9}"
+    return f"{cells[0]:<{width}} {cells[1]:<9} {cells[2]:<8} {cells[3]:>10} {cells[4]:>9} {cells[5]:>9}"
 
 
 def run() -> None:
@@ -34,16 +34,19 @@ def show(ctx: Context) -> None:
     """Print every split's stages, the next command, and what else the stamps and reports say."""
     cfg, paths = ctx.cfg, ctx.paths
     print(f"data: {paths.data}   config: {cfg.path}")
-    print(f"{'split':<6} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
     if not cfg.splits:
         raise UserError(f"{cfg.path}: 'splits' names no split; add train and/or val")
     todo, remotes, damaged = [], [], []
-    for split in cfg.splits.values():
+    splits = [s for s in cfg.splits.values() if shown(ctx, s)]
+    unasked = [s.name for s in cfg.splits.values() if s not in splits]
+    width = max([6, *(len(s.name) for s in splits)])
+    print(f"{'split':<{width}} {'stage':<9} {'state':<8} {'size':>10} {'images':>9} {'time':>9}")
+    for split in splits:
         datasets = [None, *paths.resizes(split.name)]  # the full-size dataset, then the RESIZE variants
         stages = registry()
         for stage in stages:
             st = stage.state(ctx, split)
-            print(row(split.name, stage.name, st, stage.stamp(ctx, split)))
+            print(row(split.name, stage.name, st, stage.stamp(ctx, split), width))
             if st.name not in ("done", "removed") and not stage.optional:
                 todo.append(f"{stage.name}-{split.name}")
             if st.why:
@@ -53,7 +56,7 @@ def show(ctx: Context) -> None:
         for resize in datasets[1:]:
             variant = ctx.but(resize=resize)
             st = mds.state(variant, split)
-            print(row(split.name, mds_stage(resize), st, mds.stamp(variant, split)))
+            print(row(split.name, mds_stage(resize), st, mds.stamp(variant, split), width))
             if st.why:
                 damaged.append(f"damaged: {split.name} {mds_stage(resize)}: {st.why}; "
                                f"'make mds-{split.name} RESIZE={resize}' does it again")
@@ -64,20 +67,22 @@ def show(ctx: Context) -> None:
     else:
         print(f"all done: ImageNetMDS(local='{paths.mds_root}') reads the shards")
     print("(untar makes ImageFolder trees, which MDS does not need: make folders)")
+    if unasked:
+        print(f"(the test sets {', '.join(unasked)}: make evals downloads, verifies and writes them)")
     for line in damaged:
         print(line)
-    for split in cfg.splits.values():
+    for split in splits:
         if removed(paths, split):
             print(f"{split.name}: {paths.tar(split.archive).name} was removed after verify; the shards and make check "
                   f"do not need it (a RESIZE check does; 'make download-{split.name}' fetches it again)")
-    for split in cfg.splits.values():
+    for split in splits:
         aside = paths.aside(paths.tar(split.archive))
         if aside.is_file():
             print(f"{split.name}: {aside} ({human_bytes(aside.stat().st_size)}) is a damaged copy verify set aside; "
                   f"'make clean-{split.name}-tar' removes it (and the archive), or delete it yourself")
     for line in remotes:
         print(f"remote copy of {line}")
-    for split in cfg.splits:
+    for split in (s.name for s in splits):
         for path in paths.reports(split):
             r = read_json(path)
             if not path.name.startswith(f"{split}.check") or not isinstance(r, dict):
