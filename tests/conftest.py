@@ -64,6 +64,20 @@ def evals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fixture, d
 
 
 @pytest.fixture(scope="session")
+def evals_built(evals: tuple[Fixture, dict], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """DATA after `make mds-val evals` on the evals fixture (Sketch's source a URL that is not there,
+    its mirror the archive), with what `make status` said before and what make said; tests must not
+    change it."""
+    fixture, _ = evals
+    data = tmp_path_factory.mktemp("evals-data")
+    before = make("status", f"CONFIG={fixture.config}", f"DATA={data}").stdout
+    config = fixture.variant("mirror", **{"splits.imagenet-sketch.source": fixture.url + "gone.zip",
+                                          "splits.imagenet-sketch.mirrors": [fixture.url + "ImageNet-Sketch.zip"]})
+    done = make("mds-val", "evals", f"CONFIG={config}", f"DATA={data}")
+    return {"data": data, "config": config, "before": before, "stdout": done.stdout, "stderr": done.stderr}
+
+
+@pytest.fixture(scope="session")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     """A larger fixture (about 220 MB of 110 KB JPEGs, local sources), so a stage runs long enough
     to be interrupted in the middle."""

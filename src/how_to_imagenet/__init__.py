@@ -7,6 +7,9 @@
     train = ImageNetMDS(local="data/mds", split="train", batch_size=256)   # uint8 crops: the fast path
     ... x = normalize(images.to("cuda", non_blocking=True))
 
+    from how_to_imagenet import evaluate                    # val, ReaL, ImageNetV2, -A, -R, -Sketch: one table
+    evaluate(model, local="data/mds", device="cuda")
+
 The public surface is `__all__`, and the module `how_to_imagenet.gpu` (decoding on the GPU).
 `ImageNetLoader`, `ImageNetMDS` and the transforms import streaming and torch, so they are loaded on first use:
 `import how_to_imagenet` (and the pipeline stages under `how_to_imagenet.pipeline`) stay fast.
@@ -20,9 +23,10 @@ from .labels import class_index, class_name, classes, val_wnid, wnids
 from .names import dataset
 
 __all__ = ["MEAN", "STD", "FastTrain", "FastVal", "ImageNetLoader", "ImageNetMDS", "class_index", "class_name",
-           "classes", "dataset", "normalize", "train_transform", "val_transform", "val_wnid", "wnids"]
+           "classes", "dataset", "evaluate", "normalize", "train_transform", "val_transform", "val_wnid", "wnids"]
 _TRANSFORMS = ("FastTrain", "FastVal", "MEAN", "STD", "normalize", "train_transform", "val_transform")
-_LAZY = {"ImageNetLoader": "batches", "ImageNetMDS": "loader", **dict.fromkeys(_TRANSFORMS, "transforms")}
+_LAZY = {"ImageNetLoader": "batches", "ImageNetMDS": "loader", "evaluate": "scoring",
+         **dict.fromkeys(_TRANSFORMS, "transforms")}
 
 
 def __getattr__(name: str) -> Any:

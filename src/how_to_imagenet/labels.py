@@ -50,6 +50,43 @@ def val_wnid(file_name: str) -> str | None:
     return labels[i - 1] if 1 <= i <= len(labels) else None
 
 
+REAL = "imagenet_real_labels.json"  # the ReaL labels of the val images (data/SOURCES.md)
+REAL_SHA256 = "d83e9bff374c631aae8439eb064c7019acc56e1b3bc3f56b8380c2a710b0220b"  # its bytes, as shipped
+
+
+def read_real(path: Path) -> list[list[int]]:
+    """The ReaL labels in `path`: entry i is the list of class indices of ILSVRC2012_val_{i+1:08d}.JPEG
+    (empty: the image counts in no ReaL accuracy). Anything else is a ValueError naming the file and
+    the entry."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(data, list) or len(data) != len(val_labels()):
+        got = f"{len(data)} entries" if isinstance(data, list) else f"a JSON {type(data).__name__}"
+        raise ValueError(f"{path}: {got}, not a list of the {len(val_labels())} val images' label lists")
+    for i, entry in enumerate(data):
+        if not isinstance(entry, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1000 for c in entry):
+            raise ValueError(f"{path}: entry {i} (ILSVRC2012_val_{i + 1:08d}.JPEG) is {json.dumps(entry)[:60]}, not a "
+                             "list of class indices 0..999")
+    return data
+
+
+@cache
+def real_labels() -> list[list[int]]:
+    """The shipped ReaL labels (Beyer et al. 2020), checked by `read_real`."""
+    return read_real(DATA / REAL)
+
+
+def real(file_name: str, labels: list[list[int]] | None = None) -> list[int] | None:
+    """The ReaL labels of a val file, by its name (entry i+1 of the list is ILSVRC2012_val_{i+1:08d}: not
+    the published example's off-by-one); None if the name is not a val image's."""
+    m = VAL_NAME.fullmatch(file_name)
+    labels = real_labels() if labels is None else labels
+    return labels[int(m.group(1)) - 1] if m and 1 <= int(m.group(1)) <= len(labels) else None
+
+
 # The first WordNet names are not unique: torchvision (prototype datasets) renames these two.
 RENAMED = {"n03126707": "construction crane", "n03710721": "tank suit"}
 

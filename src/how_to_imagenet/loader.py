@@ -34,7 +34,10 @@ TRANSFORMS["standard"] = TRANSFORMS["pil"]  # its name before 0.3, when it was t
 
 class ImageNetMDS(StreamingDataset):
     """One split of the MDS output: `local` (and/or `remote`) is the folder holding the
-    `ILSVRC2012_img_<split>` datasets (DATA/mds). Items are `(transform(image), y)`.
+    `ILSVRC2012_img_<split>` datasets and the test sets' (DATA/mds). Items are `(transform(image), y)`;
+    `split` is train, val or a test set (imagenet-v2-matched-frequency, imagenet-a, ...: the val
+    transform), `y` the class index among all 1000 in each. `held` lists the classes the split holds
+    (a test set such as imagenet-a: its 200; a scorer restricts the logits to them).
 
     `transform` is the split's standard augmentation (train: RandomResizedCrop 224 + flip; val: resize 256,
     centre crop 224) done one of three ways: "fast" (the default) decodes only what the crop needs and gives
@@ -44,11 +47,14 @@ class ImageNetMDS(StreamingDataset):
     stored (what `ImageNetLoader` decodes in its threads). A callable gets the RGB PIL image; None returns
     that image. ("standard", the default before 0.3, is "pil".)
 
-    `resize=256` reads the `_r256` low-resolution variant. Other keyword arguments go to StreamingDataset
-    (batch_size, shuffle, cache_limit, ...); shuffle defaults to split == "train"."""
+    `resize=256` reads the `_r256` low-resolution variant. `real=True` (val only) makes items
+    `(image, y, real)`, `real` a 1000-long bool tensor of the image's ReaL labels (all False: the image
+    counts in no ReaL accuracy). Other keyword arguments go to StreamingDataset (batch_size, shuffle,
+    cache_limit, ...); shuffle defaults to split == "train"."""
 
     def __init__(self, local: str | None = None, remote: str | None = None, split: str = "train",
-                 transform: Callable | str | None = "fast", resize: int | None = None, **kwargs: Any) -> None:
+                 transform: Callable | str | None = "fast", resize: int | None = None, real: bool = False,
+                 **kwargs: Any) -> None:
         if isinstance(transform, str):
             if transform not in TRANSFORMS:
                 raise ValueError(f"transform={transform!r}: use one of {', '.join(map(repr, TRANSFORMS))}, "
@@ -75,8 +81,14 @@ class ImageNetMDS(StreamingDataset):
         if self.undecoded and all(s.remote is None for s in self.streams) and all(map(mappable, self.shards)):
             self.mapped = {}
         table = self._classes()
-        self.wnids = [c["wnid"] for c in table]
-        self.classes = [c["name"] for c in table]
+        self.held = [c["index"] for c in table if c.get("images", 1)]  # a test set's classes.json lists its own
+        full = table if len(table) == len(class_table({})) else class_table({})
+        self.wnids = [c["wnid"] for c in full]
+        self.classes = [c["name"] for c in full]
+        self.real = real
+        if real and "real" not in self.shards[0].column_names:
+            raise ValueError(f"real=True: the {split} dataset has no ReaL labels (only val's has, written by this "
+                             "version's make mds-val)")
 
     def check_local_shards(self) -> None:
         """Each shard of a stream with no remote is there with the size index.json gives (a stat each):
@@ -105,7 +117,7 @@ class ImageNetMDS(StreamingDataset):
         shard = self.mapped.get(shard_id)
         if shard is None:
             try:
-                shard = self.mapped[shard_id] = MappedShard(self.shards[shard_id])
+                shard = self.mapped[shard_id] = MappedShard(self.shards[shard_id], self.real)
             except FileNotFoundError:
                 return super().get_item(sample_id, retry)  # streaming's own error naming the file
         return shard.sample(index)
@@ -117,9 +129,17 @@ class ImageNetMDS(StreamingDataset):
             state["mapped"] = {}
         return state
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         sample = super().__getitem__(index)
         if self.undecoded:
-            return self.transform(sample["x"]), sample["y"]
-        image = sample["x"].convert("RGB")
-        return (self.transform(image) if self.transform is not None else image), sample["y"]
+            x = self.transform(sample["x"])
+        else:
+            image = sample["x"].convert("RGB")
+            x = self.transform(image) if self.transform is not None else image
+        if not self.real:
+            return x, sample["y"]
+        import torch
+
+        mask = torch.zeros(len(self.wnids), dtype=torch.bool)
+        mask[list(sample["real"])] = True
+        return x, sample["y"], mask

@@ -8,6 +8,7 @@ of its variable-size columns followed by the columns' bytes in order).
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import struct
@@ -16,9 +17,11 @@ from typing import Any
 
 class MappedShard:
     """One uncompressed MDS shard of streaming's `shard` (a reader with `column_names`, `column_sizes`,
-    `dirname`, `split`, `raw_data`), mapped read-only. `sample(i)` is {"x": memoryview, "y": int}."""
+    `dirname`, `split`, `raw_data`), mapped read-only. `sample(i)` is {"x": memoryview, "y": int} (and with
+    `real`, val's "real": list of int)."""
 
-    def __init__(self, shard: Any) -> None:
+    def __init__(self, shard: Any, real: bool = False) -> None:
+        self.real = real
         path = os.path.join(shard.dirname, shard.split or "", shard.raw_data.basename)
         self.path = path
         with open(path, "rb") as f:
@@ -39,6 +42,8 @@ class MappedShard:
                 out["x"] = self.view[at:at + size]
             elif name == "y":
                 out["y"] = int.from_bytes(self.map[at:at + size], "little", signed=True)
+            elif name == "real" and self.real:  # val's ReaL labels (JSON)
+                out["real"] = json.loads(bytes(self.view[at:at + size]))
             at += size
         if at != end:
             raise ValueError(f"{self.path}: sample {index} is {end - begin} bytes, its columns {at - begin}: the "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..index import Image
 
 COLUMNS = {"x": "jpeg", "y": "int", "wnid": "str"}
+REAL_COLUMN = {"real": "json"}  # val's too: each image's ReaL labels (a list of class indices, maybe empty)
 
 
 def permutation(n: int, seed: int) -> list[int]:

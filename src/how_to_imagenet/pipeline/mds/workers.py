@@ -19,7 +19,7 @@ from ..context import DEFAULT_QUALITY
 from ..index import content_hash
 from ..reader import Source
 from .images import stored
-from .plan import COLUMNS, Part
+from .plan import COLUMNS, REAL_COLUMN, Part
 
 PREFETCH = 256  # images whose reads are kept in flight ahead of the writer
 
@@ -141,9 +141,9 @@ def reuse_freed_memory() -> None:
 
 
 def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Settings, done: Any,
-               results: Any) -> None:
+               results: Any, real: dict[str, list[int]] | None = None) -> None:
     """In a worker: write `part` into `out/<part.folder>/` (and `remote/<part.folder>/`); put a
-    `Written` or a `Failed` on `results`."""
+    `Written` or a `Failed` on `results`. `real` (val): each file name's ReaL labels, the column `real`."""
     from .upload import UploadingWriter
     from .writer import ShardWriter
 
@@ -153,7 +153,8 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
         index = class_index()
         read_bytes = unreported = 0
         reencoded = []
-        kwargs: dict[str, Any] = {"columns": COLUMNS, "hashes": s.hashes, "size_limit": s.size_limit}
+        columns = {**COLUMNS, **(REAL_COLUMN if real is not None else {})}
+        kwargs: dict[str, Any] = {"columns": columns, "hashes": s.hashes, "size_limit": s.size_limit}
         folder = out / part.folder
         writer = (UploadingWriter(folder, f"{remote}/{part.folder}", **kwargs) if remote
                   else ShardWriter(folder, **kwargs))
@@ -167,7 +168,8 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
                                         s.quality or DEFAULT_QUALITY)
                 if original is not None:
                     reencoded.append({"sample": part.first + n, "file": f"{image.wnid}/{image.name}", **original})
-                writer.write({"x": data, "y": index[image.wnid], "wnid": image.wnid})
+                sample = {"x": data, "y": index[image.wnid], "wnid": image.wnid}
+                writer.write(sample if real is None else {**sample, "real": real[image.name]})
                 unreported += 1
                 if unreported == 256 or n == len(part.images) - 1:
                     with done.get_lock():
@@ -179,15 +181,16 @@ def write_part(part: Part, source: Source, out: Path, remote: str | None, s: Set
 
 
 def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, s: Settings, split: str,
-              desc: str) -> list[Written]:
+              desc: str, real: dict[str, list[int]] | None = None) -> list[Written]:
     """Fork one worker per part and wait for all, with a progress bar; what each wrote, in the parts'
-    order. The first part that failed raises its problem's exception."""
+    order (`real`: val's ReaL labels by file name, written as the column `real`). The first part that
+    failed raises its problem's exception."""
     from tqdm import tqdm
 
     fork = mp.get_context("fork")  # the workers inherit their arguments: nothing is pickled
     done, results = fork.Value("q", 0), fork.Queue()
-    procs = [fork.Process(target=write_part, args=(p, source, out, remote, s, done, results), name=f"mds-{p.folder}")
-             for p in parts]
+    procs = [fork.Process(target=write_part, args=(p, source, out, remote, s, done, results, real),
+                          name=f"mds-{p.folder}") for p in parts]
     got: dict[str, Written] = {}
     try:
         for p in procs:

@@ -17,7 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from ...labels import class_index, classes
+from ...labels import REAL_SHA256, class_index, classes, read_real, real, real_labels
 from ..cli import READERS, whole, worker_count
 from ..config import Config, Split
 from ..console import UserError, log
@@ -55,6 +55,8 @@ class Mds(Stage):
         recorded: dict[str, Any] = asdict(settings(ctx.cfg, o.resize, o.quality, o.remote))
         if split.name == "train":
             recorded["shuffle_seed"] = ctx.cfg.shuffle_seed
+        if split.name == "val":  # its column `real`: the ReaL labels as shipped
+            recorded["real"] = REAL_SHA256
         if o.source == "tar":
             return {self.before: verify.proof(upstream(ctx.paths, split.name, self.before)), "mds": recorded}
         return {"untar": upstream(ctx.paths, split.name, "untar"), "mds": recorded}
@@ -183,7 +185,8 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
 
         logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
     with building(out) as tmp:
-        written = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}")
+        written = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}",
+                            real_column(images) if split == "val" else None)
         counts = Counter(i.wnid for i in images)
         write_json(tmp / CLASSES, classes(counts, held=spec.is_eval))
         # Only this run's parts: a remote folder may hold an earlier run's with more WORKERS.
@@ -211,6 +214,22 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
             "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
             "reencoded_files": [r["file"] for r in reencoded],
             "report": paths.rel(paths.report(split, stage)), "versions": report["versions"]}
+
+
+def real_column(images: list[Image], path: Path | None = None) -> dict[str, list[int]]:
+    """val's column `real`: each image's ReaL labels by its file name, from the shipped file (or `path`);
+    a label file that is not 50,000 lists of class indices, or an image with no entry, is one error."""
+    try:
+        labels = real_labels() if path is None else read_real(path)
+    except ValueError as e:
+        raise UserError(f"{e}; the file ships with how_to_imagenet: install it again") from None
+    out = {}
+    for image in images:
+        if (found := real(image.name, labels)) is None:
+            raise UserError(f"{image.wnid}/{image.name}: no ReaL labels for it (not an ILSVRC2012_val_XXXXXXXX.JPEG of "
+                            "the 50,000); the val split's layout holds only those")
+        out[image.name] = found
+    return out
 
 
 def versions() -> dict[str, str]:
