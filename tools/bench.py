@@ -235,6 +235,9 @@ class Bench:
         sb = (small.parent / archive("train")).stat().st_size
         self.row(f"mds train from tar, 1/4 of the images ({self.label(None, False)})", sb, s, small_rss, work)
         remove(small_data)
+        import bench_evals  # the test sets' archives: a zip and a tar of class folders
+
+        bench_evals.rows(self)
         self.loaders(data)
         self.summary.update({
             "mds_from_tar_x_copy": self.find(f"mds train from tar ({self.label(None, False)})")["x_copy"],

@@ -74,10 +74,11 @@ def checked(config: Path, data: Path, *splits: str, decode: bool = False, resize
     return said.getvalue()
 
 
-def states(config: Path, data: Path) -> dict[tuple[str, str], str]:
-    """(split, stage) -> state, parsed from `make status`."""
+def states(config: Path, data: Path, *splits: str) -> dict[tuple[str, str], str]:
+    """(split, stage) -> state, parsed from `make status` (the rows of train and val, or of `splits`)."""
     out = make("status", f"CONFIG={config}", f"DATA={data}").stdout
-    rows = [line.split() for line in out.splitlines() if line.startswith(("train ", "val "))]
+    rows = [line.split() for line in out.splitlines() if line.startswith(tuple(f"{s} " for s in splits or
+                                                                                ("train", "val")))]
     return {(r[0], r[1]): r[2] for r in rows}
 
 
