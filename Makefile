@@ -20,6 +20,7 @@ VENV ?= .venv## the virtual environment that make builds from requirements.txt a
 TORCH ?=## torch pins installed first, e.g. TORCH="torch==2.14.1 torchvision==0.29.1" (empty: pip picks)
 WORKERS ?=## processes for mds and untar (default: a few readers for full-size mds, bound by the disk; one per core for RESIZE and untar)
 MDS_FROM ?= tar## read images for mds from the verified archive (tar) or the unpacked folders (untar)
+HASHES ?=## archive hashes verify checks, e.g. HASHES="md5 sha256 xxh64" (default: the config's verify.hashes, sha256 and xxh64)
 RESIZE ?=## short side in pixels: mds/check/samples work on the variant ILSVRC2012_img_SPLIT_r<RESIZE>/
 QUALITY ?= 90## JPEG quality of the RESIZE variant
 REMOTE ?=## object-store folder, e.g. s3://bucket/imagenet/mds: mds uploads shards as written, check reads it
@@ -41,8 +42,11 @@ STAGE := $(PY) -m how_to_imagenet.pipeline
 quote = '$(subst ','\'',$(1))'
 WHERE = --config $(call quote,$(CONFIG)) $(if $(DATA),--data $(call quote,$(DATA)))
 # Every stage gets the variables it may use, and checks all of them before any work.
-ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM,--var $(call quote,$(v)=$($(v))))
+ARGS = $(WHERE) $(foreach v,WORKERS RESIZE QUALITY DECODE YES MDS_FROM HASHES,--var $(call quote,$(v)=$($(v))))
 VARIANT_ARGS = $(if $(RESIZE),--resize='$(RESIZE)') $(if $(REMOTE),--remote='$(REMOTE)')
+MDS_ARGS = --from='$(MDS_FROM)' $(if $(WORKERS),--workers='$(WORKERS)') --quality='$(QUALITY)' $(VARIANT_ARGS)
+# When the goal is SPLIT's shards (make SPLIT, all, mds-SPLIT), verify goes on to mds in the same read.
+THEN_MDS = $(if $(filter mds-$(1) $(1),$(MAKECMDGOALS)),--then-mds $(MDS_ARGS))
 SPLIT_TARGETS = $(STAGE) splits $(ARGS) --prefix
 # Every split a config may hold (how_to_imagenet.names: SPLITS, then EVAL_SPLITS): each gets every stage's target.
 EVALS := imagenet-v2-matched-frequency imagenet-v2-threshold0.7 imagenet-v2-top-images imagenet-a imagenet-r \
@@ -77,11 +81,11 @@ folders: | venv ## train and val (those in the config) as ImageFolder trees (not
 $(SPLITS:%=download-%): download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
 	$(call say,download $*)$(STAGE) download $(ARGS) --yes='$(YES)' $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
 $(SPLITS:%=verify-%): verify-%: download-% ## check size and hashes, and index the images, in one read
-	$(call say,verify $*)$(STAGE) verify $(ARGS) $*
+	$(call say,verify $*)$(STAGE) verify $(ARGS) $(if $(HASHES),--hashes=$(call quote,$(HASHES))) $(call THEN_MDS,$*) $*
 $(SPLITS:%=untar-%): untar-%: verify-% ## unpack into an ImageFolder tree of wnid folders, DATA/untar/ILSVRC2012_img_SPLIT/ (a test set: DATA/untar/SPLIT/)
 	$(call say,untar $*)$(STAGE) untar $(ARGS) $(if $(WORKERS),--workers='$(WORKERS)') $*
 $(SPLITS:%=mds-%): mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ (a test set: DATA/mds/SPLIT/)
-	$(call say,mds $*)$(STAGE) mds $(ARGS) --from='$(MDS_FROM)' $(if $(WORKERS),--workers='$(WORKERS)') --quality='$(QUALITY)' $(VARIANT_ARGS) $*
+	$(call say,mds $*)$(STAGE) mds $(ARGS) $(MDS_ARGS) $*
 
 check: | venv ## check every split in the config (below), in one run
 	$(call say,check)$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench_load import Load, cell, cores, warning
+
 from how_to_imagenet.labels import wnids
 from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.cli import worker_count
-from how_to_imagenet.pipeline.config import load_config
+from how_to_imagenet.pipeline.config import HASH_FILES, load_config
 from how_to_imagenet.pipeline.console import log, main
 from how_to_imagenet.pipeline.files import read_json, remove, write_json
 from how_to_imagenet.pipeline.layout import Paths, mds_stage
@@ -36,6 +38,7 @@ SELF = [PY, str(Path(__file__).resolve())]  # this script's own measurements, ru
 CLASSES = 100
 CHART_CUT = 4.0  # bars of the chart longer than this many copy floors are drawn cut
 LOADER_WORKERS, BATCH = 2, 64  # the loader rows' DataLoader
+MD5_TOO = "md5+sha256+xxh64"  # the verify row with HASHES asking for md5 as well
 GPU_BATCH, GPU_STEPS, GPU_MODEL = 256, 40, "resnet50"  # the CUDA rows: steps an epoch, the second epoch timed
 
 
@@ -83,6 +86,7 @@ class Bench:
         self.copy_rate = 0.0  # bytes/s of the copy floor
         self.project_mds = mds  # the config's mds section: the fixtures are written as the real data would be
         self.summary: dict[str, float] = {}
+        self.load = Load()  # the load average before and after each row (bench_load)
 
     def fixture(self, images: int) -> Path:
         """Build (or reuse) a fixture of about `images` images over 100 classes, 90% train."""
@@ -117,9 +121,10 @@ class Bench:
         r = {"row": name, "seconds": round(seconds, 3), "work_seconds": round(t, 3), "bytes": nbytes,
              "mb_s": round(nbytes / t / 1e6, 1) if t else None,
              "x_copy": round(t / (nbytes / self.copy_rate), 2) if self.copy_rate and nbytes else None,
-             "peak_rss_mb": round(rss) if rss is not None else None, "note": note}
+             "peak_rss_mb": round(rss) if rss is not None else None, "note": note, **self.load.row()}
         self.rows.append(r)
-        log(f"[bench] {name}: {t:.2f} s, {r['mb_s']} MB/s, x{r['x_copy']} copy, rss {r['peak_rss_mb']} MB")
+        log(f"[bench] {name}: {t:.2f} s, {r['mb_s']} MB/s, x{r['x_copy']} copy, rss {r['peak_rss_mb']} MB, "
+            f"load {cell(r)}")
 
     def stage(self, name: str, config: Path, data: Path, split: str, *extra: str, stage: str = "",
               cold: bool = True, output: Path | None = None) -> tuple[float, float, float]:
@@ -160,7 +165,7 @@ class Bench:
         read = self.best(lambda: timed(["bash", "-c", f"cat '{train}' > /dev/null"]))
         self.row("read: cat > /dev/null", tb, read.seconds)
         self.row("md5sum (coreutils)", tb, self.best(lambda: timed(["md5sum", str(train)])).seconds)
-        for algs in (["md5"], ["sha256"], ["xxh64"], ["md5", "sha256", "xxh64"]):
+        for algs in (["md5"], ["sha256"], ["xxh64"], ["sha256", "xxh64"], ["md5", "sha256", "xxh64"]):
             t = self.best(lambda a=algs: timed([*SELF, "hash", str(train), *a]), key=lambda r: float(r.out))
             self.row(f"hash {'+'.join(algs)} (one read, threads)", tb, t.seconds, t.rss, float(t.out) + t.sync)
         # The pipeline's own stages, train split.
@@ -168,8 +173,10 @@ class Bench:
         for split in ("train", "val"):
             subprocess.run([*STAGE, "download", "--config", str(config), "--data", str(data), split],
                            check=True, capture_output=True)
+        s, rss, work = self.stage("verify", config, data, "train", "--hashes", "md5 sha256 xxh64")
+        self.row(f"verify train: {MD5_TOO} + index (HASHES)", tb, s, rss, work)
         s, rss, work = self.stage("verify", config, data, "train")
-        self.row("verify train: md5+sha256+xxh64 + index", tb, s, rss, work)
+        self.row(f"verify train: {checked(paths, 'train')} + index", tb, s, rss, work)
         verify_work, self.verify_wall = work, s
         # Each stage with one worker and with its default: untar and RESIZE are bound by the CPU (one per
         # core), full-size mds by the disk (a few readers).
@@ -221,8 +228,11 @@ class Bench:
                 h.rename(tar)
         work = sum(read_json(paths.report(sp, "check"))["seconds"] for sp in ("train", "val"))
         self.row("check train + val (no archive read)", tb + vb, t.seconds, t.rss, work + t.sync)
-        self.row("downloaded tars to MDS: verify + mds, train + val", tb + vb, s + s_mds + s_val + self.verify_wall,
-                 None, work + mds_val + verify_work + verify_val)
+        self.row("downloaded tars to MDS: verify, then mds, each from a cold cache", tb + vb,
+                 s + s_mds + s_val + self.verify_wall, None, full[None] + mds_val + verify_work + verify_val)
+        walls, works = zip(*(self.one_read(config, data, sp) for sp in ("train", "val")), strict=True)
+        self.row("downloaded tars to MDS: verify --then-mds (one read, make all), train + val", tb + vb, sum(walls),
+                 None, sum(works))
         # Memory: the same conversion on a fixture 4x smaller.
         small = self.fixture(self.images // 4)
         small_data = self.root / "data-small"
@@ -242,10 +252,13 @@ class Bench:
         self.summary.update({
             "mds_from_tar_x_copy": self.find(f"mds train from tar ({self.label(None, False)})")["x_copy"],
             "verified_tars_to_mds_x_copy": self.find("verified tars to MDS: mds train + val")["x_copy"],
-            "verify_all_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
-                                          / self.find("hash md5+sha256+xxh64 (one read, threads)")["work_seconds"], 2),
-            "verify_stage_vs_md5sum": round(self.find("md5sum (coreutils)")["work_seconds"]
-                                            / self.find("verify train: md5+sha256+xxh64 + index")["work_seconds"], 2),
+            "verify_x_copy": self.find(f"verify train: {checked(paths, 'train')} + index")["x_copy"],
+            "verify_x_read": round(self.find(f"verify train: {checked(paths, 'train')} + index")["work_seconds"]
+                                   / self.find("read: cat > /dev/null")["work_seconds"], 2),
+            "verify_with_md5_x_copy": self.find(f"verify train: {MD5_TOO} + index (HASHES)")["x_copy"],
+            "downloaded_vs_verified_tars_to_mds": round(
+                self.find("downloaded tars to MDS: verify --then-mds (one read, make all), train + val")["work_seconds"]
+                / self.find("verified tars to MDS: mds train + val")["work_seconds"], 2),
             "default_workers_speedup_untar": round(untarred[1] / untarred[None], 2),
             "default_workers_speedup_mds": round(full[1] / full[None], 2),
             "default_workers_speedup_mds_archive_cached": round(warm[1] / warm[None], 2),
@@ -253,6 +266,24 @@ class Bench:
             "rss_full_vs_quarter": round(mds_rss / small_rss, 2),
             "mds_peak_rss_mb": round(mds_rss),
         })
+
+    def one_read(self, config: Path, data: Path, split: str) -> tuple[float, float]:
+        """verify --then-mds from a cold cache, as make all runs it on a downloaded archive; (wall seconds,
+        work seconds: both stamps' and the sync). The fastest of `repeat` runs."""
+        paths = Paths(data)
+        cmd = [*STAGE, "verify", "--config", str(config), "--data", str(data), "--then-mds", *self.workers_args(None),
+               split]
+
+        def once() -> tuple[float, float]:
+            for stage in ("verify", "mds"):
+                paths.stamp(split, stage).unlink(missing_ok=True)
+            remove(paths.mds(split))
+            t = timed(cmd)
+            stamps = [read_stamp(paths.stamp(split, stage)) for stage in ("verify", "mds")]
+            assert all(stamps), f"verify --then-mds left no stamp for {split}"
+            return t.seconds, sum(st["seconds"] for st in stamps if st) + t.sync
+
+        return self.best(once, key=lambda r: r[1])  # type: ignore[index]
 
     def find(self, name: str) -> dict:
         return next(r for r in self.rows if r["row"] == name)
@@ -318,7 +349,7 @@ class Bench:
         self.rows.append({"row": name, "seconds": round(t.seconds, 3), "work_seconds": rate["seconds"],
                           "samples_s": rate["samples_s"], "per_core": round(rate["samples_s"] / workers),
                           "peak_rss_mb": round(t.rss), "bytes": None, "mb_s": None, "x_copy": None,
-                          "note": f"{rate['samples']} samples"})
+                          "note": f"{rate['samples']} samples", **self.load.row()})
         log(f"[bench] {name}: {rate['samples_s']} samples/s")
 
 
@@ -455,14 +486,21 @@ def hash_seconds(path: Path, algorithms: list[str]) -> float:
     return time.perf_counter() - t
 
 
+def checked(paths: Paths, split: str) -> str:
+    """The archive hashes the last verify of `split` checked, as a row names them (sha256+xxh64)."""
+    out = (read_stamp(paths.stamp(split, "verify")) or {}).get("outputs", {})
+    return "+".join(alg for alg in HASH_FILES if alg in out)
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| row | seconds | MB/s | x copy floor | peak RSS MB |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| row | seconds | MB/s | x copy floor | peak RSS MB | load before -> after |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         rate = f"{r['samples_s']} samples/s" if "samples_s" in r else r["mb_s"]
         if "per_core" in r:
             rate += f" ({r['per_core']}/core)"
         lines.append(f"| {r['row']} | {r['work_seconds']:.2f} | {rate} | {r['x_copy'] or '-'} | "
-                     f"{r['peak_rss_mb'] if r['peak_rss_mb'] is not None else '-'} |")
+                     f"{r['peak_rss_mb'] if r['peak_rss_mb'] is not None else '-'} | {cell(r)} |")
     return "\n".join(lines)
 
 
@@ -524,8 +562,9 @@ def run() -> None:
     reports = args.data.resolve() / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {shutil.disk_usage(reports).total // 10**9} GB disk"
+    busy = warning(bench.rows, cores())
     result = {"machine": machine, "caches_dropped": cold, "images": args.images, "workers": args.workers,
-              "repeat": args.repeat,
+              "repeat": args.repeat, "cores": cores(), "busy": busy,
               "rows": bench.rows, "summary": bench.summary}
     write_json(reports / f"{name}.json", result)
     chart(bench.rows, reports / f"{name}.png")
@@ -533,6 +572,8 @@ def run() -> None:
           f"fastest of {args.repeat} runs per row; "
           f"took {time.time() - t0:.0f} s\n")
     print(table(bench.rows))
+    if busy:
+        print("\n" + busy)
     print("\n" + "\n".join(f"- {k}: {v}" for k, v in bench.summary.items()))
     print(f"\nwritten: {reports / name}.json, {reports / name}.png")
 

@@ -16,6 +16,7 @@ SMALL_MODEL = "mobilenet_v3_small"  # torchvision's; about 1/30 of resnet18's wo
 
 @pytest.fixture(scope="module")
 def bench():
+    sys.path.insert(0, str(PROJECT / "tools"))  # as when run as a script: its own modules beside it
     spec = importlib.util.spec_from_file_location("bench", PROJECT / "tools" / "bench.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -190,7 +190,7 @@ def test_a_flipped_byte_is_repaired_from_the_torrent_fetching_only_its_piece(fix
     tar = Paths(data).tar(archive("val"))
     flip(tar, tar.stat().st_size // 2)
     before = fixture.server.bytes_sent
-    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}")  # the archive changed: verified again
+    done = make("val", f"CONFIG={fixture.config}", f"DATA={data}", "HASHES=md5 sha256 xxh64")  # verified again
     assert "md5 mismatch" in done.stderr and "checking its pieces against ILSVRC2012_img_val.tar.torrent" in done.stderr
     assert fixture.server.bytes_sent - before == 1 << 15  # one piece of the fixture torrent, not the archive
     assert tar.read_bytes() == fixture.tar("val").read_bytes() and not Paths(data).aside(tar).exists()
@@ -198,7 +198,8 @@ def test_a_flipped_byte_is_repaired_from_the_torrent_fetching_only_its_piece(fix
 
 
 def test_an_archive_that_cannot_be_repaired_is_set_aside_once_and_fetched_again(fixture: Fixture, tmp_path: Path):
-    config = fixture.variant("http-source", **{"splits.val.source": fixture.url + archive("val")})  # no pieces
+    config = fixture.variant("http-source", **{"splits.val.source": fixture.url + archive("val"),  # no pieces
+                                               "verify.hashes": ["md5", "sha256", "xxh64"]})
     data = tmp_path / "data"
     make("verify-val", f"CONFIG={config}", f"DATA={data}")
     tar = Paths(data).tar(archive("val"))

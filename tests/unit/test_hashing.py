@@ -1,7 +1,9 @@
-"""verify's one-read hashing: every hash in a thread of its own, fed chunk by chunk."""
+"""verify's one-read hashing: every hash in a thread of its own, reading the file behind the fastest; which
+hashes verify checks."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import random
 import threading
@@ -10,8 +12,11 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from how_to_imagenet.pipeline.cli import hash_names
+from how_to_imagenet.pipeline.config import asked, load_config
 from how_to_imagenet.pipeline.stages import verify
 from how_to_imagenet.pipeline.stages.verify import CHUNK, file_digests
+from how_to_imagenet.testing.runs import PROJECT
 
 
 def hash_threads() -> list[threading.Thread]:
@@ -73,3 +78,75 @@ def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Pa
     assert not thread.is_alive(), "file_digests hangs when a hash fails"
     assert isinstance(result[0], MemoryError) and "no room to hash" in str(result[0])
     assert not hash_threads()
+
+
+class Gated:
+    """A hash that waits at every update until the test opens its gate."""
+
+    gate = threading.Event()
+
+    def __init__(self) -> None:
+        self.h = hashlib.md5()
+
+    def update(self, chunk: bytes) -> None:
+        Gated.gate.wait()
+        self.h.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
+def test_the_caller_follows_the_fastest_hash_and_the_slowest_finishes_behind_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(verify, "CHUNK", 1024)
+    monkeypatch.setitem(verify.HASHERS, "md5", Gated)
+    Gated.gate.clear()
+    path = tmp_path / "archive.tar"
+    path.write_bytes(data := random.Random(3).randbytes(20 * 1024 + 7))
+    hashing = verify.Hashing(path, ["md5", "xxh64"])
+    try:
+        walked: list[int] = []
+        follow = threading.Thread(target=hashing.follow, args=("test", walked.append))
+        follow.start()
+        follow.join(20)
+        assert not follow.is_alive(), "the caller waits for the slowest hash, not the fastest"
+        assert walked[-1] == len(data) and min(t.at for t in hashing.threads) == 0  # md5 has not begun
+        Gated.gate.set()
+        assert hashing.digests() == {"md5": hashlib.md5(data).hexdigest(), "xxh64": xxhash.xxh64(data).hexdigest()}
+    finally:
+        Gated.gate.set()
+        hashing.stop()
+    assert not hash_threads()
+
+
+def test_no_hash_falls_more_than_lag_behind_the_fastest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The bytes a slow hash has yet to read stay within LAG of the read: still in the page cache."""
+    monkeypatch.setattr(verify, "CHUNK", 1024)
+    monkeypatch.setattr(verify, "LAG", 4 * 1024)
+    monkeypatch.setitem(verify.HASHERS, "md5", Gated)
+    Gated.gate.clear()
+    path = tmp_path / "archive.tar"
+    path.write_bytes(bytes(64 * 1024))
+    hashing = verify.Hashing(path, ["md5", "xxh64"])
+    try:
+        follow = threading.Thread(target=hashing.follow, args=("test", lambda n: None))
+        follow.start()
+        follow.join(0.5)
+        assert follow.is_alive() and hashing.front() <= verify.LAG + verify.CHUNK
+        Gated.gate.set()
+        follow.join(20)
+        assert not follow.is_alive() and set(hashing.digests()) == {"md5", "xxh64"}
+    finally:
+        Gated.gate.set()
+        hashing.stop()
+
+
+def test_verify_checks_sha256_and_xxh64_unless_md5_is_asked_for():
+    cfg = load_config(PROJECT / "config.yaml")
+    listed = {"md5": "a" * 32, "sha256": "b" * 64, "xxh64": "c" * 16}
+    assert cfg.verify_hashes == ("sha256", "xxh64")
+    assert asked(listed, cfg.verify_hashes) == {"sha256": "b" * 64, "xxh64": "c" * 16}
+    assert asked(listed, hash_names("HASHES")("md5,sha256 xxh64")) == listed
+    assert asked({"md5": "a" * 32}, cfg.verify_hashes) == {"md5": "a" * 32}  # listed in MD5SUMS alone: still proven
+    with pytest.raises(argparse.ArgumentTypeError, match="HASHES has 'crc32', not a hash verify checks"):
+        hash_names("HASHES")("sha256 crc32")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..names import EVAL_SPLITS, SPLITS
-from .config import load_config
+from .config import hash_names_problem, load_config
 from .console import UserError, disk_problem
 from .context import Context, Options, loopback_only
 from .layout import Paths
@@ -68,13 +68,26 @@ def one_of(variable: str, *allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def hash_names(variable: str) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type for a list of archive hashes (HASHES="sha256 xxh64" or "md5,sha256,xxh64")."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = text.replace(",", " ").split()
+        if problem := hash_names_problem(names):
+            raise argparse.ArgumentTypeError(f"{variable} {problem}")
+        return tuple(sorted(set(names)))
+
+    return parse
+
+
 # The Make variables every stage checks before any work, whichever of them it uses (the one place
 # their ranges are written); empty means "not set" for the optional ones.
 VARIABLES: dict[str, Callable[[str], object]] = {
     "WORKERS": whole("WORKERS"), "RESIZE": whole("RESIZE"), "QUALITY": whole("QUALITY", 1, 100),
     "DECODE": flag("DECODE"), "YES": flag("YES"), "MDS_FROM": one_of("MDS_FROM", "tar", "untar"),
+    "HASHES": hash_names("HASHES"),
 }
-OPTIONAL_VARIABLES = {"RESIZE", "WORKERS"}
+OPTIONAL_VARIABLES = {"RESIZE", "WORKERS", "HASHES"}
 READERS = 2  # processes for work bound by the disk (full-size mds): enough to keep it busy, too few to make it seek
 
 

@@ -29,6 +29,8 @@ class Options:
     quality: int = DEFAULT_QUALITY
     remote: str | None = None
     decode: bool = False
+    hashes: tuple[str, ...] | None = None  # verify: the archive hashes to check (None: the config's verify.hashes)
+    then_mds: bool = False  # verify: go on to mds in the same read of the archive (make's goal is the shards)
 
 
 @dataclass

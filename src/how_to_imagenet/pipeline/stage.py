@@ -11,6 +11,7 @@ has started) and `run` (its work, returning its outputs). `__main__`, `status`, 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,11 +72,12 @@ class Stage:
     def stamp(self, ctx: Context, split: Split) -> dict[str, Any] | None:
         return read_stamp(ctx.paths.stamp(split.name, self.stamp_name(ctx)))
 
-    def bring_up_to_date(self, ctx: Context, split: Split) -> None:
-        """Run the work unless the stage is done on these inputs; the stamp is written last."""
+    def bring_up_to_date(self, ctx: Context, split: Split, work: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Run the work (`run`, unless `work` is given) unless the stage is done on these inputs; the
+        stamp is written last."""
         self.refuse(ctx, split)
         run_stage(ctx.paths, split.name, self.stamp_name(ctx), lambda: self.inputs(ctx, split),
-                  lambda: self.run(ctx, split), lambda _, out: self.present(ctx, split, out),
+                  work or (lambda: self.run(ctx, split)), lambda _, out: self.present(ctx, split, out),
                   force=self.force(ctx, split))
 
 

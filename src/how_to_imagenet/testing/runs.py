@@ -178,7 +178,7 @@ class Fixture:
             *parents, leaf = dotted.split(".")
             node = raw
             for p in parents:
-                node = node[p]
+                node = node.setdefault(p, {})
             node[leaf] = value
         path = self.root / f"config-{name}.yaml"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -27,7 +27,7 @@ from ..index import Image, content_hash, image_folder, read_index
 from ..layout import Paths, is_mds_stage, mds_stage, partial
 from ..mds.index import INDEX, merge_index
 from ..mds.plan import plan
-from ..mds.workers import Changed, Settings, run_parts, upload_failed
+from ..mds.workers import Changed, Settings, Written, run_parts, upload_failed
 from ..reader import Source
 from ..stage import Stage, forget, stage
 from ..stamps import State, found_wrong, read_stamp, upstream
@@ -174,9 +174,19 @@ def read_from(ctx: Context, spec: Split, source: str) -> tuple[list[Image], Sour
 def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings) -> dict:
     """Write the dataset (in `.partial`, renamed when whole; uploaded as written with a remote), then
     its report; the stage's outputs."""
-    cfg, paths, split = ctx.cfg, ctx.paths, spec.name
     images, reader, need = read_from(ctx, spec, source)
-    out, stage = paths.mds(split, s.resize), mds_stage(s.resize)
+    with building(ctx.paths.mds(spec.name, s.resize)) as tmp:
+        written = convert(ctx, spec, images, reader, need, workers, s, tmp)
+    return finish(ctx, spec, images, written, s, source)
+
+
+def convert(ctx: Context, spec: Split, images: list[Image], reader: Source, need: int, workers: int, s: Settings,
+            tmp: Path) -> list[Written]:
+    """Write `images` (ImageFolder order) read from `reader` as the dataset into `tmp`, its `.partial`
+    folder (and to the remote as written): the workers' parts, then classes.json and index.json;
+    what each part wrote, in order."""
+    cfg, split = ctx.cfg, spec.name
+    out, stage = ctx.paths.mds(split, s.resize), mds_stage(s.resize)
     remote = f"{s.remote.rstrip('/')}/{out.name}" if s.remote else None
     check_free_space(ctx, out.parent, need, f"writing MDS shards for {split}")
     parts = plan(images, shuffle=split == "train", seed=cfg.shuffle_seed, workers=workers)
@@ -184,21 +194,27 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
         import streaming.base.storage.upload  # noqa: F401
 
         logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
-    with building(out) as tmp:
-        written = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}",
-                            real_column(images) if split == "val" else None)
-        counts = Counter(i.wnid for i in images)
-        write_json(tmp / CLASSES, classes(counts, held=spec.is_eval))
-        # Only this run's parts: a remote folder may hold an earlier run's with more WORKERS.
-        merge_index([tmp / p.folder for p in parts], tmp)
-        if remote:
-            from ..mds.upload import upload_file
+    written = run_parts(parts, reader, tmp, remote, s, split, f"{stage} {split}",
+                        real_column(images) if split == "val" else None)
+    write_json(tmp / CLASSES, classes(Counter(i.wnid for i in images), held=spec.is_eval))
+    # Only this run's parts: a remote folder may hold an earlier run's with more WORKERS.
+    merge_index([tmp / p.folder for p in parts], tmp)
+    if remote:
+        from ..mds.upload import upload_file
 
-            try:
-                for name in (CLASSES, INDEX):
-                    upload_file(tmp, remote, name)
-            except Exception as e:
-                raise upload_failed(split, remote, str(e).splitlines()[0]) from None
+        try:
+            for name in (CLASSES, INDEX):
+                upload_file(tmp, remote, name)
+        except Exception as e:
+            raise upload_failed(split, remote, str(e).splitlines()[0]) from None
+    return written
+
+
+def finish(ctx: Context, spec: Split, images: list[Image], written: list[Written], s: Settings, source: str) -> dict:
+    """Once the dataset is in place: its report, and the stage's outputs."""
+    cfg, paths, split = ctx.cfg, ctx.paths, spec.name
+    out, stage = paths.mds(split, s.resize), mds_stage(s.resize)
+    counts = Counter(i.wnid for i in images)
     reencoded = [r for part in written for r in part.reencoded]
     report = {"split": split, "dataset": out.name, "images": len(images), "per_class": dict(sorted(counts.items())),
               "rgb": cfg.rgb, "resize": s.resize, "quality": s.quality,
@@ -206,10 +222,11 @@ def write_mds(ctx: Context, spec: Split, source: str, workers: int, s: Settings)
     write_json(paths.report(split, stage), report)
     log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
         + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
-    return {"path": paths.rel(out), "id": uuid.uuid4().hex, "remote": remote, "images": len(images),
+    return {"path": paths.rel(out), "id": uuid.uuid4().hex,
+            "remote": f"{s.remote.rstrip('/')}/{out.name}" if s.remote else None, "images": len(images),
             "classes_xxh3": content_hash((out / CLASSES).read_bytes()),
             "check": paths.rel(paths.check_report(split, s.resize)), "source": source,
-            "workers": len(parts),
+            "workers": len(written),
             "bytes_read": sum(part.bytes_read for part in written), "bytes_written": du(out),
             "shards": sum(1 for _ in out.glob("*/*.mds")), "reencoded": len(reencoded),
             "reencoded_files": [r["file"] for r in reencoded],

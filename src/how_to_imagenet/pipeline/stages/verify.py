@@ -4,17 +4,20 @@ hashes run side by side in threads while the tar headers are walked from the pag
 
 from __future__ import annotations
 
+import argparse
+import errno
+import functools
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..archives import read
-from ..config import HASHERS, Config, Split, check_image_count, checksum_entries, read_checksums
+from ..cli import hash_names
+from ..config import HASHERS, Config, Split, asked, check_image_count, checksum_entries, read_checksums
 from ..console import UserError, human_bytes, log, progress
 from ..context import Context
 from ..files import read_json, write_json
@@ -29,56 +32,118 @@ from .download import needed_archive
 CHUNK = 8 << 20
 DISAGREEMENT = "disagreement"  # the report of a torrent and checksum files that describe different archives
 REPAIRS = 1  # repairs from the torrent a verify run tries before it gives up
-QUEUED = 4  # chunks a hash may fall behind the read
+LAG = 1 << 30  # bytes a hash may fall behind the fastest, which are still in the page cache
 LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
 
 
 def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None]) -> dict[str, str]:
-    """Hex digests of `path` in one sequential read. Each hash runs in a thread of its own, fed the
-    chunks through a short queue, so the read and `on_read(bytes read so far)`, run after each chunk,
-    go on while the slowest hash works, until it falls QUEUED chunks behind."""
-    hashers = {alg: HASHERS[alg]() for alg in algorithms}
-    feeds = [Feed(h) for h in hashers.values()]
-    threads = [threading.Thread(target=feed.run, name=f"hash-{alg}", daemon=True)
-               for alg, feed in zip(hashers, feeds, strict=True)]
-    for t in threads:
-        t.start()
-    done = 0
+    """Hex digests of `path` in one sequential read, `on_read(bytes read so far)` run after each chunk
+    (see `Hashing`)."""
+    hashing = Hashing(path, algorithms)
     try:
-        with open(path, "rb", buffering=0) as f, progress(path.stat().st_size, desc) as bar:
-            while chunk := f.read(CHUNK):
-                for feed in feeds:
-                    feed.chunks.put(chunk)
-                done += len(chunk)
-                on_read(done)
-                bar.update(len(chunk))
+        hashing.follow(desc, on_read)
+        return hashing.digests()
     finally:
-        for feed in feeds:
-            feed.chunks.put(None)
-        for t in threads:
+        hashing.stop()
+
+
+class Hashing:
+    """Whole-file hashes, each in a thread of its own that reads the file itself, CHUNK by CHUNK,
+    into a buffer it reuses: the fastest thread reads from the disk and the others follow it through
+    the page cache, never more than LAG behind (they wait for it; it waits for the slowest). The
+    caller's thread follows the fastest (`follow`), so whatever it does with the bytes just read
+    costs the disk nothing, and once it has seen the whole file it may go on to other work while the
+    slower hashes finish (`digests` waits for them)."""
+
+    def __init__(self, path: Path, algorithms: list[str]) -> None:
+        self.size = path.stat().st_size
+        self.fd = os.open(path, os.O_RDONLY)
+        self.moved = threading.Condition()
+        self.stopped = False
+        hashers = {alg: HASHERS[alg]() for alg in algorithms} or {"": None}  # none: a thread that only reads
+        self.threads = [HashThread(self, alg, h) for alg, h in hashers.items()]
+        for t in self.threads:
+            t.start()
+
+    def front(self) -> int:
+        """Bytes read by the thread furthest ahead (one that failed counts as done: nothing waits for it)."""
+        return max(t.at for t in self.threads)
+
+    def may_read(self, at: int) -> bool:
+        """Whether a thread at `at` may read on: not more than LAG ahead of the slowest."""
+        return at - min(t.at for t in self.threads) <= LAG or self.stopped
+
+    def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
+        """Run `on_read(n)` for each CHUNK boundary n the fastest thread has passed (and the end), in
+        order, until the whole file is read; a progress bar with it."""
+        seen = 0
+        with progress(self.size, desc) as bar:
+            while seen < self.size:
+                with self.moved:
+                    self.moved.wait_for(lambda at=seen: self.front() > at or self.failed() is not None)
+                    front = self.front()
+                if (error := self.failed()) is not None:
+                    raise error
+                while seen < front:
+                    step = min(self.size, (seen // CHUNK + 1) * CHUNK) - seen
+                    seen += step
+                    on_read(seen)
+                    bar.update(step)
+
+    def failed(self) -> BaseException | None:
+        return next((t.error for t in self.threads if t.error is not None), None)
+
+    def digests(self) -> dict[str, str]:
+        """Wait for every hash; their hex digests (a hash that failed raises its error here)."""
+        for t in self.threads:
             t.join()
-    for feed in feeds:
-        if feed.error is not None:
-            raise feed.error
-    return {alg: h.hexdigest() for alg, h in hashers.items()}
+        if (error := self.failed()) is not None:
+            raise error
+        return {t.alg: t.hasher.hexdigest() for t in self.threads if t.hasher is not None}
+
+    def stop(self) -> None:
+        """End every thread (where they are) and close the file."""
+        with self.moved:
+            self.stopped = True
+            self.moved.notify_all()
+        for t in self.threads:
+            t.join()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-class Feed:
-    """One hash's queue of chunks. A hash that fails keeps taking chunks (dropping them) until the
-    end, so the read never blocks on a full queue, and its error is raised once the read is done."""
+class HashThread(threading.Thread):
+    """One hash of `Hashing`: reads the file into its own buffer and hashes it. A hash that fails
+    stops there, counted as done, and its error is raised once the read is done."""
 
-    def __init__(self, hasher: Any) -> None:
-        self.hasher = hasher
-        self.chunks: queue.Queue[bytes | None] = queue.Queue(QUEUED)
+    def __init__(self, owner: Hashing, alg: str, hasher: Any) -> None:
+        super().__init__(name=f"hash-{alg or 'read'}", daemon=True)
+        self.owner, self.alg, self.hasher = owner, alg, hasher
+        self.at = 0  # bytes read and hashed
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        while (chunk := self.chunks.get()) is not None:
-            if self.error is None:
-                try:
-                    self.hasher.update(chunk)  # hashlib and xxhash let go of the GIL on large buffers
-                except BaseException as e:
-                    self.error = e
+        owner, buf = self.owner, bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while self.at < owner.size:
+                with owner.moved:
+                    owner.moved.wait_for(lambda: owner.may_read(self.at))
+                    if owner.stopped:
+                        return
+                n = os.preadv(owner.fd, [view[: min(CHUNK, owner.size - self.at)]], self.at)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"the file ended at byte {self.at} of {owner.size} while read")
+                if self.hasher is not None:
+                    self.hasher.update(view[:n])  # hashlib and xxhash let go of the GIL on large buffers
+                with owner.moved:
+                    self.at += n
+                    owner.moved.notify_all()
+        except BaseException as e:
+            with owner.moved:
+                self.error, self.at = e, owner.size
+                owner.moved.notify_all()
 
 
 def set_aside(ctx: Context, split: Split, tar: Path) -> Path:
@@ -123,22 +188,52 @@ def verdict_of(cfg: Config, split: Split, tar: Path, expected: dict[str, str]) -
             "source_mtime_ns": source.stat().st_mtime_ns if source is not None and source.exists() else None}
 
 
-def verify(ctx: Context, split: Split) -> dict:
+class Follower(Protocol):
+    """Work that follows verify's read (mds, in `one_read`): started on the images indexed once the
+    whole archive is read, while the slower hashes finish; discarded if the archive fails them."""
+
+    def start(self, images: list[Image]) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+def hashes_asked(ctx: Context, split: Split) -> dict[str, str]:
+    """The expected digests this run checks: HASHES, else the config's verify.hashes, among those the
+    checksum files list (`config.asked`)."""
+    return asked(read_checksums(ctx.cfg, split.archive), ctx.options.hashes or ctx.cfg.verify_hashes)
+
+
+def verify(ctx: Context, split: Split, follower: Follower | None = None) -> dict:
     """Check the archive's size and hashes and index its images in one read; a damaged archive is
-    repaired from its torrent and read again, at most REPAIRS times, else set aside (`mend`)."""
-    expected = read_checksums(ctx.cfg, split.archive)
+    repaired from its torrent and read again, at most REPAIRS times, else set aside (`mend`).
+    `follower` is started on the first read's images (see `verify_once`)."""
+    expected = hashes_asked(ctx, split)
     for repairs in range(REPAIRS + 1):
-        result = verify_once(ctx, split, expected, repaired=repairs > 0)
+        once = functools.partial(verify_once, follower=follower) if follower and not repairs else verify_once
+        result = once(ctx, split, expected, repaired=repairs > 0)
         if not isinstance(result, str):
             return result
         mend(ctx, split, result, repaired=repairs == REPAIRS)
     raise AssertionError("mend raises once the repairs are spent")
 
 
-def verify_once(ctx: Context, split: Split, expected: dict[str, str], repaired: bool) -> dict | str:
+def verify_once(ctx: Context, split: Split, expected: dict[str, str], repaired: bool,
+                follower: Follower | None = None) -> dict | str:
     """One read of the archive: its outputs, or what is wrong with it (a size or hash mismatch that a
     repair may mend). `repaired`: after a repair from the torrent (then a hash that still differs is
-    a wrong checksum entry)."""
+    a wrong checksum entry). `follower`: started on the images (ImageFolder order) once every one is
+    indexed and proven an image, before the slower hashes are done; discarded unless they pass (and
+    on any error), so nothing it makes outlives a failed verify."""
+    try:
+        return check_once(ctx, split, expected, repaired, follower)
+    except BaseException:
+        if follower is not None:
+            follower.discard()
+        raise
+
+
+def check_once(ctx: Context, split: Split, expected: dict[str, str], repaired: bool,
+               follower: Follower | None) -> dict | str:
     cfg, paths, split_name = ctx.cfg, ctx.paths, split.name
     tar = needed_archive(paths, split)
     size = tar.stat().st_size
@@ -178,9 +273,20 @@ def verify_once(ctx: Context, split: Split, expected: dict[str, str], repaired: 
                 problem = e
 
         t0 = time.perf_counter()
-        actual = file_digests(tar, sorted(expected), f"verify {split_name}", index_upto)
-        rate = size / max(time.perf_counter() - t0, 1e-9) / 1e6
-        index_upto(size + LOOKAHEAD)
+        following = 0.0  # of the time, the follower's (not counted in verify's rate)
+        hashing = Hashing(tar, sorted(expected))
+        try:
+            hashing.follow(f"verify {split_name}", index_upto)
+            index_upto(size + LOOKAHEAD)
+            images.sort(key=lambda i: (i.wnid, i.name))
+            if follower is not None and problem is None and unreadable is None and len(images) == split.images:
+                t1 = time.perf_counter()
+                follower.start(images)  # while the slower hashes finish
+                following = time.perf_counter() - t1
+            actual = hashing.digests()
+        finally:
+            hashing.stop()
+        rate = size / max(time.perf_counter() - t0 - following, 1e-9) / 1e6
     if wrong := [alg for alg in sorted(expected) if actual[alg] != expected[alg]]:
         entries = checksum_entries(cfg, split.archive)
         alg, where = wrong[0], entries[wrong[0]][1]
@@ -197,12 +303,13 @@ def verify_once(ctx: Context, split: Split, expected: dict[str, str], repaired: 
             # Remembered, so the next run says it again without reading the archive twice more.
             write_json(paths.report(split_name, DISAGREEMENT), {**verdict_of(cfg, split, tar, expected), "line": line})
             raise UserError(line)
+        if follower is not None:
+            follower.discard()
         return f"{alg} mismatch: expected {expected[alg]}, actual {actual[alg]}"
     if problem is not None:
         raise problem
     if unreadable is not None:
         raise unreadable
-    images.sort(key=lambda i: (i.wnid, i.name))
     check_image_count(cfg, split, tar, len(images), proven=True)
     index = paths.index(split_name)
     index.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +338,29 @@ class Verify(Stage):
     def present(self, ctx: Context, split: Split, out: dict[str, Any]) -> str | None:
         return present(ctx.paths, out)
 
+    def force(self, ctx: Context, split: Split) -> bool:
+        """Verify again when asked for a hash the last verify did not check (HASHES=md5 after the default)."""
+        out = (self.stamp(ctx, split) or {}).get("outputs")
+        return isinstance(out, dict) and not set(hashes_asked(ctx, split)) <= set(out)
+
     def run(self, ctx: Context, split: Split) -> dict[str, Any]:
         return verify(ctx, split)
+
+    def bring_up_to_date(self, ctx: Context, split: Split, work: Callable[[], dict[str, Any]] | None = None) -> None:
+        if ctx.options.then_mds and work is None:
+            from .one_read import verify_then_mds
+
+            return verify_then_mds(ctx, split)
+        return super().bring_up_to_date(ctx, split, work)
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        from .mds import Mds
+
+        p.add_argument("--hashes", type=hash_names("HASHES"), help="the archive hashes to check, among those listed "
+                       "(default: the config's verify.hashes)")
+        p.add_argument("--then-mds", action="store_true", help="go on to mds in the same read of the archive, with "
+                       "the options below (make passes it when the goal is the shards)")
+        Mds().add_arguments(p)
 
 
 def present(paths: Paths, out: dict[str, Any]) -> str | None:
