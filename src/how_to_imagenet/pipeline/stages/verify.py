@@ -1,6 +1,8 @@
-"""verify: check a downloaded archive's size and every hash listed for it in checksums/ (MD5SUMS,
+"""verify: check a downloaded archive's size and the hashes asked for (sha256 and xxh64 unless
+verify.hashes or HASHES says otherwise) among those listed for it in checksums/ (MD5SUMS,
 SHA256SUMS, XXH64SUMS), and index where each image's bytes are, all in one sequential read: the
-hashes run side by side in threads while the tar headers are walked from the pages just read."""
+hashes run side by side in threads while the tar headers are walked in the pages just read. With
+--then-mds (make's goal is the shards), mds follows in the same read (`one_read`)."""
 
 from __future__ import annotations
 
