@@ -15,7 +15,13 @@
 
    Returns one status byte per JPEG: OK, or what the caller must do another way: FAILED (libjpeg stopped
    on an error, or warned, as simplejpeg's strict mode does), COLOR (not a YCbCr or greyscale JPEG), or
-   NOMEM. Those slots of `out` are left for the caller to fill. */
+   NOMEM. Those slots of `out` are left for the caller to fill.
+
+   Pool(threads): the same work by threads that live as long as the pool. pool.submit(jpegs, params, out,
+   size, float_out, fast_dct, shift, scale) queues a batch (its buffers held) and returns a ticket at once;
+   the threads take images from the queued batches in order, so none waits while another finishes a batch's
+   last image; pool.wait(ticket) gives the batch's status bytes once its last image is done, waiting without
+   the interpreter lock. pool.cancel() marks the images no thread has taken yet CANCELLED. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jpeglib.h>
 
@@ -35,7 +42,7 @@
 #define PRECISION_BITS (32 - 8 - 2)
 #define MARGIN 8 /* decoded pixels kept around what the resize reads: fancy upsampling's context */
 
-enum { OK = 0, FAILED = 1, COLOR = 2, NOMEM = 3 };
+enum { OK = 0, FAILED = 1, COLOR = 2, NOMEM = 3, CANCELLED = 4 };
 
 typedef struct {
     struct jpeg_error_mgr mgr;
@@ -124,6 +131,34 @@ typedef struct {
     Axis h, v;
 } Scratch;
 
+/* What one thread keeps from image to image: libjpeg's decompressor and the scratch buffers. */
+typedef struct {
+    struct jpeg_decompress_struct cinfo;
+    Errors err;
+    Scratch s;
+} Worker;
+
+static void worker_init(Worker *w) {
+    memset(&w->s, 0, sizeof w->s);
+    w->cinfo.err = jpeg_std_error(&w->err.mgr);
+    w->err.mgr.error_exit = on_error;
+    w->err.mgr.emit_message = on_message;
+    jpeg_create_decompress(&w->cinfo);
+}
+
+static void worker_free(Worker *w) {
+    jpeg_destroy_decompress(&w->cinfo);
+    free(w->s.pixels);
+    free(w->s.rows);
+    free(w->s.acc);
+    free(w->s.lines_t);
+    free(w->s.lines);
+    free(w->s.h.k);
+    free(w->s.h.bounds);
+    free(w->s.v.k);
+    free(w->s.v.bounds);
+}
+
 static int grow(void **p, size_t *cap, size_t need) {
     if (need <= *cap) return 0;
     void *q = realloc(*p, need);
@@ -133,15 +168,21 @@ static int grow(void **p, size_t *cap, size_t need) {
     return 0;
 }
 
-typedef struct {
+/* One batch: its inputs, the buffers held for it, and how far the threads are with it. */
+typedef struct Job {
     Py_buffer *jpegs;
-    const double *params;
+    Py_ssize_t got; /* jpegs[0..got) are held */
+    Py_buffer params, out;
+    PyObject *seq, *status_bytes;
     Py_ssize_t n;
     int size, float_out, fast_dct;
     float shift[3], scale[3];
-    unsigned char *out;
     unsigned char *status;
-    Py_ssize_t next; /* the next image to take, shared by the threads */
+    Py_ssize_t next;    /* the next image to take, shared by the threads */
+    Py_ssize_t done;    /* images finished (or cancelled), in a Pool */
+    long ticket;        /* its number in a Pool */
+    struct Job *queued; /* the next batch in the Pool's queue */
+    struct Job *held;   /* the next batch the Pool holds for wait() */
 } Job;
 
 /* One resampled line: out[j] = the taps lines of `in` (n values each, n apart) weighed by k, rounded and
@@ -206,8 +247,11 @@ static void store(const Job *job, unsigned char *out8, float *outf, const unsign
 }
 
 /* Decode, crop, resize and store image i. */
-static int one(struct jpeg_decompress_struct *cinfo, Errors *err, Scratch *s, const Job *job, Py_ssize_t i) {
-    const double *p = job->params + i * PARAMS;
+static int one(Worker *w, const Job *job, Py_ssize_t i) {
+    struct jpeg_decompress_struct *cinfo = &w->cinfo;
+    Errors *err = &w->err;
+    Scratch *s = &w->s;
+    const double *p = (const double *)job->params.buf + i * PARAMS;
     const int size = job->size, den = (int)p[0], flip = p[9] != 0.0;
     int cx0 = (int)p[1], cy0 = (int)p[2], cw = (int)p[3] - cx0, ch = (int)p[4] - cy0;
     float box[4] = {(float)p[5], (float)p[6], (float)p[7], (float)p[8]};
@@ -304,8 +348,8 @@ static int one(struct jpeg_decompress_struct *cinfo, Errors *err, Scratch *s, co
     }
 
     /* Vertical pass into the output, mirrored if asked. */
-    unsigned char *out8 = job->out + (size_t)i * size * size * 3;
-    float *outf = (float *)job->out + (size_t)i * size * size * 3;
+    unsigned char *out8 = (unsigned char *)job->out.buf + (size_t)i * size * size * 3;
+    float *outf = (float *)job->out.buf + (size_t)i * size * size * 3;
     const int n = hw * 3;
     unsigned char *row = s->lines_t; /* free again: one output row at a time */
     for (int yy = 0; yy < size; yy++) {
@@ -320,87 +364,314 @@ static int one(struct jpeg_decompress_struct *cinfo, Errors *err, Scratch *s, co
     return OK;
 }
 
+/* A job for these arguments (with the interpreter lock): the JPEGs' buffers, params and out held and checked
+   against each other, and the status bytes made; NULL with a Python error set. */
+static Job *job_new(PyObject *list, PyObject *params, PyObject *out, int size, int float_out, int fast_dct,
+                    const double shift[3], const double scale[3]);
+
+/* Everything a job holds given back, and the job freed (with the interpreter lock); its status bytes are
+   handed to the caller (a new reference), or dropped if `status` is NULL. */
+static void job_free(Job *job, PyObject **status) {
+    for (Py_ssize_t i = 0; i < job->got; i++) PyBuffer_Release(&job->jpegs[i]);
+    PyMem_Free(job->jpegs);
+    if (job->params.obj) PyBuffer_Release(&job->params);
+    if (job->out.obj) PyBuffer_Release(&job->out);
+    Py_XDECREF(job->seq);
+    if (status)
+        *status = job->status_bytes;
+    else
+        Py_XDECREF(job->status_bytes);
+    PyMem_Free(job);
+}
+
+static Job *job_new(PyObject *list, PyObject *params, PyObject *out, int size, int float_out, int fast_dct,
+                    const double shift[3], const double scale[3]) {
+    Job *job = PyMem_Calloc(1, sizeof(Job));
+    if (!job) return (Job *)PyErr_NoMemory();
+    job->size = size;
+    job->float_out = float_out;
+    job->fast_dct = fast_dct;
+    for (int c = 0; c < 3; c++) {
+        job->shift[c] = (float)shift[c];
+        job->scale[c] = (float)scale[c];
+    }
+    if (size < 1) {
+        PyErr_SetString(PyExc_ValueError, "size must be at least 1");
+        goto fail;
+    }
+    job->seq = PySequence_Fast(list, "jpegs must be a sequence");
+    if (!job->seq) goto fail;
+    job->n = PySequence_Fast_GET_SIZE(job->seq);
+    if (PyObject_GetBuffer(params, &job->params, PyBUF_SIMPLE)) goto fail;
+    if (PyObject_GetBuffer(out, &job->out, PyBUF_WRITABLE)) goto fail;
+    if (job->params.len != (Py_ssize_t)(job->n * PARAMS * sizeof(double)) ||
+        job->out.len < (Py_ssize_t)job->n * size * size * 3 * (float_out ? 4 : 1)) {
+        PyErr_SetString(PyExc_ValueError, "params must be n x 10 float64 and out hold n x size x size x 3 pixels");
+        goto fail;
+    }
+    job->jpegs = PyMem_Calloc(job->n ? job->n : 1, sizeof(Py_buffer));
+    if (!job->jpegs) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (; job->got < job->n; job->got++)
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(job->seq, job->got), &job->jpegs[job->got], PyBUF_SIMPLE))
+            goto fail;
+    job->status_bytes = PyBytes_FromStringAndSize(NULL, job->n);
+    if (!job->status_bytes) goto fail;
+    job->status = (unsigned char *)PyBytes_AS_STRING(job->status_bytes);
+    return job;
+fail:
+    job_free(job, NULL);
+    return NULL;
+}
+
+/* decode_batch's threads: each takes the next image until none is left. */
 static void *work(void *arg) {
     Job *job = arg;
-    Scratch s = {0};
-    struct jpeg_decompress_struct cinfo;
-    Errors err;
-    cinfo.err = jpeg_std_error(&err.mgr);
-    err.mgr.error_exit = on_error;
-    err.mgr.emit_message = on_message;
-    jpeg_create_decompress(&cinfo);
+    Worker w;
+    worker_init(&w);
     for (;;) {
         Py_ssize_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (i >= job->n) break;
-        job->status[i] = (unsigned char)one(&cinfo, &err, &s, job, i);
+        job->status[i] = (unsigned char)one(&w, job, i);
     }
-    jpeg_destroy_decompress(&cinfo);
-    free(s.pixels);
-    free(s.rows);
-    free(s.acc);
-    free(s.lines_t);
-    free(s.lines);
-    free(s.h.k);
-    free(s.h.bounds);
-    free(s.v.k);
-    free(s.v.bounds);
+    worker_free(&w);
     return NULL;
 }
 
 static PyObject *decode_batch(PyObject *self, PyObject *args) {
-    PyObject *list;
-    Py_buffer params, out;
+    PyObject *list, *params, *out;
     int size, float_out, fast_dct, threads;
     double shift[3], scale[3];
-    if (!PyArg_ParseTuple(args, "Oy*w*iiii(ddd)(ddd)", &list, &params, &out, &size, &float_out, &fast_dct, &threads,
+    if (!PyArg_ParseTuple(args, "OOOiiii(ddd)(ddd)", &list, &params, &out, &size, &float_out, &fast_dct, &threads,
                           &shift[0], &shift[1], &shift[2], &scale[0], &scale[1], &scale[2]))
         return NULL;
-    PyObject *result = NULL, *seq = PySequence_Fast(list, "jpegs must be a sequence");
-    Py_buffer *jpegs = NULL;
-    Py_ssize_t n = 0, got = 0;
-    if (!seq) goto done;
-    n = PySequence_Fast_GET_SIZE(seq);
-    if (size < 1 || threads < 1) {
-        PyErr_SetString(PyExc_ValueError, "size and threads must be at least 1");
-        goto done;
+    if (threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
+        return NULL;
     }
-    if (params.len != (Py_ssize_t)(n * PARAMS * sizeof(double)) ||
-        out.len < (Py_ssize_t)n * size * size * 3 * (float_out ? 4 : 1)) {
-        PyErr_SetString(PyExc_ValueError, "params must be n x 10 float64 and out hold n x size x size x 3 pixels");
-        goto done;
-    }
-    jpegs = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
-    if (!jpegs) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (; got < n; got++)
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &jpegs[got], PyBUF_SIMPLE)) goto done;
-    result = PyBytes_FromStringAndSize(NULL, n);
-    if (!result) goto done;
-    Job job = {jpegs, params.buf, n, size, float_out, fast_dct, {0}, {0}, out.buf,
-               (unsigned char *)PyBytes_AS_STRING(result), 0};
-    for (int c = 0; c < 3; c++) {
-        job.shift[c] = (float)shift[c];
-        job.scale[c] = (float)scale[c];
-    }
-    if (threads > n) threads = n > 0 ? (int)n : 1;
+    Job *job = job_new(list, params, out, size, float_out, fast_dct, shift, scale);
+    if (!job) return NULL;
+    if (threads > job->n) threads = job->n > 0 ? (int)job->n : 1;
     Py_BEGIN_ALLOW_THREADS
     pthread_t ids[threads];
     int started = 0;
     for (; started < threads - 1; started++)
-        if (pthread_create(&ids[started], NULL, work, &job)) break;
-    work(&job);
+        if (pthread_create(&ids[started], NULL, work, job)) break;
+    work(job);
     for (int t = 0; t < started; t++) pthread_join(ids[t], NULL);
     Py_END_ALLOW_THREADS
-done:
-    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&jpegs[i]);
-    PyMem_Free(jpegs);
-    Py_XDECREF(seq);
-    PyBuffer_Release(&params);
-    PyBuffer_Release(&out);
-    return result;
+    PyObject *status;
+    job_free(job, &status);
+    return status;
 }
+
+/* Pool: threads that live as long as the pool and take images from a queue of batches, the next batch's
+   first images as soon as the one before has none left to take, without ever taking the interpreter lock.
+   submit() queues a batch and returns at once; wait() gives its status bytes once every image is done. */
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    pthread_cond_t work;     /* signalled when a batch is queued, or the pool stops */
+    pthread_cond_t finished; /* signalled when a batch's last image is done */
+    Job *head, *tail;        /* the batches with images not yet taken, in order */
+    Job *held;               /* every batch submitted and not yet waited for */
+    long tickets;
+    int threads, started, stopping;
+    pid_t owner; /* the process whose threads these are (a forked child has none) */
+    pthread_t *ids;
+} Pool;
+
+static void *serve(void *arg) {
+    Pool *pool = arg;
+    Worker w;
+    worker_init(&w);
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        while (!pool->stopping && !pool->head) pthread_cond_wait(&pool->work, &pool->lock);
+        if (pool->stopping) break;
+        Job *job = pool->head;
+        Py_ssize_t i = job->next++;
+        if (job->next >= job->n) {
+            pool->head = job->queued;
+            if (!pool->head) pool->tail = NULL;
+        }
+        pthread_mutex_unlock(&pool->lock);
+        unsigned char status = (unsigned char)one(&w, job, i);
+        pthread_mutex_lock(&pool->lock);
+        job->status[i] = status;
+        if (++job->done == job->n) pthread_cond_broadcast(&pool->finished);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    worker_free(&w);
+    return NULL;
+}
+
+static void pool_stop(Pool *pool) {
+    if (!pool->ids) return;
+    if (pool->owner == getpid()) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&pool->lock);
+        pool->stopping = 1;
+        pthread_cond_broadcast(&pool->work);
+        pthread_mutex_unlock(&pool->lock);
+        for (int t = 0; t < pool->started; t++) pthread_join(pool->ids[t], NULL);
+        Py_END_ALLOW_THREADS
+    }
+    PyMem_Free(pool->ids);
+    pool->ids = NULL;
+    pool->started = 0;
+    pool->head = pool->tail = NULL;
+    while (pool->held) { /* no thread is left to touch them */
+        Job *job = pool->held;
+        pool->held = job->held;
+        job_free(job, NULL);
+    }
+}
+
+static int pool_init(Pool *pool, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"threads", NULL};
+    int threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i", names, &threads)) return -1;
+    if (threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
+        return -1;
+    }
+    if (pool->ids) {
+        PyErr_SetString(PyExc_RuntimeError, "the pool is started already");
+        return -1;
+    }
+    pool->ids = PyMem_Calloc((size_t)threads, sizeof(pthread_t));
+    if (!pool->ids) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pool->threads = threads;
+    pool->owner = getpid();
+    pool->stopping = 0;
+    for (; pool->started < threads; pool->started++)
+        if (pthread_create(&pool->ids[pool->started], NULL, serve, pool)) break;
+    if (pool->started == 0) {
+        PyMem_Free(pool->ids);
+        pool->ids = NULL;
+        PyErr_SetString(PyExc_OSError, "no decoding thread could be started");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    Pool *pool = (Pool *)type->tp_alloc(type, 0);
+    if (!pool) return NULL;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->work, NULL);
+    pthread_cond_init(&pool->finished, NULL);
+    return (PyObject *)pool;
+}
+
+static void pool_dealloc(Pool *pool) {
+    pool_stop(pool);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->work);
+    pthread_cond_destroy(&pool->finished);
+    Py_TYPE(pool)->tp_free((PyObject *)pool);
+}
+
+static PyObject *pool_submit(Pool *pool, PyObject *args) {
+    PyObject *list, *params, *out;
+    int size, float_out, fast_dct;
+    double shift[3], scale[3];
+    if (!PyArg_ParseTuple(args, "OOOiii(ddd)(ddd)", &list, &params, &out, &size, &float_out, &fast_dct, &shift[0],
+                          &shift[1], &shift[2], &scale[0], &scale[1], &scale[2]))
+        return NULL;
+    if (!pool->ids) {
+        PyErr_SetString(PyExc_RuntimeError, "the pool is closed");
+        return NULL;
+    }
+    Job *job = job_new(list, params, out, size, float_out, fast_dct, shift, scale);
+    if (!job) return NULL;
+    pthread_mutex_lock(&pool->lock);
+    job->ticket = ++pool->tickets;
+    job->held = pool->held;
+    pool->held = job;
+    if (job->n > 0) {
+        if (pool->tail)
+            pool->tail->queued = job;
+        else
+            pool->head = job;
+        pool->tail = job;
+        pthread_cond_broadcast(&pool->work);
+    }
+    long ticket = job->ticket;
+    pthread_mutex_unlock(&pool->lock);
+    return PyLong_FromLong(ticket);
+}
+
+static PyObject *pool_wait(Pool *pool, PyObject *args) {
+    long ticket;
+    if (!PyArg_ParseTuple(args, "l", &ticket)) return NULL;
+    Job *job = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&pool->lock);
+    for (job = pool->held; job && job->ticket != ticket;) job = job->held;
+    if (job) {
+        while (job->done < job->n) pthread_cond_wait(&pool->finished, &pool->lock);
+        Job **link = &pool->held; /* found again: submit() may have added batches meanwhile */
+        while (*link != job) link = &(*link)->held;
+        *link = job->held;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    Py_END_ALLOW_THREADS
+    if (!job) {
+        PyErr_Format(PyExc_ValueError, "no batch %ld is waiting in this pool", ticket);
+        return NULL;
+    }
+    PyObject *status;
+    job_free(job, &status);
+    return status;
+}
+
+static PyObject *pool_cancel(Pool *pool, PyObject *unused) {
+    pthread_mutex_lock(&pool->lock);
+    for (Job *job = pool->head; job; job = job->queued) {
+        for (Py_ssize_t i = job->next; i < job->n; i++) job->status[i] = CANCELLED;
+        job->done += job->n - job->next;
+        job->next = job->n;
+    }
+    pool->head = pool->tail = NULL;
+    pthread_cond_broadcast(&pool->finished);
+    pthread_mutex_unlock(&pool->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *pool_close(Pool *pool, PyObject *unused) {
+    pool_stop(pool);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pool_methods[] = {
+    {"submit", (PyCFunction)pool_submit, METH_VARARGS,
+     "submit(jpegs, params, out, size, float_out, fast_dct, shift, scale) -> ticket: the batch queued, as "
+     "decode_batch takes it; its inputs are held until wait(ticket)"},
+    {"wait", (PyCFunction)pool_wait, METH_VARARGS,
+     "wait(ticket) -> status bytes, once every image of the batch is done (without the interpreter lock)"},
+    {"cancel", (PyCFunction)pool_cancel, METH_NOARGS,
+     "the images no thread has taken yet are not decoded: their status is CANCELLED"},
+    {"close", (PyCFunction)pool_close, METH_NOARGS, "stop the threads and drop every batch not waited for"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "how_to_imagenet._crops.Pool",
+    .tp_doc = "Pool(threads): decoding threads fed with batches by submit(), each batch's end known by wait().",
+    .tp_basicsize = sizeof(Pool),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = pool_new,
+    .tp_init = (initproc)pool_init,
+    .tp_dealloc = (destructor)pool_dealloc,
+    .tp_methods = pool_methods,
+};
 
 static PyMethodDef methods[] = {
     {"decode_batch", decode_batch, METH_VARARGS,
@@ -415,7 +686,8 @@ PyMODINIT_FUNC PyInit__crops(void) {
     PyObject *m = PyModule_Create(&module);
     if (m && (PyModule_AddIntConstant(m, "PARAMS", PARAMS) || PyModule_AddIntConstant(m, "OK", OK) ||
               PyModule_AddIntConstant(m, "FAILED", FAILED) || PyModule_AddIntConstant(m, "COLOR", COLOR) ||
-              PyModule_AddIntConstant(m, "NOMEM", NOMEM))) {
+              PyModule_AddIntConstant(m, "NOMEM", NOMEM) || PyModule_AddIntConstant(m, "CANCELLED", CANCELLED) ||
+              PyModule_AddType(m, &PoolType))) {
         Py_DECREF(m);
         return NULL;
     }

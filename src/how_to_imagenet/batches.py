@@ -9,13 +9,15 @@
     for images, y in train:            # uint8 on the GPU; how_to_imagenet.normalize(images) there
 
 One reader thread iterates the split's `ImageNetMDS` (StreamingDataset's shuffle, epochs, ranks, nodes and
-remote shards, as it is) for the JPEG bytes and labels, draws each crop from the JPEG header, and hands the
-batch to a decoding thread (with `readers=k`, k DataLoader processes do that reading and drawing, and send
-each batch's JPEG bytes through shared memory). That thread calls `_crops.decode_batch` once a batch:
-`threads` native threads, free of the interpreter lock, decode only the rows and columns each crop reads,
-resize it with Pillow's bilinear filter, mirror it, and write it (uint8, or normalised float32) straight
-into one of `prefetch` + 1 batch buffers allocated at the first epoch (pinned where the batches go to a
-CUDA device). No decoded pixel crosses a process boundary and no Python object is made per decoded sample.
+remote shards, as it is) for the JPEG bytes and labels, draws each crop from the JPEG header, and queues the
+batch in `_crops.Pool` (with `readers=k`, k DataLoader processes do that reading and drawing, and send each
+batch's JPEG bytes through shared memory). The pool's `threads` native threads never take the interpreter
+lock: they take images from the queued batches in order (the next batch's first images while the last of
+the one before are still in decode), decode only the rows and columns each crop reads, resize it with
+Pillow's bilinear filter, mirror it, and write it (uint8, or normalised float32) straight into one of
+`prefetch` + 1 batch buffers allocated at the first epoch (pinned where the batches go to a CUDA device).
+The caller's thread waits for each batch in turn. No decoded pixel crosses a process boundary and no Python
+object is made per decoded sample.
 
 A batch stays valid until the next one is asked for: its buffer is then reused. Keep it longer with
 `.clone()`. With `device=` the loader copies each batch there itself and reuses the buffer only once the
@@ -52,11 +54,8 @@ if TYPE_CHECKING:
 
     from .loader import ImageNetMDS
 
-END = object()  # what the reader and the decoders put after the epoch's last batch
+END = object()  # what the reader puts after the epoch's last batch
 POLL = 0.1  # seconds a thread waits on a queue before it looks whether it was asked to stop
-# Batches in decode at once, the threads shared between them: the cores one batch's last images leave
-# idle (and those a busy machine takes from one thread) go on with the other batch instead of waiting.
-DECODERS = 2
 
 
 @dataclass
@@ -123,17 +122,6 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Put `item` on `q`, unless `stop` is set first; whether it was put."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=POLL)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
 def get(q: queue.Queue, stop: threading.Event) -> object:
     """The next item of `q`, or END once `stop` is set."""
     while not stop.is_set():
@@ -173,7 +161,7 @@ class ImageNetLoader:
         self.batch_size, self.drop_last, self.prefetch, self.readers = batch_size, drop_last, prefetch, readers
         self.workers: Any = None  # the reader processes' DataLoader, with readers
         self.threads = threads or cores()
-        self.decoders = min(DECODERS, self.threads)  # the threads shared between them
+        self.pool: Any = None  # the extension's decoding threads (_crops.Pool), made at the first epoch
         import torch
 
         self.device = torch.device(device) if device is not None else None
@@ -211,54 +199,53 @@ class ImageNetLoader:
         dtype = torch.float32 if self.normalize else torch.uint8
         pin = self.device is not None and self.device.type == "cuda"
         self.buffers = [torch.empty((self.batch_size, size, size, 3), dtype=dtype, pin_memory=pin)
-                        for _ in range(max(self.prefetch, self.decoders) + 1)]
+                        for _ in range(self.prefetch + 1)]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self.buffers:
             self._make_buffers()
+        crops = crops_module()
+        if crops is not None and self.pool is None:
+            self.pool = crops.Pool(self.threads)
         stop = threading.Event()
-        raw: queue.Queue = queue.Queue(maxsize=self.prefetch)  # (number, Raw) in the epoch's order
-        ready: queue.Queue = queue.Queue()  # (number, slot, n, y) as each decoder finishes
-        free: queue.Queue = queue.Queue()
+        submitted: queue.Queue = queue.Queue()  # (Raw, slot, ticket) in the epoch's order, then END
+        free: queue.Queue = queue.Queue()  # (slot, the CUDA event its last copy records, or None)
         for slot in range(len(self.buffers)):
             free.put((slot, None))
-        workers = [threading.Thread(target=self._read, args=(raw, stop), name="ImageNetLoader-read", daemon=True)]
-        share = [self.threads // self.decoders + (k < self.threads % self.decoders) for k in range(self.decoders)]
-        workers += [threading.Thread(target=self._decode, args=(raw, free, ready, stop, share[k]), daemon=True,
-                                     name=f"ImageNetLoader-decode-{k}") for k in range(self.decoders)]
-        for t in workers:
-            t.start()
+        feeder = threading.Thread(target=self._feed, args=(submitted, free, stop), name="ImageNetLoader-read",
+                                  daemon=True)
+        feeder.start()
         self.yielded = 0
         held: int | None = None  # the slot of the batch the caller has
         copied = None  # and the CUDA event that marks its copy to the device
-        decoded: dict[int, tuple] = {}  # batches finished ahead of their turn
-        ended = 0
         try:
-            for number in itertools.count():
+            while True:
                 if held is not None:
                     free.put((held, copied))
                     held = None
-                while number not in decoded and ended < self.decoders:
-                    item = ready.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    if item is END:
-                        ended += 1
-                    else:
-                        decoded[item[0]] = item[1:]
-                if number not in decoded:
+                item = submitted.get()
+                if item is END:
                     return
-                held, n, y = decoded.pop(number)
+                if isinstance(item, BaseException):
+                    raise item
+                batch, held, ticket = item
+                self._finish(batch, self.buffers[held], None if ticket is None else self.pool.wait(ticket))
+                n = len(batch.jpegs)
                 images = self.buffers[held][:n].permute(0, 3, 1, 2)  # N x 3 x H x W, channels_last in memory
-                copied = None
+                y, copied = batch.y, None
                 if self.device is not None and self.device.type != "cpu":
                     images, y, copied = self._to_device(images, y)
                 self.yielded += n
                 yield images, y
         finally:
             stop.set()
-            for t in workers:
-                t.join()
+            feeder.join()
+            if self.pool is not None:  # the batches decoded ahead, not to be handed out: their buffers freed
+                self.pool.cancel()
+                while not submitted.empty():
+                    item = submitted.get()
+                    if isinstance(item, tuple) and item[2] is not None:
+                        self.pool.wait(item[2])
 
     def _to_device(self, images: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """The batch copied to the device (without waiting), normalised there if asked, and the CUDA event
@@ -274,42 +261,46 @@ class ImageNetLoader:
             copied.record()
         return (normalize(images) if self.normalize_on_device else images), y, copied
 
-    def _read(self, raw: queue.Queue, stop: threading.Event) -> None:
-        """The reader thread: the epoch's JPEG bytes and labels, in batches, each crop planned; by the
-        thread itself, or by the reader processes whose batches it receives."""
-        if self.readers:
-            return self._receive(raw, stop)
+    def _feed(self, submitted: queue.Queue, free: queue.Queue, stop: threading.Event) -> None:
+        """The reader thread: each batch of the epoch, read and planned, queued in the pool into a free buffer."""
         try:
-            number, batch = 0, []
-            for sample in self.dataset:
-                batch.append(sample)
-                if len(batch) == self.batch_size:
-                    if not put(raw, (number, self.plan(batch)), stop):
-                        return
-                    number, batch = number + 1, []
-            if batch and not self.drop_last and not put(raw, (number, self.plan(batch)), stop):
-                return
-            for _ in range(self.decoders):
-                put(raw, END, stop)
+            shift, scale = scaled()
+            for batch in self._raw():
+                item = get(free, stop)
+                if item is END:
+                    return
+                slot, copied = item
+                if copied is not None:
+                    copied.synchronize()
+                ticket = None if self.pool is None else self.pool.submit(
+                    batch.jpegs, batch.params, self.buffers[slot].numpy(), self.transform.size, int(self.normalize),
+                    int(self.transform.fast_dct), shift, scale)
+                submitted.put((batch, slot, ticket))
+            submitted.put(END)
         except BaseException as e:  # handed to the caller's thread, which raises it
-            put(raw, e, stop)
+            submitted.put(e)
 
-    def _receive(self, raw: queue.Queue, stop: threading.Event) -> None:
-        """The reader processes' batches (a DataLoader over the split, made at the first epoch) handed on."""
-        try:
+    def _raw(self) -> Iterator[Raw]:
+        """The epoch's batches of JPEG bytes and labels, each crop planned: by this thread from the split, or
+        by the reader processes (a DataLoader over the split, made at the first epoch)."""
+        if self.readers:
             if self.workers is None:
                 from torch.utils.data import DataLoader
 
                 self.dataset.transform = Planner(self.transform)
                 self.workers = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.readers,
                                           collate_fn=pack, persistent_workers=True, drop_last=self.drop_last)
-            for number, packed in enumerate(self.workers):
-                if not put(raw, (number, Raw.unpack(packed)), stop):
-                    return
-            for _ in range(self.decoders):
-                put(raw, END, stop)
-        except BaseException as e:  # handed to the caller's thread, which raises it
-            put(raw, e, stop)
+            for packed in self.workers:
+                yield Raw.unpack(packed)
+            return
+        batch = []
+        for sample in self.dataset:
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                yield self.plan(batch)
+                batch = []
+        if batch and not self.drop_last:
+            yield self.plan(batch)
 
     def plan(self, batch: list[tuple[bytes | memoryview, int]]) -> Raw:
         """A batch of (JPEG bytes, y) as the decoder takes it: each crop drawn and planned."""
@@ -321,38 +312,14 @@ class ImageNetLoader:
                    np.array([r[1] for r in rows], np.float64), np.array([r[2] for r in rows], bool),
                    torch.tensor([y for _, y in batch], dtype=torch.int64))
 
-    def _decode(self, raw: queue.Queue, free: queue.Queue, ready: queue.Queue, stop: threading.Event,
-                threads: int) -> None:
-        """A decoding thread (`decoders` of them): the next batch into a free buffer, by its share of the threads;
-        what it does not take (and everything, where it was not built) by Pillow."""
-        try:
-            crops = crops_module()
-            size = self.transform.size
-            shift, scale = scaled()
-            while True:
-                item = get(raw, stop)
-                if item is END or isinstance(item, BaseException):
-                    ready.put(item)
-                    return
-                number, batch = item
-                item = get(free, stop)
-                if item is END:
-                    return
-                slot, copied = item
-                if copied is not None:
-                    copied.synchronize()
-                out = self.buffers[slot]
-                n = len(batch.jpegs)
-                status = None if crops is None else crops.decode_batch(
-                    batch.jpegs, batch.params, out.numpy(), size, int(self.normalize), int(self.transform.fast_dct),
-                    threads, shift, scale)
-                for i in range(n):
-                    if status is None or status[i] != crops.OK or not batch.fast[i]:
-                        plan = batch.plan(i, self.transform.crop_first)
-                        self._fill(out, i, crop_pil(batch.jpegs[i], *plan, size))
-                ready.put((number, slot, n, batch.y))
-        except BaseException as e:
-            ready.put(e)
+    def _finish(self, batch: Raw, out: torch.Tensor, status: bytes | None) -> None:
+        """The samples of a decoded batch that the extension did not take (all of them, where it was not built)
+        decoded by Pillow into their slots."""
+        crops = crops_module()
+        for i in range(len(batch.jpegs)):
+            if status is None or status[i] != crops.OK or not batch.fast[i]:
+                plan = batch.plan(i, self.transform.crop_first)
+                self._fill(out, i, crop_pil(batch.jpegs[i], *plan, self.transform.size))
 
     def _fill(self, out: torch.Tensor, i: int, pixels: np.ndarray) -> None:
         """Slot i of a batch buffer from a size x size x 3 uint8 array, normalised as the extension does."""

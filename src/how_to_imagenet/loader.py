@@ -122,6 +122,13 @@ class ImageNetMDS(StreamingDataset):
                 return super().get_item(sample_id, retry)  # streaming's own error naming the file
         return shard.sample(index)
 
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """Nothing for local shards read in place: there is nothing to download, decompress or evict, and
+        streaming's own call (a file lock taken and a file looked at for every sample) is the largest cost
+        of its iteration. Streams with a remote go through streaming."""
+        if self.mapped is None:
+            super().prepare_shard(shard_id, blocking)
+
     def __getstate__(self) -> dict[str, Any]:
         """As pickled for a DataLoader worker that is spawned: without the maps, which it makes again."""
         state = self.__dict__.copy()
