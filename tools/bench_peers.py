@@ -44,7 +44,7 @@ LOADERS = {
     "loader": ("ImageNetLoader (this project), 2 threads", "uint8"),
     "loader-1": ("ImageNetLoader (this project), 1 thread", "uint8"),
     "loader-float": ("ImageNetLoader (this project), 2 threads, normalize=True", "float32, normalised"),
-    "loader-bare": ("its decoder alone in the same 2 threads, bytes in memory (the ceiling)", "uint8"),
+    "loader-bare": ("its decoder alone in a pool of the same 2 threads, bytes in memory (the ceiling)", "uint8"),
     "mds-fast": ('ImageNetMDS transform="fast", DataLoader', "uint8"),
     "mds-pil": ('ImageNetMDS transform="pil", DataLoader', "float32, normalised"),
     "mds-gpu": ('ImageNetMDS transform="gpu": the CPU side (read, draw the crop, collate; no decode)', "JPEG bytes"),
@@ -227,8 +227,9 @@ def load(kind: str, split: str, data: Path, peers: Path) -> dict:
 
 
 def bare(loader: Any) -> dict:
-    """The extension's decode_batch alone, in the loader's threads, over the epoch's bytes and plans read
-    into memory first: what ImageNetLoader would give if reading, planning and handing on cost nothing."""
+    """The extension's decoder alone, in a pool of the loader's threads, over the epoch's bytes and plans read
+    into memory first, batches queued as the loader queues them (prefetch + 1 buffers): what ImageNetLoader
+    would give if reading, planning and handing on cost nothing."""
     import numpy as np
 
     from how_to_imagenet import _crops
@@ -236,10 +237,19 @@ def bare(loader: Any) -> dict:
 
     samples = list(loader.dataset)
     batches = [loader.plan(samples[i:i + BATCH]) for i in range(0, len(samples), BATCH)]
-    out = np.empty((BATCH, SIZE, SIZE, 3), np.uint8)
-    shift, scale = scaled()
-    run = lambda: [_crops.decode_batch(b.jpegs, b.params, out, SIZE, 0, int(loader.transform.fast_dct),  # noqa: E731
-                                       WORKERS, shift, scale) for b in batches]
+    outs = [np.empty((BATCH, SIZE, SIZE, 3), np.uint8) for _ in range(loader.prefetch + 1)]
+    pool, (shift, scale) = _crops.Pool(loader.threads), scaled()
+
+    def run() -> None:
+        tickets: list[int] = []
+        for k, b in enumerate(batches):
+            if k >= len(outs):
+                pool.wait(tickets[k - len(outs)])
+            tickets.append(pool.submit(b.jpegs, b.params, outs[k % len(outs)], SIZE, 0,
+                                       int(loader.transform.fast_dct), shift, scale))
+        for ticket in tickets[-len(outs):]:
+            pool.wait(ticket)
+
     run()
     t0 = time.perf_counter()
     run()

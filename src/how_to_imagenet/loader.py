@@ -122,12 +122,24 @@ class ImageNetMDS(StreamingDataset):
                 return super().get_item(sample_id, retry)  # streaming's own error naming the file
         return shard.sample(index)
 
-    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
-        """Nothing for local shards read in place: there is nothing to download, decompress or evict, and
-        streaming's own call (a file lock taken and a file looked at for every sample) is the largest cost
-        of its iteration. Streams with a remote go through streaming."""
+    def _prepare_thread(self, it: Any) -> None:
+        """Streaming's download thread, which prepares each sample's shard in turn (a file lock taken and a
+        file looked at per sample): for local shards read in place there is nothing to download, decompress
+        or evict."""
         if self.mapped is None:
-            super().prepare_shard(shard_id, blocking)
+            return super()._prepare_thread(it)
+        it.prepare_index = it.total
+        it.on_exit()
+        return None
+
+    def _ready_thread(self, it: Any) -> None:
+        """Streaming's ready thread, which waits for each sample's shard in turn: local shards read in place
+        (each checked when the dataset was made) are all ready at once."""
+        if self.mapped is None:
+            return super()._ready_thread(it)
+        it.ready_index = it.total
+        it.on_exit()
+        return None
 
     def __getstate__(self) -> dict[str, Any]:
         """As pickled for a DataLoader worker that is spawned: without the maps, which it makes again."""

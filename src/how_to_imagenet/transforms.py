@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
+from .jpeg import frame
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
-FAST_COLORSPACES = ("YCbCr", "Gray")  # simplejpeg's header names for what libjpeg-turbo turns into RGB exactly
 
 
 class Box(NamedTuple):
@@ -95,17 +96,6 @@ def dct_scale(box: Box, size: int) -> int:
     return 1
 
 
-def header(data: bytes | memoryview) -> tuple[int, int, str]:
-    """(width, height, colorspace) from the JPEG header, or (0, 0, "") where simplejpeg cannot read one."""
-    import simplejpeg
-
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        return 0, 0, ""
-    return width, height, colorspace
-
-
 def decode_pil(data: bytes | memoryview, denominator: int = 1) -> tuple[np.ndarray, int]:
     """The fallback for what the extension cannot take: Pillow, converted to RGB as the reference path does,
     and the denominator it decoded at (1 where it does not scale, as for a PNG)."""
@@ -133,11 +123,12 @@ def raw_bytes(sample: bytes | memoryview | Image.Image) -> bytes | memoryview:
 
 
 def image_size(data: bytes | memoryview) -> tuple[int, int, bool]:
-    """(width, height, whether libjpeg-turbo decodes it to RGB exactly): a baseline or progressive JPEG
-    in YCbCr or greyscale; for anything else (CMYK, PNG) the size comes from Pillow."""
-    width, height, colorspace = header(data)
-    if colorspace in FAST_COLORSPACES:
-        return width, height, True
+    """(width, height, whether the extension may take it): a JPEG of one or three components, whose size its
+    frame header gives. The extension itself refuses one that libjpeg-turbo does not turn into RGB exactly
+    (an Adobe RGB or YCCK JPEG); for anything else (CMYK, PNG) the size comes from Pillow."""
+    found = frame(data)
+    if found is not None and found.components in (1, 3):
+        return found.width, found.height, True
     from PIL import Image
 
     return *Image.open(io.BytesIO(data)).size, False
@@ -216,9 +207,16 @@ class FastPath:
     flipped if drawn so. Returns a uint8 tensor 3 x size x size."""
 
     size: int
+    # True: the reference's pixels, decoded at full size with libjpeg's exact DCT; False: the decoder's
+    # shortcuts, 1/2, 1/4 or 1/8 of the size where the crop stays at least `size` pixels on each side (and
+    # the fast DCT where `inexact_dct`).
     exact: bool
-    fast_dct: bool  # libjpeg's fast DCT, where the decode is not `exact`
     crop_first: bool  # the reference crops, then resizes the crop alone (train), or resizes the whole image
+    inexact_dct: bool  # whether `exact=False` also takes libjpeg's fast DCT (within the class's tolerance)
+
+    @property
+    def fast_dct(self) -> bool:
+        return self.inexact_dct and not self.exact
 
     def draw(self, width: int, height: int) -> tuple[Box, bool]:
         """The crop of a width x height image, and whether to flip it."""
@@ -248,12 +246,9 @@ class FastTrain(FastPath):
     scale: tuple[float, float] = SCALE
     ratio: tuple[float, float] = RATIO
     flip: float = 0.5
-    exact: bool = False  # True: libjpeg's exact DCT and upsampling at full size, the reference's pixels
+    exact: bool = False
     crop_first = True
-
-    @property
-    def fast_dct(self) -> bool:
-        return not self.exact
+    inexact_dct = True
 
     def draw(self, width: int, height: int) -> tuple[Box, bool]:
         import torch
@@ -273,8 +268,8 @@ class FastVal(FastPath):
     size: int = 224
     resize: int = 256
     exact: bool = True
-    fast_dct = False  # exact DCT always: only the scale changes with `exact`
     crop_first = False
+    inexact_dct = False
 
     def __post_init__(self) -> None:
         if self.size > self.resize:

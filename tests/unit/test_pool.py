@@ -26,7 +26,7 @@ def batch(count: int, seed: int = 0, scale: int = 1) -> tuple[list[bytes], np.nd
 
 def decoded(jpegs: list[bytes], params: np.ndarray) -> np.ndarray:
     out = np.zeros((len(jpegs), SIZE, SIZE, 3), np.uint8)
-    assert set(crops.decode_batch(jpegs, params, out, SIZE, 0, 0, 1, *PLAIN)) == {crops.OK}
+    assert crops.decode_batch(jpegs, params, out, SIZE, 0, 0, 1, *PLAIN) == bytes([crops.OK]) * len(jpegs)
     return out
 
 

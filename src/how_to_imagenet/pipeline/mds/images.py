@@ -11,30 +11,20 @@ import io
 
 import PIL.Image
 
+from ...jpeg import frame
 from ..console import UserError
 
 REENCODE_QUALITY = 95  # of an image re-encoded for the RGB guarantee (a RESIZE variant's is QUALITY)
 
 
-SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # by colour components, as PIL opens them
 
 
 def jpeg_mode(data: bytes) -> str | None:
-    """The mode PIL would give a JPEG, read from its frame header alone; None when this quick walk
-    of the markers does not find one (then PIL decides). Cheaper than opening it with PIL."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 9 < len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker in SOF:
-            return JPEG_MODES.get(data[i + 9])
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return None
+    """The mode PIL would give a JPEG, from its frame header alone; None where `frame` finds none (then PIL
+    decides). Cheaper than opening it with PIL."""
+    found = frame(data)
+    return JPEG_MODES.get(found.components) if found else None
 
 
 def header(data: bytes, name: str) -> tuple[str, str]:
