@@ -7,6 +7,7 @@ import random
 
 from PIL import Image
 
+from how_to_imagenet.jpeg import frame
 from how_to_imagenet.pipeline.mds.images import header, jpeg_mode
 from how_to_imagenet.testing.fixture import bench_photos, fake_photo, quirk
 
@@ -21,3 +22,6 @@ def test_the_quick_jpeg_header_reader_agrees_with_pil():
         with Image.open(io.BytesIO(data)) as im:
             assert header(data, "x") == (im.format, im.mode)
             assert jpeg_mode(data) == (im.mode if im.format == "JPEG" else None)
+            found = frame(data)
+            assert frame(memoryview(data)) == found  # what the loader hands it: a view of the shard
+            assert (found[:2] if found else None) == (im.size if im.format == "JPEG" else None)
