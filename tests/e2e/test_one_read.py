@@ -16,7 +16,7 @@ from how_to_imagenet.pipeline.context import Context, Options
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths, partial
 from how_to_imagenet.pipeline.stage import stage
-from how_to_imagenet.pipeline.stages import verify
+from how_to_imagenet.pipeline.stages import one_read, verify
 from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, mds_files, one_error
 
 
@@ -115,3 +115,20 @@ def test_md5_is_checked_only_when_asked(fixture: Fixture, built: Path, tmp_path:
         make("verify-val", f"CONFIG={config}", f"DATA={data}", "HASHES=sha1", check=False))
     bad = fixture.variant("verify-hashes-empty", **{"verify.hashes": []})
     assert "verify.hashes names no hash" in one_error(make("status", f"CONFIG={bad}", f"DATA={data}", check=False))
+
+
+def test_mds_failing_during_verifys_read_leaves_verify_done_and_mds_to_run_on_its_own(
+        fixture: Fixture, built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]):
+    data = unverified(built, tmp_path / "data")
+    paths = Paths(data)
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device", str(partial(paths.mds("val"))))
+
+    monkeypatch.setattr(one_read, "convert", full)
+    ctx = Context(load_config(fixture.config), paths, Options(then_mds=True))
+    stage("verify").bring_up_to_date(ctx, ctx.cfg.split("val"))
+    assert "[mds val] not written during verify (" in capsys.readouterr().err
+    assert paths.stamped("val") == ["download", "verify"] and paths.index("val").exists()
+    assert not [p for p in paths.mds_root.iterdir() if "_val" in p.name]  # no dataset, no .partial

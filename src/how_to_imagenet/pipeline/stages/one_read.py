@@ -81,16 +81,16 @@ class Following:
 
     def commit(self) -> dict[str, Any]:
         """Rename `.partial` to the dataset (verify's stamp is written: the hashes passed); mds's outputs."""
-        assert self.written is not None
+        written, self.written = self.written, None
+        assert written is not None
         self.partial.close()
-        return finish(self.ctx, self.split, self.images, self.written, self.s, "tar")
+        return finish(self.ctx, self.split, self.images, written, self.s, "tar")
 
     def discard(self) -> None:
         """Remove `.partial` (nothing of it shown as done)."""
         self.written = None
         block, self.partial = self.partial, ExitStack()
         block.__exit__(Discarded, Discarded(), None)  # `building` removes the folder on an error
-
 
     def __enter__(self) -> Following:
         return self
