@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.stages.mds import real_column
-from how_to_imagenet.testing.runs import read_mds
+from how_to_imagenet.testing.runs import checked, copy_data, read_mds, rewrite
 
 WRONG = 758  # a class no fixture split holds: the model's wrong answer
 
@@ -131,3 +132,17 @@ def test_a_bad_real_label_file_is_one_line_naming_it(tmp_path: Path, content: ob
         real_column(read_index(Paths(evals_built["data"]).index("val")), path)
     assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
 
+
+
+def test_make_check_proves_each_val_samples_real_labels(evals_built: dict, tmp_path: Path):
+    data = copy_data(evals_built["data"], tmp_path / "data")
+
+    def mislabel(samples: list[dict]) -> list[dict]:
+        samples[1]["real"] = [5]
+        return samples
+
+    rewrite(Paths(data).mds("val"), mislabel)
+    with pytest.raises(UserError, match=re.escape(
+            "1 samples carry other ReaL labels than their image's: sample 1 (ILSVRC2012_val_00002138.JPEG) has [5], "
+            "its labels are [0, 758]")):
+        checked(evals_built["config"], data, "val")

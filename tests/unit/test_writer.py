@@ -121,3 +121,15 @@ def test_a_shard_that_cannot_be_written_stops_the_writer_and_no_index_is_written
     chain = [raised.value, raised.value.__context__]
     assert any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain), chain
     assert not (tmp_path / "out" / "index.json").exists()  # never an index naming a shard that is not there
+
+
+def test_vals_real_column_is_written_as_mdswriter_writes_json(tmp_path: Path):
+    rows = [{**row, "real": labels} for row, labels in zip(samples(40, seed=3), [[], [0, 758], [999]] * 14,
+                                                            strict=False)]
+    columns = {**COLUMNS, "real": "json"}
+    write(MDSWriter, tmp_path / "mdswriter", rows, columns=columns)
+    write(ShardWriter, tmp_path / "shardwriter", rows, columns=columns)
+    assert files(tmp_path / "shardwriter") == files(tmp_path / "mdswriter")
+    clean_orphaned_shm()
+    read = StreamingDataset(local=str(tmp_path / "shardwriter"), batch_size=1)
+    assert [read[i]["real"] for i in range(len(read))] == [row["real"] for row in rows]

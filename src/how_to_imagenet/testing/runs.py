@@ -121,9 +121,10 @@ def rewrite(local: Path, edit: Any) -> None:
     samples = edit(read_mds(local))
     meta = (local / "classes.json").read_bytes()
     shutil.rmtree(local)
-    with MDSWriter(out=str(local), columns={"x": "jpeg", "y": "int", "wnid": "str"}, hashes=["xxh64"]) as w:
+    real = {"real": "json"} if samples and "real" in samples[0] else {}  # val's ReaL labels, kept
+    with MDSWriter(out=str(local), columns={"x": "jpeg", "y": "int", "wnid": "str", **real}, hashes=["xxh64"]) as w:
         for s in samples:
-            w.write({"x": s["raw"], "y": s["y"], "wnid": s["wnid"]})
+            w.write({"x": s["raw"], "y": s["y"], "wnid": s["wnid"], **{k: s[k] for k in real}})
     (local / "classes.json").write_bytes(meta)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...labels import class_index, classes
+from ...labels import class_index, classes, real
 from ...names import EVAL_SPLITS, SPLITS
 from ..cli import flag, parser, setup, whole, worker_count
 from ..config import Config
@@ -70,9 +70,10 @@ def brief(e: BaseException) -> str:
 
 
 def read_back(ds: Any, known: Counter, decode: bool, got: list[tuple[str, str]], counts: Counter[str],
-              failures: list[str]) -> list[str]:
-    """Read every sample of `ds` in order: (its hash, wnid) into `got`, its class into `counts`, what is
-    wrong with a sample into `failures`; what streaming could not read at all is returned (the damage)."""
+              failures: list[str], reals: list[Any] | None = None) -> list[str]:
+    """Read every sample of `ds` in order: (its hash, wnid) into `got`, its class into `counts`, its
+    column `real` (None without one) into `reals`, what is wrong with a sample into `failures`; what
+    streaming could not read at all is returned (the damage)."""
     index = class_index()
     for n in range(len(ds)):
         try:
@@ -87,6 +88,8 @@ def read_back(ds: Any, known: Counter, decode: bool, got: list[tuple[str, str]],
             failures.append(f"sample {n}: y is {y}, but {wnid} is class {index.get(wnid)} of the sorted wnids")
         counts[wnid] += 1
         got.append((h, wnid))
+        if reals is not None:
+            reals.append(s.get("real"))
         if (decode or (h, wnid) not in known) and (s["x"].mode != "RGB" or s["x"].format != "JPEG"):
             failures.append(f"sample {n} ({wnid}) decodes to {s['x'].format} {s['x'].mode}, not an RGB JPEG")
     return []
@@ -148,6 +151,19 @@ def permutation_failures(cfg: Config, got: list[tuple[str, str]],
             f"({got[wrong[0]][1]}) is not {truth[(i.wnid, i.name)][1]}/{i.name}"]
 
 
+def real_failures(expected: list[tuple[str | None, str, Image]], reals: list[Any]) -> list[str]:
+    """val: sample n carries in its column `real` the ReaL labels of the n-th image by file name."""
+    if any(r is None for r in reals):
+        return ["the samples have no column real (the ReaL labels); 'make mds-val' writes it"]
+    want = [(row.name, real(row.name)) for _, _, row in expected]
+    wrong = [n for n, (got, (_, labels)) in enumerate(zip(reals, want, strict=False)) if got != labels]
+    if not wrong:
+        return []
+    n = wrong[0]
+    return [f"{len(wrong)} samples carry other ReaL labels than their image's: sample {n} ({want[n][0]}) has "
+            f"{reals[n]}, its labels are {want[n][1]}"]
+
+
 def classes_failures(local: Path, counts: Counter[str], held: bool = False) -> list[str]:
     """classes.json is what mds writes for the ground truth's images of each class (`held`: a test
     set's, listing only the classes it holds)."""
@@ -199,6 +215,8 @@ def check(ctx: Context, split: str) -> dict:
         failures.append(f"{read.samples} samples, but splits.{split}.images is {spec.images}")
     counted, mistakes = count_failures(cfg, split, expected, read.counts)
     failures += counted + order_failures(cfg, split, expected, read.got, known)
+    if split == "val" and not read.damage:
+        failures += real_failures(expected, read.reals)
     if not remote and not read.damage:  # the class metadata, as the ground truth gives it (a remote copy is not read)
         failures += classes_failures(local, Counter(wnid for _, wnid, _ in expected), spec.is_eval)
     archive_read = bool(resize or reencoded) and paths.tar(spec.archive).exists()
@@ -223,6 +241,7 @@ class ReadBack:
     got: list[tuple[str, str]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    reals: list[Any] = field(default_factory=list)  # each sample's column `real` (val's ReaL labels), or None
 
 
 def read_dataset(local: Path, remote: str | None, known: Counter, decode: bool) -> ReadBack:
@@ -246,7 +265,7 @@ def read_dataset(local: Path, remote: str | None, known: Counter, decode: bool) 
         else:
             read.samples = len(ds)
             try:
-                read.damage += read_back(ds, known, decode, read.got, read.counts, read.failures)
+                read.damage += read_back(ds, known, decode, read.got, read.counts, read.failures, read.reals)
             finally:
                 release(ds)
     if remote:  # after the reads, which fetched the shards
