@@ -153,3 +153,14 @@ def test_a_hostile_zip_ends_make_in_one_line_and_writes_nothing(tmp_path: Path):
     assert line == (f"error: {data / 'tar' / 'ILSVRC2012_img_imagenet-sketch.tar'}: member "
                     f"'sketch/{wnids()[0]}/sketch_2.JPEG' is a symlink, not a regular file")
     assert not (data / "index").exists() and not (data / "mds").exists()
+
+
+def test_status_and_check_take_up_a_test_set_only_once_begun(evals_built: dict, tmp_path: Path):
+    from how_to_imagenet.pipeline.config import load_config
+    from how_to_imagenet.pipeline.context import Context
+    from how_to_imagenet.pipeline.stage import shown
+
+    cfg = load_config(evals_built["config"])
+    fresh, made = Context(cfg, Paths(tmp_path / "empty")), Context(cfg, Paths(evals_built["data"]))
+    assert [s.name for s in cfg.splits.values() if shown(fresh, s)] == ["train", "val"]
+    assert [s.name for s in cfg.splits.values() if shown(made, s)] == ["train", "val", *EVAL_SPLITS]
