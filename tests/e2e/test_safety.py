@@ -118,6 +118,55 @@ def test_an_interrupted_download_resumes_from_where_it_stopped(fixture: Fixture,
         server.shutdown()
 
 
+def group(pgid: int) -> dict[int, tuple[int, str]]:
+    """The processes of a process group: pid -> (parent pid, command line)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if proc.name.isdigit() and int(fields[2]) == pgid:
+                found[int(proc.name)] = (int(fields[1]), (proc / "cmdline").read_text().replace("\0", " "))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def test_a_ctrl_c_that_reaches_a_child_first_still_ends_in_the_interrupted_line(big: Fixture, fixture: Fixture,
+                                                                                 tmp_path: Path):
+    """On a busy machine an mds worker or aria2c can die of the Ctrl-C before the stage sees it: here only
+    they get it, so the stage sees their end and nothing else."""
+    data, cfg = tmp_path / "data", f"CONFIG={big.config}"
+    make("verify-train", cfg, f"DATA={data}")
+    proc = start("mds-train", "RESIZE=64", "WORKERS=1", cfg, f"DATA={data}")
+    wait_for(lambda: has_content(partial(Paths(data).mds("train", 64))), proc, "mds had begun")
+    procs = group(proc.pid)
+    stages = {pid for pid, (_, cmd) in procs.items() if "how_to_imagenet.pipeline mds" in cmd}
+    workers = [pid for pid in stages if procs[pid][0] in stages]
+    assert workers, procs
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert "interrupted: nothing half-done was kept; run the same command again to resume" in err
+
+    server = serve(fixture.root)
+    server.rate = 8000  # bytes/s: the 60 KB val tar takes several seconds
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{archive('val')}"
+        config, data = fixture.variant("slow-http", **{"splits.val.source": url}), tmp_path / "data2"
+        proc = start("download-val", f"CONFIG={config}", f"DATA={data}")
+        wait_for(lambda: server.bytes_sent > 16000, proc, "part of the download arrived")
+        for pid, (_, cmd) in group(proc.pid).items():
+            if cmd.startswith("aria2c "):
+                os.kill(pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode != 0 and "Traceback" not in err
+        assert "interrupted: what was downloaded is kept (ILSVRC2012_img_val.tar.aria2); run the same command" in err
+        assert states(config, data)[("val", "download")] == "partial"
+    finally:
+        server.shutdown()
+
+
 def test_two_runs_on_the_same_data_wait_for_each_other(big: Fixture, tmp_path: Path):
     data, cfg = tmp_path / "data", f"CONFIG={big.config}"
     make("verify-train", cfg, f"DATA={data}")

@@ -201,6 +201,8 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
                     result: Written | Failed = results.get(timeout=0.25)
                 except queue.Empty:
                     if dead := [p for p in procs if p.exitcode not in (None, 0)]:
+                        if dead[0].exitcode == -signal.SIGINT:  # the Ctrl-C this process has yet to see
+                            raise KeyboardInterrupt from None
                         raise RuntimeError(f"mds worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
                     bar.update(done.value - bar.n)
                     continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,7 @@ def confirm(split: Split, tar: Path, yes: bool) -> None:
 
 
 # aria2c's exit codes (man aria2c, EXIT STATUS): what each means, for the one line a failure prints.
+INTERRUPTED = 7  # aria2c's exit code when a Ctrl-C (SIGINT or SIGTERM) stopped it with downloads unfinished
 ARIA2C_EXIT = {
     1: "an unknown error", 2: "a time-out", 3: "a resource was not found", 4: "too many resources not found",
     5: "a too slow download", 6: "a network problem", 7: "unfinished downloads", 8: "a server without resume",
@@ -147,6 +149,8 @@ def aria2c(ctx: Context, split: Split, kind: str, src: str, repair: bool = False
         cmd += list(split.mirrors)
     log(f"[download {split.name}] {' '.join(cmd)}")
     proc = subprocess.Popen(cmd)
+    interrupted = Interrupted(f"interrupted: what was downloaded is kept ({control.name}); run the same command "
+                              "again to resume")
     try:
         rc = proc.wait()
     except KeyboardInterrupt:
@@ -155,8 +159,9 @@ def aria2c(ctx: Context, split: Split, kind: str, src: str, repair: bool = False
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        raise Interrupted(f"interrupted: what was downloaded is kept ({control.name}); run the same command "
-                          "again to resume") from None
+        raise interrupted from None
+    if rc in (INTERRUPTED, -signal.SIGINT):  # the Ctrl-C reached aria2c before this process saw it
+        raise interrupted
     # It could not use its control file (truncated, or from another source): once more without it. Only
     # for a torrent, whose pieces on disk are checked: a URL download would start over for a mere network error.
     if rc in (1, 10) and control.exists() and kind != "url" and not retried:
