@@ -449,7 +449,8 @@ def run() -> None:
                                                       "rows_max": peers.load_seen[1], "end": load_average()},
               "versions": versions(), "writers": peers.writers, "loaders": peers.loaders}
     write_json(reports / f"{args.report}.json", result)
-    chart(peers.loaders, reports / f"{args.report}.png")
+    if peers.loaders:
+        chart(peers.loaders, reports / f"{args.report}.png")
     print(f"bench-peers on {result['machine']}; {result['images']} images; caches {'dropped' if cold else 'warm'};"
           f" {args.rounds} rounds (best, median in brackets); load average {before} at the start, "
           f"{peers.load_seen[0]}-{peers.load_seen[1]} before the rows; took {time.time() - t0:.0f} s\n")
