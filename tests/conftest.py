@@ -21,15 +21,17 @@ import pytest
 from how_to_imagenet.labels import wnids
 from how_to_imagenet.testing.evals import add_evals
 from how_to_imagenet.testing.fixture import bench_photos, build
-from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_own_shm, free_port, make
+from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_own_shm, free_port, make, streaming_shm_closed
 from how_to_imagenet.testing.webseed import serve
 
 
 @pytest.fixture(autouse=True)
 def own_shared_memory_freed() -> Iterator[None]:
-    """After each test, the streaming shared memory only this process still maps is unlinked (see
-    `free_own_shm`): the datasets tests make in-process would otherwise fill the open-file table."""
-    yield
+    """After each test, the streaming shared memory its datasets opened is closed (`streaming_shm_closed`)
+    and what only this process still maps is unlinked (`free_own_shm`): the datasets tests make in-process
+    would otherwise fill the open-file table."""
+    with streaming_shm_closed():
+        yield
     free_own_shm()
 
 

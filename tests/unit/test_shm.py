@@ -39,3 +39,21 @@ def test_only_shared_memory_no_live_process_maps_is_unlinked(tmp_path: Path):
         user.wait()
         for p in (orphan, live, other, stale, held):
             Path(p).unlink(missing_ok=True)
+
+
+def test_nothing_is_unlinked_when_a_process_maps_cannot_be_read(tmp_path: Path, monkeypatch):
+    """Out of open files, a live process's maps cannot be read: what it maps is unknown, so nothing goes."""
+    shm, locks = tmp_path / "shm", tmp_path / "tmp"
+    shm.mkdir()
+    locks.mkdir()
+    (shm / "999996_locals").write_bytes(bytes(4))
+    real = Path.read_text
+
+    def out_of_files(self: Path, *args, **kwargs) -> str:
+        if self.name == "maps":
+            raise OSError(24, "Too many open files")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", out_of_files)
+    assert clean_orphaned_shm(shm, locks) == []
+    assert (shm / "999996_locals").exists()

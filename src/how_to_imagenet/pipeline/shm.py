@@ -26,14 +26,15 @@ NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|
 
 
 def mapped(skip: int | None = None, shm: Path = SHM) -> set[str]:
-    """The names of the files in `shm` some live process (other than `skip`) has mapped."""
+    """The names of the files in `shm` some live process (other than `skip`) has mapped. A process's maps
+    that exist but cannot be read (out of open files) raise OSError: what it maps is unknown."""
     names = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or proc.name == str(skip):
             continue
         try:
             maps = (proc / "maps").read_text()
-        except OSError:  # gone, or not ours to read
+        except (FileNotFoundError, ProcessLookupError, PermissionError):  # gone, or not ours to read
             continue
         names.update(m.group(1) for m in re.finditer(rf"{re.escape(str(shm))}/(\S+)", maps))
     return names
@@ -45,9 +46,9 @@ def clean_orphaned_shm(shm: Path = SHM, locks: Path = LOCKS) -> list[str]:
     folders than streaming's, for a test.)"""
     try:
         files = [p for p in shm.iterdir() if NAME.fullmatch(p.name)]
-    except OSError:
+        live = {m.group(1) for n in mapped(shm=shm) if (m := NAME.fullmatch(n))}
+    except OSError:  # a process's maps that could not be read (no file left to open): its memory is not orphaned
         return []
-    live = {m.group(1) for n in mapped(shm=shm) if (m := NAME.fullmatch(n))}
     removed = unlink([p for p in files if NAME.fullmatch(p.name).group(1) not in live])  # type: ignore[union-attr]
     try:
         held = {m.group(1) for p in shm.iterdir() if (m := NAME.fullmatch(p.name))}

@@ -3,6 +3,8 @@ timestamps, an MDS folder read back with an unmodified StreamingDataset."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
 import os
 import shutil
@@ -10,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +129,33 @@ def rewrite(local: Path, edit: Any) -> None:
         for s in samples:
             w.write({"x": s["raw"], "y": s["y"], "wnid": s["wnid"], **{k: s[k] for k in real}})
     (local / "classes.json").write_bytes(meta)
+
+
+@contextlib.contextmanager
+def streaming_shm_closed() -> Iterator[None]:
+    """Every streaming SharedMemory made in this process meanwhile is closed at the end (unlinked where it
+    made the file): streaming keeps each one, and its open file, until the process exits, so a test process
+    would hold the files of every dataset its tests made, and of every other process's prefix each of them
+    looked at (hundreds a dataset where other suites run beside it). Only where streaming is imported."""
+    memory = sys.modules.get("streaming.base.shared.memory")
+    if memory is None:
+        yield
+        return
+    made: list[Any] = []
+    init = memory.SharedMemory.__init__
+
+    def record(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    memory.SharedMemory.__init__ = record
+    try:
+        yield
+    finally:
+        memory.SharedMemory.__init__ = init
+        for shm in made:
+            shm.cleanup()
+            atexit.unregister(shm.cleanup)  # done: at exit it would only unregister its names again
 
 
 def free_own_shm() -> list[str]:
