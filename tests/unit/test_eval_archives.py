@@ -96,6 +96,14 @@ def test_a_tar_is_opened_by_its_content_and_a_real_gzip_is_one_line(tmp_path: Pa
     assert [(r.wnid, r.name) for r in zipped] == [(r.wnid, r.name) for r in rows]
 
 
+def test_a_tar_made_from_its_folder_with_dot_slash_names_reads_the_same(tmp_path: Path):
+    files = [("./", b""), ("./imagenet-a/", b""), ("./imagenet-a/README.txt", b"x"),
+             (f"./imagenet-a/{wnids()[999]}/b.jpg", OTHER), (f"./imagenet-a/{wnids()[0]}/a.jpg", JPEG)]
+    rows = verify_archive(tmp_path, "imagenet-a", tar_with_folders(files), 2)
+    assert [(r.wnid, r.name) for r in rows] == [(wnids()[0], "a.jpg"), (wnids()[999], "b.jpg")]
+    assert read_all(tmp_path, "imagenet-a", rows) == [JPEG, OTHER]
+
+
 def test_a_zip64_zip_stored_and_deflated_reads_the_same_images(tmp_path: Path):
     files = [(f"sketch/{wnids()[c]}/sketch_{k}.JPEG", data) for c in (0, 999) for k, data in ((1, JPEG), (2, OTHER))]
     data = zip_bytes(files, zip64=True)

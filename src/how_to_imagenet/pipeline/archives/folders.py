@@ -61,12 +61,15 @@ def class_images(fd: int, size: int, where: str, wnid_of: Callable[[str, str], s
                  shape: str) -> Iterator[Image]:
     """Every image `<top>/<folder>/<file>` of the archive, with the wnid `wnid_of(member, folder)` gives
     (an error naming the member when the folder is no class); `top_files` may stand beside the class
-    folders; anything else, a second top folder, or a class folder with no image is an error."""
+    folders; anything else, a second top folder, or a class folder with no image is an error. A leading
+    "./" (an archive made with `tar -c .`) is read as no prefix."""
     top: str | None = None
     folders: dict[str, str] = {}  # class folder -> the member that made it
     filled: set[str] = set()
     for m in members(fd, size, where):
-        bits = parts(where, m.name)
+        if m.is_dir and m.name in (".", ""):  # the archive's own root, as `tar -C dir -c .` writes it
+            continue
+        bits = parts(where, m.name.removeprefix("./"))  # `tar -c .` names every member ./...
         if top is None:
             top = bits[0]
         if bits[0] != top:
