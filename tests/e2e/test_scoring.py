@@ -17,7 +17,7 @@ from how_to_imagenet.pipeline.console import UserError
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.stages.mds import real_column
-from how_to_imagenet.testing.runs import checked, copy_data, read_mds, rewrite
+from how_to_imagenet.testing.runs import checked, copy_data, forked, read_mds, rewrite
 
 WRONG = 758  # a class no fixture split holds: the model's wrong answer
 
@@ -41,13 +41,17 @@ def planned(split: str, n: int, y: int, held: list[int]) -> list[float]:
     return logits
 
 
-def test_evaluate_scores_every_split_exactly_as_defined(evals_built: dict, capsys: pytest.CaptureFixture[str]):
+def score(local: Path) -> tuple[dict, str, dict]:
+    """In a child (`forked`): evaluate with the planned model, every split and then A alone; the table,
+    what it printed, A's table."""
+    import contextlib
+    import io
+
     import torch
 
     from how_to_imagenet import ImageNetMDS, evaluate, normalize
     from how_to_imagenet.pipeline.shm import release
 
-    local = Paths(evals_built["data"]).mds_root
     answers = {}
     for split in ("val", *EVAL_SPLITS):
         ds = ImageNetMDS(local=str(local), split=split, batch_size=4)
@@ -59,8 +63,14 @@ def test_evaluate_scores_every_split_exactly_as_defined(evals_built: dict, capsy
     def model(images: torch.Tensor) -> torch.Tensor:
         return torch.tensor([answers[key(image)] for image in images])
 
-    table = evaluate(model, local=local, batch_size=5)
-    printed = capsys.readouterr().out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        table = evaluate(model, local=local, batch_size=5)
+    return table, printed.getvalue(), evaluate(model, local=local, splits=["imagenet-a"], show=False)
+
+
+def test_evaluate_scores_every_split_exactly_as_defined(evals_built: dict):
+    table, printed, only = forked(lambda: score(Paths(evals_built["data"]).mds_root))
     # 24 val images: 12 right, 6 more in the top 5. ReaL: 22 have labels (2 have none); 11 of those are
     # right: 10 of the 12 answered y (2 whose ReaL labels leave y out), and one WRONG answer in its ReaL list.
     assert table == {
@@ -81,15 +91,17 @@ def test_evaluate_scores_every_split_exactly_as_defined(evals_built: dict, capsy
         "imagenet-a                          8   75.00  100.00 (logits restricted to its classes)",
         "imagenet-r                          8   75.00  100.00 (logits restricted to its classes)",
         "imagenet-sketch                     8   50.00   75.00"]
-    only = evaluate(model, local=local, splits=["imagenet-a"], show=False)
     assert only == {"imagenet-a": table["imagenet-a"]}
 
 
 def test_imagenet_mds_reads_each_test_set_with_the_val_transform(evals_built: dict):
+    forked(lambda: read_each(str(Paths(evals_built["data"]).mds_root)))
+
+
+def read_each(local: str) -> None:
     from how_to_imagenet import FastVal, ImageNetMDS
     from how_to_imagenet.pipeline.shm import release
 
-    local = str(Paths(evals_built["data"]).mds_root)
     for split in EVAL_SPLITS:
         ds = ImageNetMDS(local=local, split=split, batch_size=4)
         assert isinstance(ds.transform, FastVal) and len(ds.classes) == 1000 and ds.shuffle is False
@@ -101,10 +113,13 @@ def test_imagenet_mds_reads_each_test_set_with_the_val_transform(evals_built: di
 
 
 def test_val_samples_carry_their_real_labels_by_file_name(evals_built: dict):
+    forked(lambda: read_real(evals_built["data"]))
+
+
+def read_real(data: Path) -> None:
     from how_to_imagenet import ImageNetMDS
     from how_to_imagenet.pipeline.shm import release
 
-    data = evals_built["data"]
     names = [row.name for row in read_index(Paths(data).index("val"))]
     samples = read_mds(Paths(data).mds("val"))
     assert [s["real"] for s in samples] == [real_labels()[int(n[15:23]) - 1] for n in names]
@@ -145,4 +160,4 @@ def test_make_check_proves_each_val_samples_real_labels(evals_built: dict, tmp_p
     with pytest.raises(UserError, match=re.escape(
             "1 samples carry other ReaL labels than their image's: sample 1 (ILSVRC2012_val_00002138.JPEG) has [5], "
             "its labels are [0, 758]")):
-        checked(evals_built["config"], data, "val")
+        forked(lambda: checked(evals_built["config"], data, "val"))

@@ -7,15 +7,16 @@ import atexit
 import contextlib
 import io
 import os
+import pickle
 import shutil
 import socket
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -83,6 +84,48 @@ def states(config: Path, data: Path, *splits: str) -> dict[tuple[str, str], str]
     rows = [line.split() for line in out.splitlines() if line.startswith(tuple(f"{s} " for s in splits or
                                                                                 ("train", "val")))]
     return {(r[0], r[1]): r[2] for r in rows}
+
+
+T = TypeVar("T")
+
+
+def forked(fn: Callable[[], T]) -> T:
+    """`fn()` run in a forked child, its result (or its exception) handed back. Every StreamingDataset
+    made keeps a file open for each shared-memory name of each prefix it walked past, until its process
+    exits (streaming's prefix search): tests that make many datasets make them in a child, so those
+    files close with it instead of filling the test worker's table (other jobs' prefixes add to it)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            os.close(r)
+            if "torch" in sys.modules:  # torch's OpenMP pool does not survive a fork: one thread, as in a
+                sys.modules["torch"].set_num_threads(1)  # DataLoader worker, runs no parallel region
+            try:
+                result: tuple[bool, Any] = (True, fn())
+            except BaseException as e:
+                result = (False, e)
+            try:
+                data = pickle.dumps(result)
+            except Exception:
+                data = pickle.dumps((False, AssertionError(repr(result[1]))))
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise AssertionError("the forked child died before it could say how it went")
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
 
 
 def free_port() -> int:
