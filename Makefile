@@ -37,7 +37,8 @@ V ?= 0## V=1: print each recipe's full command (default: one short line each, su
 PY := $(VENV)/bin/python
 CROPS := src/how_to_imagenet/_crops
 export PYTHONPATH := $(CURDIR)/src
-STAGE := $(PY) -m how_to_imagenet.pipeline
+# The one command (how-to-imagenet); HOW_TO_IMAGENET_VIA=make: its hints name make targets and variables.
+STAGE := HOW_TO_IMAGENET_VIA=make $(PY) -m how_to_imagenet
 # A value as one shell word, whatever quotes it holds.
 quote = '$(subst ','\'',$(1))'
 WHERE = --config $(call quote,$(CONFIG)) $(if $(DATA),--data $(call quote,$(DATA)))
@@ -79,7 +80,7 @@ folders: | venv ## train and val (those in the config) as ImageFolder trees (not
 	@goals="$$($(SPLIT_TARGETS) untar-)" && $(MAKE) --no-print-directory $$goals
 
 $(SPLITS:%=download-%): download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
-	$(call say,download $*)$(STAGE) download $(ARGS) --yes='$(YES)' $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
+	$(call say,download $*)$(STAGE) download $(ARGS) $(if $(filter 1,$(YES)),--yes) $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
 $(SPLITS:%=verify-%): verify-%: download-% ## check size and hashes, and index the images, in one read
 	$(call say,verify $*)$(STAGE) verify $(ARGS) $(if $(HASHES),--hashes=$(call quote,$(HASHES))) $(call THEN_MDS,$*) $*
 $(SPLITS:%=untar-%): untar-%: verify-% ## unpack into an ImageFolder tree of wnid folders, DATA/untar/ILSVRC2012_img_SPLIT/ (a test set: DATA/untar/SPLIT/)
@@ -88,9 +89,9 @@ $(SPLITS:%=mds-%): mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## wr
 	$(call say,mds $*)$(STAGE) mds $(ARGS) $(MDS_ARGS) $*
 
 check: | venv ## check every split in the config (below), in one run
-	$(call say,check)$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS)
+	$(call say,check)$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS)
 $(SPLITS:%=check-%): check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
-	$(call say,check $*)$(STAGE) check $(ARGS) --decode='$(DECODE)' $(VARIANT_ARGS) $*
+	$(call say,check $*)$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS) $*
 $(SPLITS:%=samples-%): samples-%: | venv ## print a few samples read back with StreamingDataset
 	$(call say,samples $*)$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize='$(RESIZE)') $*
 status: | venv ## every split and stage (done/stale/damaged/partial/missing/removed) and the next command

@@ -10,6 +10,7 @@
     from how_to_imagenet import evaluate                    # val, ReaL, ImageNetV2, -A, -R, -Sketch: one table
     evaluate(model, local="data/mds", device="cuda")
 
+The pipeline that makes the shards is the command `how-to-imagenet` (`python -m how_to_imagenet`).
 The public surface is `__all__`, and the module `how_to_imagenet.gpu` (decoding on the GPU).
 `ImageNetLoader`, `ImageNetMDS` and the transforms import streaming and torch, so they are loaded on first use:
 `import how_to_imagenet` (and the pipeline stages under `how_to_imagenet.pipeline`) stay fast.
@@ -22,6 +23,7 @@ from typing import Any
 from .labels import class_index, class_name, classes, val_wnid, wnids
 from .names import dataset
 
+__version__ = "0.4.0"
 __all__ = ["MEAN", "STD", "FastTrain", "FastVal", "ImageNetLoader", "ImageNetMDS", "class_index", "class_name",
            "classes", "dataset", "evaluate", "normalize", "train_transform", "val_transform", "val_wnid", "wnids"]
 _TRANSFORMS = ("FastTrain", "FastVal", "MEAN", "STD", "normalize", "train_transform", "val_transform")

@@ -20,15 +20,16 @@ from how_to_imagenet.testing.runs import states as status
 def test_status_shows_every_state_step_by_step(fixture: Fixture, tmp_path: Path):
     data, cfg = tmp_path / "data", fixture.config
     states = status(cfg, data)
-    assert set(states.values()) == {"missing"} and len(states) == 8
-    assert "next: make download-train" in make("status", f"CONFIG={cfg}", f"DATA={data}").stdout
-    expected = {"download": "missing", "verify": "missing", "untar": "missing", "mds": "missing"}
+    assert {st for (_, stage), st in states.items() if stage != "untar"} == {"missing"} and len(states) == 8
+    assert states[("val", "untar")] == states[("train", "untar")] == "optional"  # not needed for the shards
+    assert "next: make val (" in make("status", f"CONFIG={cfg}", f"DATA={data}").stdout  # the small split first
+    expected = {"download": "missing", "verify": "missing", "untar": "optional", "mds": "missing"}
     for stage in ("download", "verify", "untar", "mds"):
         make(f"{stage}-val", f"CONFIG={cfg}", f"DATA={data}")
         expected[stage] = "done"
         states = status(cfg, data)
         assert {s: states[("val", s)] for s in expected} == expected
-        assert all(states[("train", s)] == "missing" for s in expected)
+        assert all(states[("train", s)] == ("optional" if s == "untar" else "missing") for s in expected)
     # A stage killed mid-way leaves `<out>.partial`; status calls it partial, never done.
     make("clean-val", f"CONFIG={cfg}", f"DATA={data}")
     partial(Paths(data).untar("val")).mkdir(parents=True)
@@ -196,8 +197,8 @@ def test_each_recipe_prints_one_short_line_and_v1_prints_the_full_commands(fixtu
     where = (f"CONFIG={fixture.config}", f"DATA={data}")
     assert make("verify-val", *where).stdout.splitlines() == ["download val", "verify val"]
     loud = make("verify-val", "V=1", *where).stdout.splitlines()
-    assert len(loud) == 2 and "-m how_to_imagenet.pipeline download" in loud[0] and loud[0].endswith(" val")
-    assert "-m how_to_imagenet.pipeline verify" in loud[1] and "--var 'WORKERS='" in loud[1]
+    assert len(loud) == 2 and "-m how_to_imagenet download" in loud[0] and loud[0].endswith(" val")
+    assert "-m how_to_imagenet verify" in loud[1] and "--var 'WORKERS='" in loud[1]
 
 
 def test_help_is_the_default_goal_and_lists_every_target_and_variable():

@@ -34,7 +34,6 @@ def test_the_shipped_config_loads_with_paths_relative_to_its_folder():
     (lambda c: c["splits"]["val"].update(bytes="12"), "'splits.val.bytes' must be int, got str '12'"),
     (lambda c: c["splits"]["val"].update(images=True), "'splits.val.images' must be int, got bool"),
     (lambda c: c.update(aria2c_args="--foo"), "'aria2c_args' must be a list of str"),
-    (lambda c: c["mds"].pop("hashes"), "missing key 'mds.hashes'"),
     (lambda c: c["splits"].update(test={}), "unknown key 'splits.test'"),
     (lambda c: c["splits"]["val"].update(images=0), "'splits.val.images' must be positive"),
     (lambda c: c["splits"]["val"].update(per_class=[True, True]), "'splits.val.per_class' must be a list of int"),
@@ -50,6 +49,24 @@ def test_the_shipped_config_loads_with_paths_relative_to_its_folder():
 def test_a_bad_key_or_type_is_an_error_naming_the_key(tmp_path: Path, edit, message: str):
     with pytest.raises(UserError, match=re.escape(message)):
         load_config(write(tmp_path, edit))
+
+
+def test_a_user_config_holds_only_the_keys_it_changes_with_paths_relative_to_it(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "mine").mkdir()
+    path = tmp_path / "mine" / "config.yaml"
+    path.write_text("mds:\n  shuffle_seed: 7\nsplits:\n  val:\n    source: ../tars/ILSVRC2012_img_val.tar\n")
+    monkeypatch.chdir(tmp_path)
+    cfg, shipped = load_config(path), load_config(PROJECT / "config.yaml")
+    assert cfg.shuffle_seed == 7 and cfg.hashes == shipped.hashes and cfg.size_limit == shipped.size_limit
+    assert list(cfg.splits) == ["val"] and cfg.split("val").bytes == shipped.split("val").bytes  # the splits named
+    assert cfg.split("val").local() == tmp_path / "tars" / "ILSVRC2012_img_val.tar"  # relative to that config
+    assert cfg.checksums == shipped.checksums and cfg.data_dir == tmp_path / "data"  # defaults: data in the cwd
+    assert load_config(None).splits.keys() == {"train", "val"}  # no config: the defaults alone
+    assert load_config(None).split("train").local() == shipped.split("train").local()
+    path.write_text("mds:\n  shufle_seed: 7\n")
+    with pytest.raises(UserError, match=re.escape(f"{path}: unknown key 'mds.shufle_seed'")):
+        load_config(path)
 
 
 def test_make_stops_at_once_with_one_line_on_a_bad_config(tmp_path: Path):

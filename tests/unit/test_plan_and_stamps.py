@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from how_to_imagenet.names import EVAL_SPLITS
-from how_to_imagenet.pipeline.__main__ import COMMANDS
+from how_to_imagenet.pipeline.command import COMMANDS
 from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.console import UserError, disk_problem
 from how_to_imagenet.pipeline.context import Context, loopback_only

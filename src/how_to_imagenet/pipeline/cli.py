@@ -1,41 +1,98 @@
-"""The command line every stage shares: --config, --data, the split, and the set-up before any work."""
+"""The command line every command shares (--config, --data, the splits), the options of the stages, each
+spelled once (`add_options`), and the set-up before any work."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from ..names import EVAL_SPLITS, SPLITS
-from .config import hash_names_problem, load_config
-from .console import UserError, disk_problem
-from .context import Context, Options, loopback_only
+from ..names import SPLITS
+from .config import Config, Split, hash_names_problem, load_config
+from .console import COMMAND, UsageError, UserError, disk_problem, ran_by_make
+from .context import DEFAULT_QUALITY, Context, Options, loopback_only
 from .layout import Paths
 from .lock import lock_data
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a bad value as one `error:` line naming the Make variable (see `whole`)."""
+    """argparse, with a bad command line as one `error:` line and exit status 2 (`UsageError`)."""
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("argument ") and ": " in message:
             message = message.split(": ", 1)[1]
-        raise UserError(f"{message} (make help lists the variables)")
+        raise UsageError(f"{message} (" + ("make help lists the variables)" if ran_by_make() else
+                                          f"'{self.prog} --help' lists the options)"))
 
 
-def parser(description: str | None, split: bool = True) -> argparse.ArgumentParser:
-    p = Parser(description=description)
-    p.add_argument("--var", action="append", default=[], type=make_variable, metavar="NAME=VALUE",
-                   help="a Make variable, checked before any work (make passes them all to every stage)")
-    p.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
-    p.add_argument("--data", default=None, help="data folder (default: the config's data_dir)")
-    if split:
-        p.add_argument("split", choices=(*SPLITS, *EVAL_SPLITS))
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """--help with each option's default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) \
+                and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def parser(command: str, description: str | None, splits: bool = True) -> argparse.ArgumentParser:
+    """The command line of `how-to-imagenet COMMAND`: --config, --data, and with `splits` the splits
+    (positional, or --only SPLIT, --only-train, --only-val; none: every split in the config)."""
+    p = Parser(prog=f"{COMMAND} {command}", description=description, formatter_class=Formatter)
+    p.add_argument("--config", metavar="FILE", help="your config: only the keys it changes, the rest from the "
+                   "packaged defaults; its paths are relative to it (default: the packaged config.yaml)")
+    p.add_argument("--data", metavar="DIR", help="data folder (default: the config's data_dir, ./data)")
+    p.add_argument("--var", action="append", default=[], type=make_variable, help=argparse.SUPPRESS)  # make's
+    if splits:
+        p.add_argument("splits", nargs="*", metavar="SPLIT", help="the splits (default: train and val, those in the "
+                       "config)")
+        p.add_argument("--only", action="append", default=[], metavar="SPLIT", help="only this split (again for more)")
+        for name in SPLITS:
+            p.add_argument(f"--only-{name}", dest="only", action="append_const", const=name, help=f"only {name}")
     return p
+
+
+def add_options(p: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """Add the options `names` (fields of `Options`) to `p`, each once: the one place they are spelled."""
+    table: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+        "yes": (("-y", "--yes"), {"action": "store_true", "help": "do not ask before a large download"}),
+        "fetch": (("--fetch",), {"action": "store_true",
+                                 "help": "download the archive again if it was removed after verify"}),
+        "source": (("--from",), {"dest": "source", "choices": ("tar", "untar"), "default": "tar",
+                                 "help": "mds reads the images from the verified archive or the unpacked folders"}),
+        "workers": (("--workers",), {"type": whole("WORKERS"), "metavar": "N", "help": "processes for mds and untar "
+                                     f"(default: {READERS} for full-size mds, bound by the disk; one per core with "
+                                     "--resize and for untar)"}),
+        "resize": (("--resize",), {"type": whole("RESIZE"), "metavar": "PX", "help": "short side in pixels: the "
+                                   "low-resolution variant ILSVRC2012_img_SPLIT_r<PX> (default: full size)"}),
+        "quality": (("--quality",), {"type": whole("QUALITY", 1, 100), "default": DEFAULT_QUALITY, "metavar": "Q",
+                                     "help": "JPEG quality of the --resize variant"}),
+        "remote": (("--remote",), {"metavar": "URL", "help": "object-store folder: mds uploads the shards as "
+                                   "written, check reads them from it"}),
+        "decode": (("--decode",), {"action": "store_true", "help": "check also decodes every image (RGB?)"}),
+        "hashes": (("--hashes",), {"type": hash_names("HASHES"), "metavar": "LIST", "help": "the archive hashes "
+                                   "verify checks, among those listed, e.g. 'md5 sha256 xxh64' (default: the config's "
+                                   "verify.hashes)"}),
+        "then_mds": (("--then-mds",), {"action": "store_true", "help": "verify goes on to mds in the same read of the "
+                                       "archive, with the mds options (make passes it when the goal is the shards)"}),
+    }
+    for name in dict.fromkeys(names):
+        flags, kwargs = table[name]
+        p.add_argument(*flags, **kwargs)
+
+
+def selected(args: argparse.Namespace, cfg: Config, default: Iterable[Split] | None = None) -> list[Split]:
+    """The splits a command line names (positional and --only), in the order given; none: `default`,
+    else the config's train and val (the test sets are made when named, or by `evals`)."""
+    names = list(dict.fromkeys([*args.splits, *args.only]))
+    if names:
+        return [cfg.split(n) for n in names]
+    return list(default) if default is not None else [s for s in cfg.splits.values() if not s.is_eval]
 
 
 def whole(variable: str, low: int = 1, high: int | None = None) -> Callable[[str], int]:
@@ -120,7 +177,7 @@ def setup(args: argparse.Namespace, stage: str, lock: str | None = "exclusive") 
     A full or read-only disk inside the block is one UserError naming the folder and what was needed."""
     cfg = load_config(args.config)
     ctx = Context(cfg, Paths(Path(args.data).resolve() if args.data else cfg.data_dir),
-                  Options(**{k: v for k, v in vars(args).items() if k in OPTIONS}), loopback_only())
+                  Options(**{k: v for k, v in vars(args).items() if k in OPTIONS}), loopback_only(), ran_by_make())
     if ctx.data.exists() and not ctx.data.is_dir():
         given = f"DATA={args.data}" if args.data else f"data_dir in {cfg.path}"
         raise UserError(f"{given}: {ctx.data} is a file, not a folder; set DATA=<a folder> (it is made if missing)")

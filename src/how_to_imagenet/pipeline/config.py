@@ -1,4 +1,6 @@
-"""The config file: its schema and checks, the archives it names, and their expected checksums.
+"""The config: the defaults (the repository's config.yaml, torrents/ and checksums/, packed into the
+wheel as package data), a user's file holding only the keys it changes, their schema and checks, the
+archives they name, and their expected checksums.
 
 Stdlib and PyYAML only: every stage, `make status` included, loads it first.
 """
@@ -35,12 +37,24 @@ SCHEMA: dict[str, Any] = {
     "mds": {"size_limit": int, "shuffle_seed": int, "hashes": [str], "rgb": bool},
     "aria2c_args": [str],
 }
+PACKAGED = Path(__file__).resolve().parents[1] / "defaults"  # in a wheel: setup.py's build_py packs them here
+CHECKOUT = Path(__file__).resolve().parents[3]  # running from src/ in the repository: its top-level copies
+
+
+def defaults_folder() -> Path:
+    """The folder of the default config.yaml, torrents/ and checksums/: the installed package's copies,
+    else the repository's own (the one copy; the wheel packs them)."""
+    return PACKAGED if (PACKAGED / "config.yaml").is_file() else CHECKOUT
+
+
 # Every split is optional, and so are these keys of each.
 OPTIONAL = {"mds.rgb", "verify", "verify.hashes"} | {f"splits.{name}{key}" for name in (*SPLITS, *EVAL_SPLITS)
                           for key in ("", ".per_class", ".layout", ".mirrors")}
 
 
-def _check(value: Any, schema: Any, key: str, where: Path) -> None:
+def _check(value: Any, schema: Any, key: str, where: Path, partial: bool = False) -> None:
+    """`value` against `schema`: an unknown key or a wrong type is an error naming the key; with `partial`
+    (a user's file, under the defaults) a missing key is not."""
     if isinstance(schema, dict):
         if not isinstance(value, dict):
             raise UserError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
@@ -51,10 +65,10 @@ def _check(value: Any, schema: Any, key: str, where: Path) -> None:
         for k, sub in schema.items():
             full = f"{key}.{k}" if key else k
             if k not in value:
-                if full in OPTIONAL:
+                if full in OPTIONAL or partial:
                     continue
                 raise UserError(f"{where}: missing key '{full}'")
-            _check(value[k], sub, full, where)
+            _check(value[k], sub, full, where, partial)
     elif isinstance(schema, list):
         if not isinstance(value, list) or not all(isinstance(v, schema[0]) and (schema[0] is bool or not isinstance(
                 v, bool)) for v in value):
@@ -73,11 +87,16 @@ class Split:
     per_class: tuple[int, int] | None = None  # the fewest and the most images a class may have
     layout: str = ""  # how its archive holds the images: one of archives.LAYOUTS
     mirrors: tuple[str, ...] = ()  # further http(s) URLs of the same archive, tried after `source` in order
+    base: Path = Path()  # the folder a relative `source` is in: that of the config file that gave it
 
     @property
     def is_eval(self) -> bool:
         """One of the test sets reported beside val (names.EVAL_SPLITS), made by `make evals`."""
         return self.name in EVAL_SPLITS
+
+    def local(self) -> Path:
+        """`source` as a path on this machine (a .torrent or an archive), relative to its config's folder."""
+        return (self.base / Path(self.source).expanduser()).resolve()
 
     @property
     def reader(self) -> ArchiveLayout:
@@ -103,9 +122,6 @@ class Config:
             raise UserError(f"{self.path}: no 'splits.{name}' section; add it to download {name}")
         return self.splits[name]
 
-    def resolve(self, value: str) -> Path:
-        """A path in the config is relative to the config file's folder."""
-        return (self.path.parent / Path(value).expanduser()).resolve()
 
 
 def check_image_count(cfg: Config, split: Split, tar: Path, found: int, proven: bool = False) -> None:
@@ -135,12 +151,12 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str | Path) -> Config:
-    path = Path(path)
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's mapping; any problem reading it is one UserError naming the file."""
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # a SafeLoader
     except FileNotFoundError:
-        raise UserError(f"{path}: config file not found; pass CONFIG=<file> or copy config.yaml") from None
+        raise UserError(f"{path}: config file not found; pass CONFIG=<file>, or none for the defaults") from None
     except (IsADirectoryError, PermissionError) as e:
         raise UserError(f"{path}: cannot read the config file ({e.strerror}); pass CONFIG=<file>") from None
     except UnicodeDecodeError as e:
@@ -150,9 +166,41 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if raw is None:
-        raise UserError(f"{path}: the config file is empty; copy config.yaml and edit it")
+        raise UserError(f"{path}: the config file is empty; give the keys you change (see config.yaml)")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a mapping of keys (as in config.yaml), got {type(raw).__name__}")
+    return raw
+
+
+def merged(default: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """The user's keys over the defaults': a mapping key by key; `splits` are the splits the user names
+    (all the defaults' if none), each with the default split of its name under the keys it gives (a
+    `source` of its own drops the default's `mirrors`, which are copies of the default source)."""
+    out = {**default, **{k: v for k, v in user.items() if k not in ("mds", "splits")}}
+    out["mds"] = {**default["mds"], **user.get("mds", {})}
+    if "splits" in user:
+        out["splits"] = {name: {**{k: v for k, v in default["splits"].get(name, {}).items()
+                                   if not (k == "mirrors" and "source" in given)}, **given}
+                         for name, given in user["splits"].items()}
+    return out
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The defaults (`defaults_folder`), under the keys of the config file `path` if given. A path is
+    relative to the folder of the file that gave it; the default data_dir to the current folder."""
+    folder = defaults_folder()
+    default = read_yaml(folder / "config.yaml")
+    bases = {"data_dir": Path.cwd(), "checksums": folder, **{f"splits.{n}": folder for n in default["splits"]}}
+    if path is None:
+        raw, path = default, folder / "config.yaml"
+    else:
+        path = Path(path)
+        user = read_yaml(path)
+        _check(user, SCHEMA, "", path, partial=True)
+        here = path.resolve().parent
+        bases.update({key: here for key in ("data_dir", "checksums") if key in user})
+        bases.update({f"splits.{n}": here for n, s in user.get("splits", {}).items() if "source" in s})
+        raw = merged(default, user)
     _check(raw, SCHEMA, "", path)
     if not raw["splits"]:
         raise UserError(f"{path}: 'splits' names no split; add train and/or val, or a test set (see config.yaml)")
@@ -185,12 +233,12 @@ def load_config(path: str | Path) -> Config:
     verify_hashes = raw.get("verify", {}).get("hashes", VERIFY_HASHES)
     if problem := hash_names_problem(verify_hashes):
         raise UserError(f"{path}: verify.hashes {problem}")
-    base = path.resolve().parent
     return Config(
         path=path,
-        data_dir=(base / raw["data_dir"]).resolve(),
-        checksums=(base / raw["checksums"]).resolve(),
-        splits={n: Split(name=n, **s) for n, s in raw["splits"].items()},
+        data_dir=(bases["data_dir"] / Path(raw["data_dir"]).expanduser()).resolve(),
+        checksums=(bases["checksums"] / Path(raw["checksums"]).expanduser()).resolve(),
+        splits={n: Split(name=n, **s, base=bases.get(f"splits.{n}", path.resolve().parent))
+                for n, s in raw["splits"].items()},
         size_limit=raw["mds"]["size_limit"],
         shuffle_seed=raw["mds"]["shuffle_seed"],
         hashes=sorted(set(raw["mds"]["hashes"])),  # as streaming's writer wants them

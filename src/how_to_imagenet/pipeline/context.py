@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..names import SPLITS
 from .config import Config
+from .console import as_run
 from .layout import Paths
 
 LOOPBACK_VARIABLE = "IMAGENET_LOOPBACK_ONLY"  # =1 (make test, make demo, CI): loopback sources only
@@ -41,12 +43,17 @@ class Context:
     paths: Paths
     options: Options = field(default_factory=Options)
     loopback_only: bool = False
+    make: bool = False  # run by a Make recipe: hints name make targets (`console.as_run`)
     need: tuple[int, str] | None = None  # (bytes, what for) of the last free-space check
 
     @property
     def data(self) -> Path:
         """The DATA folder: where a write that names no file was going."""
         return self.paths.data
+
+    def say(self, line: str) -> str:
+        """`line` with its hints written the way this run was started (make, or how-to-imagenet)."""
+        return as_run(line, self.make, [*SPLITS, *self.cfg.splits])
 
     def but(self, **options: object) -> Context:
         """The same run with some options changed (status and check ask about a RESIZE variant so)."""

@@ -10,7 +10,6 @@ has started) and `run` (its work, returning its outputs). `__main__`, `status`, 
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,9 +24,11 @@ class Stage:
     """One stage of the pipeline; a subclass sets `name` and `before` and defines the four methods."""
 
     name: ClassVar[str]
+    summary: ClassVar[str]  # one line, for `how-to-imagenet --help`
     before: ClassVar[str | None] = None  # the stage that must be done first (None: the first)
     lock: ClassVar[str] = "exclusive"  # how it holds DATA/.lock (see lock_data)
     optional: ClassVar[bool] = False  # not needed for the shards (status names no next command for it)
+    options: ClassVar[tuple[str, ...]] = ()  # the command-line options it takes (fields of Options, cli.add_options)
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
         raise NotImplementedError
@@ -41,8 +42,14 @@ class Stage:
     def run(self, ctx: Context, split: Split) -> dict[str, Any]:
         raise NotImplementedError
 
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        """The command-line options of this stage beyond those every stage takes."""
+
+    def needed(self, ctx: Context) -> bool:
+        """Whether the shards need this stage on this run (`all` and the split shortcuts run those)."""
+        return not self.optional
+
+    def need(self, ctx: Context, split: Split) -> int:
+        """About the bytes its run would write to DATA's disk (the command's one check before any work)."""
+        return 0
 
     def stamp_name(self, ctx: Context) -> str:
         """The name its stamp goes by for this run (mds: mds_r<N> for a RESIZE variant)."""
@@ -55,6 +62,10 @@ class Stage:
     def refuse(self, ctx: Context, split: Split) -> None:
         """Raise the one line for a run that must not start, whatever its stamp says (download: the
         config contradicts the archive it finished)."""
+
+    def ready(self, ctx: Context, split: Split) -> None:
+        """Raise the one line for what is wrong before any work of the command starts, for a stage not done
+        (download: a source the config or the run does not allow); checked before the free space."""
 
     def force(self, ctx: Context, split: Split) -> bool:
         """Run even if done (download: the user asked to fetch an archive removed after verify)."""

@@ -54,8 +54,8 @@ def start(*args: str) -> subprocess.Popen[str]:
 
 
 def stage(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """One stage run directly (`python -m how_to_imagenet.pipeline ARGS`), without make."""
-    return subprocess.run([sys.executable, "-m", "how_to_imagenet.pipeline", *args], cwd=PROJECT, capture_output=True,
+    """One command run directly (`python -m how_to_imagenet ARGS`, as `how-to-imagenet ARGS`), without make."""
+    return subprocess.run([sys.executable, "-m", "how_to_imagenet", *args], cwd=PROJECT, capture_output=True,
                           text=True, env={**ENV, "PYTHONPATH": str(PROJECT / "src"), **(env or {})})
 
 

@@ -9,6 +9,7 @@ variant (derived from the archive again) or a --remote copy too. Writes DATA/rep
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections import Counter
@@ -17,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...labels import class_index, classes, real
-from ...names import EVAL_SPLITS, SPLITS
-from ..cli import flag, parser, setup, whole, worker_count
+from ..cli import add_options, selected, setup, worker_count
 from ..config import Config
 from ..console import UserError, log
 from ..context import DEFAULT_QUALITY, Context
@@ -36,6 +36,8 @@ from ..unpack import tree_problems
 from .mds import CLASSES, finished
 
 SHOWN = 10  # failures printed; the report keeps up to 1000
+
+SUMMARY = "read the shards back with StreamingDataset: hashes, counts, labels, order, bytes"
 
 
 def shard_failures(local: Path) -> tuple[int, list[str]]:
@@ -379,14 +381,12 @@ def check_splits(ctx: Context, splits: list[str]) -> None:
         raise UserError("; ".join(mistaken) + "; fix that key in the config (the shards are kept), then check again")
 
 
-def run() -> None:
-    p = parser(__doc__, split=False)
-    p.add_argument("--decode", type=flag("DECODE"), default=False, help="1: also decode every image (RGB?)")
-    p.add_argument("--resize", type=whole("RESIZE"), help="check the low-resolution variant made with mds --resize")
-    p.add_argument("--remote", help="read the dataset from this object-store folder (as written by mds --remote)")
-    p.add_argument("splits", nargs="*", choices=[[], *SPLITS, *EVAL_SPLITS],
-                   help="the splits to check (default: the config's train and val, and the test sets begun)")
-    args = p.parse_args()
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_options(p, ("decode", "resize", "remote"))
+
+
+def run(args: argparse.Namespace) -> None:
+    """The splits named, else the config's train and val, and the test sets begun (`stage.shown`)."""
     with setup(args, "check", lock="shared") as ctx:
-        check_splits(ctx, [ctx.cfg.split(s).name for s in args.splits]
-                     or [s.name for s in ctx.cfg.splits.values() if shown(ctx, s)])
+        splits = selected(args, ctx.cfg, [s for s in ctx.cfg.splits.values() if shown(ctx, s)])
+        check_splits(ctx, [split.name for split in splits])

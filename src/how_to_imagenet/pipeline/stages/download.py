@@ -3,17 +3,14 @@ or link a local file. aria2c keeps `<archive>.aria2` while a download is incompl
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..cli import flag
 from ..config import Config, Split, read_checksums
 from ..console import Interrupted, UserError, human_bytes, log
 from ..context import LOOPBACK_VARIABLE, Context
@@ -50,7 +47,7 @@ def source_kind(ctx: Context, split: Split) -> tuple[str, str]:
     elif src.startswith(("http://", "https://")):
         urls, kind = [src, *split.mirrors], "url"
     else:
-        path = cfg.resolve(src)
+        path = split.local()
         if not path.is_file():
             raise UserError(f"splits.{split.name}.source: {path} does not exist; fix the path in {cfg.path}")
         if path.suffix != ".torrent":
@@ -85,13 +82,18 @@ def is_complete(paths: Paths, split: Split) -> bool:
     return tar.is_file() and tar.stat().st_size == split.bytes and not paths.control(tar).exists()
 
 
-def confirm(split: Split, tar: Path, yes: bool) -> None:
-    """Ask before a large download, only when someone is at the terminal to answer."""
-    if yes or not sys.stdin.isatty() or split.bytes < 1 << 30:
-        return
-    answer = input(f"Download {human_bytes(split.bytes)} ({split.archive}) into {tar.parent}? [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
-        raise UserError("download cancelled; run with YES=1 to skip this question")
+def left_to_fetch(paths: Paths, split: Split) -> int:
+    """The archive's bytes not yet on disk (0 once complete)."""
+    tar = paths.tar(split.archive)
+    if is_complete(paths, split):
+        return 0
+    return max(0, split.bytes - (tar.stat().st_blocks * 512 if tar.exists() else 0))
+
+
+def is_local(ctx: Context, split: Split) -> bool:
+    """The source is an archive on this machine (linked into DATA/tar/, not fetched)."""
+    src = split.source
+    return not src.startswith(("magnet:", "http://", "https://")) and split.local().suffix != ".torrent"
 
 
 # aria2c's exit codes (man aria2c, EXIT STATUS): what each means, for the one line a failure prints.
@@ -201,9 +203,7 @@ def download(ctx: Context, split: Split) -> dict:
         if not tar.exists():
             tar.symlink_to(src)
     elif not is_complete(paths, split):
-        have = tar.stat().st_blocks * 512 if tar.exists() else 0
-        check_free_space(ctx, tar.parent, max(0, split.bytes - have), f"downloading {split.archive}")
-        confirm(split, tar, ctx.options.yes)
+        check_free_space(ctx, tar.parent, left_to_fetch(paths, split), f"downloading {split.archive}")
         aria2c(ctx, split, kind, src)
     else:
         log(f"[download {split.name}] {tar} is already complete; not downloading it again")
@@ -263,7 +263,8 @@ def removed(paths: Paths, split: Split) -> bool:
 
 
 class Download(Stage):
-    name = "download"
+    summary = "fetch a split's archive into DATA/tar/ with aria2c (.torrent, magnet, URL), or link a local file"
+    name, options = "download", ("yes", "fetch")
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
         return {"source": split.source, "archive": split.archive, "bytes": split.bytes}
@@ -286,18 +287,23 @@ class Download(Stage):
         tar = ctx.paths.tar(split.archive)
         return [tar, ctx.paths.control(tar)]
 
+    def need(self, ctx: Context, split: Split) -> int:
+        """What is still to fetch (nothing for a local file, which is linked)."""
+        return 0 if is_local(ctx, split) else left_to_fetch(ctx.paths, split)
+
     def run(self, ctx: Context, split: Split) -> dict[str, Any]:
         return download(ctx, split)
 
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--yes", type=flag("YES"), default=False, help="1: do not ask before a large download")
-        p.add_argument("--fetch", action="store_true", help="fetch the archive again if it was removed after verify")
 
     def force(self, ctx: Context, split: Split) -> bool:
         return ctx.options.fetch and removed(ctx.paths, split)
 
     def refuse(self, ctx: Context, split: Split) -> None:
         contradicted(ctx.cfg, ctx.paths, split)
+
+    def ready(self, ctx: Context, split: Split) -> None:
+        read_checksums(ctx.cfg, split.archive)
+        source_kind(ctx, split)
 
     def state(self, ctx: Context, split: Split) -> State:
         """As every stage's; a download whose archive was removed after verify is `removed` (done:

@@ -7,7 +7,6 @@ order and the workers' parts are mds/plan.py's; each worker writes its part with
 
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...labels import REAL_SHA256, class_index, classes, read_real, real, real_labels
-from ..cli import READERS, whole, worker_count
+from ..cli import worker_count
 from ..config import Config, Split
 from ..console import UserError, log
 from ..context import DEFAULT_QUALITY, Context
@@ -37,6 +36,9 @@ from .download import needed_archive
 CLASSES = "classes.json"  # beside index.json: the class metadata of the dataset
 
 
+TYPICAL_SHORT_SIDE = 375  # pixels: ImageNet's images are mostly 500 x 375 or 375 x 500
+
+
 def settings(cfg: Config, resize: int | None = None, quality: int = DEFAULT_QUALITY,
              remote: str | None = None) -> Settings:
     """The settings mds runs with; QUALITY counts only with RESIZE (else changing it would redo nothing)."""
@@ -46,7 +48,9 @@ def settings(cfg: Config, resize: int | None = None, quality: int = DEFAULT_QUAL
 class Mds(Stage):
     """mds, or with RESIZE=N its variant mds_r<N>; after verify, or after untar with MDS_FROM=untar."""
 
+    summary = "write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ (train shuffled, val in ImageFolder order)"
     name, before = "mds", "verify"
+    options = ("source", "workers", "resize", "quality", "remote")
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
         """What mds runs on: the stage before's outputs and the settings (train: the seed too). WORKERS
@@ -76,16 +80,10 @@ class Mds(Stage):
         except Changed as e:  # what the images were read from is not what verify proved
             raise UserError(f"{e}; {mend_changed(ctx, split, o.source, e.image)}") from None
 
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--from", dest="source", choices=["tar", "untar"], default="tar",
-                       help="read images from the verified archive (default) or the unpacked folders")
-        p.add_argument("--workers", type=whole("WORKERS"), help=f"processes (default: {READERS} for full size, "
-                       "bound by the disk; one per core with --resize)")
-        p.add_argument("--resize", type=whole("RESIZE"), help="write the low-resolution variant: shorter side at "
-                       "most this")
-        p.add_argument("--quality", type=whole("QUALITY", 1, 100), default=DEFAULT_QUALITY,
-                       help="JPEG quality of the --resize variant")
-        p.add_argument("--remote", help="also upload the shards as written, under this object-store folder")
+    def need(self, ctx: Context, split: Split) -> int:
+        """Full size: about the archive; a RESIZE variant: the share of the pixels it keeps."""
+        resize = ctx.options.resize
+        return split.bytes if resize is None else int(split.bytes * min(1.0, (resize / TYPICAL_SHORT_SIDE) ** 2))
 
     def stamp_name(self, ctx: Context) -> str:
         return mds_stage(ctx.options.resize)

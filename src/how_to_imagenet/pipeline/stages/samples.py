@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ...labels import class_name
-from ..cli import parser, setup, whole
+from ..cli import add_options, selected, setup, whole
 from ..shm import clean_orphaned_shm
 from .mds import finished
+
+SUMMARY = "print a few samples read back with StreamingDataset"
 
 
 def show(local: str, count: int) -> None:
@@ -22,12 +26,13 @@ def show(local: str, count: int) -> None:
         print(f"{i:>6} {s['y']:>4}  {s['wnid']:<10} {size:<9} {class_name(s['wnid'])}")
 
 
-def run() -> None:
-    p = parser(__doc__)
-    p.add_argument("-n", type=int, default=5, help="how many samples")
-    p.add_argument("--resize", type=whole("RESIZE"), help="read the low-resolution variant made with mds --resize")
-    args = p.parse_args()
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", type=whole("-n"), default=5, help="how many samples of each split")
+    add_options(p, ("resize",))
+
+
+def run(args: argparse.Namespace) -> None:
     with setup(args, "samples", lock="shared") as ctx:
-        split = ctx.cfg.split(args.split).name
-        finished(ctx, split, args.resize)  # streaming would read whatever is there
-        show(str(ctx.paths.mds(split, args.resize)), args.n)
+        for split in selected(args, ctx.cfg):
+            finished(ctx, split.name, args.resize)  # streaming would read whatever is there
+            show(str(ctx.paths.mds(split.name, args.resize)), args.n)

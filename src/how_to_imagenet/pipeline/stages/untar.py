@@ -3,12 +3,11 @@ $(DATA)/untar/ILSVRC2012_img_<split>/<wnid>/<image> (val sorted into classes by 
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from pathlib import Path
 from typing import Any
 
-from ..cli import whole, worker_count
+from ..cli import worker_count
 from ..config import Split, check_image_count
 from ..console import UserError
 from ..context import Context
@@ -43,8 +42,10 @@ def untar(ctx: Context, split: Split, workers: int) -> dict:
 
 
 class Untar(Stage):
+    summary = "unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/ (optional: mds does not need it)"
     name, before = "untar", "verify"
     optional = True  # mds reads the verified archive itself
+    options = ("workers",)
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
         return {"verify": verify.proof(upstream(ctx.paths, split.name, self.before)), "images": split.images}
@@ -57,11 +58,14 @@ class Untar(Stage):
         out = ctx.paths.untar(split.name)
         return [out, partial(out)]
 
+    def needed(self, ctx: Context) -> bool:
+        return ctx.options.source == "untar"  # mds reads the unpacked folders (MDS_FROM=untar)
+
+    def need(self, ctx: Context, split: Split) -> int:
+        return split.bytes
+
     def run(self, ctx: Context, split: Split) -> dict[str, Any]:
         try:
             return untar(ctx, split, worker_count(ctx.options.workers, cpu_bound=True))
         except Changed as e:  # the same repair as mds's: the archive is not what verify proved
             raise UserError(f"{e}; {mend_changed(ctx, split, 'tar', e.image)}") from None
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workers", type=whole("WORKERS"), help="class tars unpacked at once (default: one per core)")

@@ -6,7 +6,6 @@ hashes run side by side in threads while the tar headers are walked in the pages
 
 from __future__ import annotations
 
-import argparse
 import errno
 import functools
 import os
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..archives import read
-from ..cli import hash_names
 from ..config import HASHERS, Config, Split, asked, check_image_count, checksum_entries, read_checksums
 from ..console import UserError, human_bytes, log, progress
 from ..context import Context
@@ -185,7 +183,7 @@ def mend(ctx: Context, split: Split, problem: str, repaired: bool) -> None:
 def verdict_of(cfg: Config, split: Split, tar: Path, expected: dict[str, str]) -> dict[str, Any]:
     """What a verdict on an archive against its checksums and torrent holds for: the archive as it is
     (size, mtime), the checksums, the source and, for a .torrent, when that file last changed."""
-    st, source = tar.stat(), cfg.resolve(split.source) if ":" not in split.source else None
+    st, source = tar.stat(), split.local() if ":" not in split.source else None
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "expected": expected, "source": split.source,
             "source_mtime_ns": source.stat().st_mtime_ns if source is not None and source.exists() else None}
 
@@ -331,6 +329,7 @@ def proof(out: dict[str, Any]) -> dict[str, Any]:
 
 
 class Verify(Stage):
+    summary = "check the archive's size and hashes, and index its images, in one read"
     name, before = "verify", "download"
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
@@ -354,15 +353,6 @@ class Verify(Stage):
 
             return verify_then_mds(ctx, split)
         return super().bring_up_to_date(ctx, split, work)
-
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        from .mds import Mds
-
-        p.add_argument("--hashes", type=hash_names("HASHES"), help="the archive hashes to check, among those listed "
-                       "(default: the config's verify.hashes)")
-        p.add_argument("--then-mds", action="store_true", help="go on to mds in the same read of the archive, with "
-                       "the options below (make passes it when the goal is the shards)")
-        Mds().add_arguments(p)
 
 
 def present(paths: Paths, out: dict[str, Any]) -> str | None:
