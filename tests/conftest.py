@@ -118,21 +118,27 @@ def s3() -> Iterator[dict[str, str]]:
     proc.wait()
 
 
+# What the wheel is built from: a user's `pip install <a clone>` sees these.
+WHEEL_SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "requirements.txt", "README.md", "LICENSE", "src",
+                 "config.yaml", "torrents", "checksums")
+
+
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The python of a new venv with the wheel installed; its dependencies (torch, streaming, ...)
-    are this venv's, seen through a .pth file, as installing them again would take minutes."""
+    """The python of a new venv with the wheel installed (its console script `how-to-imagenet` beside
+    it); its dependencies (torch, streaming, ...) are this venv's, seen through a .pth file, as
+    installing them again would take minutes."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"  # a copy, so the build leaves nothing in the checkout
     source.mkdir()
-    for name in ("pyproject.toml", "requirements.txt", "README.md", "src"):
+    for name in WHEEL_SOURCES:
         (shutil.copytree if (PROJECT / name).is_dir() else shutil.copy)(PROJECT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(root / "dist"), str(source)], check=True, env=ENV)
     wheel = next((root / "dist").glob("how_to_imagenet-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "how_to_imagenet/data/ilsvrc2012_synsets.txt" in names and "how_to_imagenet/loader.py" in names
-    assert "how_to_imagenet/pipeline/stages/mds.py" in names
+    assert "how_to_imagenet/pipeline/stages/mds.py" in names and "how_to_imagenet/defaults/config.yaml" in names
     assert not [n for n in names if "/testing/" in n], names
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -140,6 +146,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
-                   check=True, env=ENV)
+    # This pip, run for the new venv's python: the console script's first line is that python.
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
+                    str(wheel)], check=True, env=ENV)
     return python
