@@ -22,7 +22,7 @@ from streaming import StreamingDataset
 
 from .gpu import JpegCrops
 from .labels import classes as class_table
-from .names import split_folder
+from .names import dataset, split_folder
 from .shards import MappedShard, mappable
 from .transforms import FastPath, FastTrain, FastVal, raw_bytes, train_transform, val_transform
 
@@ -64,6 +64,11 @@ class ImageNetMDS(StreamingDataset):
             raise TypeError(f"transform={transform!r}: use one of {', '.join(map(repr, TRANSFORMS))}, a callable, "
                             "or None")
         kwargs.setdefault("shuffle", split == "train")
+        folder = split_folder(local, split, resize)
+        if remote is None and folder is not None and not (Path(folder) / "index.json").is_file():
+            raise FileNotFoundError(f"{folder}: no MDS shards there (no index.json); local= is DATA/mds, the folder "
+                                    f"holding {dataset(split, resize)}/ ('make {split}' or 'how-to-imagenet {split}' "
+                                    "writes it)")
         super().__init__(local=split_folder(local, split, resize), remote=split_folder(remote, split, resize),
                          **kwargs)
         self.check_local_shards()

@@ -41,7 +41,7 @@ COMMAND = "how-to-imagenet"
 OPTION_OF = {"DATA": "--data", "CONFIG": "--config", "WORKERS": "--workers", "RESIZE": "--resize",
              "QUALITY": "--quality", "REMOTE": "--remote"}
 FLAG_OF = {"YES=1": "--yes", "DECODE=1": "--decode", "MDS_FROM=untar": "--from untar"}
-TARGET_OF = {"help": "--help", "folders": "untar", "status": "status", "check": "check", "all": "all"}
+TARGET_OF = {"help": "--help", "folders": "untar", "status": "status", "check": "check", "all": "all", "evals": "evals"}
 _HINT = re.compile(r"\bmake ([a-z][a-z0-9_-]*)((?: [A-Z_]+=\S+)*)")
 _VARIABLE = re.compile(r"(?<![\w.$])(" + "|".join(OPTION_OF) + r")=(\S+?)(?=[\s,;)']|$)")
 
