@@ -331,6 +331,7 @@ def proof(out: dict[str, Any]) -> dict[str, Any]:
 class Verify(Stage):
     summary = "check the archive's size and hashes, and index its images, in one read"
     name, before = "verify", "download"
+    options = ("hashes", "then_mds", "source", "workers", "resize", "quality", "remote")  # then mds's
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
         return {"download": upstream(ctx.paths, split.name, self.before), "images": split.images,
