@@ -27,7 +27,8 @@ def test_the_readmes_training_snippet_runs_verbatim_on_data_mds(built: Path, tmp
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "mds").symlink_to(Paths(built).mds_root)
     code = snippet("Use it in training") + "print(tuple(x.shape), x.dtype, x.device.type, len(y))\n"
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=ENV)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**ENV, "PYTHONPATH": str(PROJECT / "src")})
     assert done.returncode == 0, done.stderr
     *shape, dtype, device, n = done.stdout.split()
     assert dtype == "torch.float32" and device in ("cpu", "cuda") and int(n) > 0 and shape[-2:] == ["224,", "224)"]
