@@ -12,7 +12,7 @@ SHELL := bash
 MAKEFLAGS += --no-builtin-rules
 .SUFFIXES:
 
-## Variables (override on the command line, e.g. make val DATA=/mnt/imagenet):
+## Variables (override on the command line, e.g. make val DATA=/mnt/imagenet; - is empty):
 CONFIG ?= config.yaml## config file: sources, checksums, expected sizes and counts, MDS settings
 DATA ?=## data folder (default: the config's data_dir, ./data)
 YES ?= 0## YES=1: do not ask before a large download (asked only at a terminal)
@@ -68,7 +68,8 @@ help: ## list targets and variables
 	@sed -nE 's/^\$$\(SPLITS:%=(.*)\): .*## (.*)/\1|\2/p; s/^([a-zA-Z0-9%-]+( [a-zA-Z0-9%-]+)*):.*## (.*)/\1|\3/p' $(MAKEFILE_LIST) \
 	  | sed 's/%/SPLIT/g' | awk -F'|' '{printf "  %-30s %s\n", $$1, $$2}'
 	@echo
-	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\3/p' $(MAKEFILE_LIST) | awk -F'|' 'NF < 2 {print; next} {printf "  %-12s %s\n", $$1, $$2}'
+	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\2|\3/p' $(MAKEFILE_LIST) \
+	  | awk -F'|' 'NF < 3 {print; print "  VARIABLE     DEFAULT      MEANING"; next} {printf "  %-12s %-12s %s\n", $$1, ($$2 == "" ? "-" : $$2), $$3}'
 
 all: | venv ## train and val (those in the config): download, verify, MDS shards
 	@goals="$$($(SPLIT_TARGETS) mds-)" && $(MAKE) --no-print-directory $$goals
