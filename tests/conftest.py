@@ -5,9 +5,7 @@ Helpers live in how_to_imagenet.testing."""
 
 from __future__ import annotations
 
-import os
 import random
-import resource
 import shutil
 import socket
 import subprocess
@@ -25,19 +23,6 @@ from how_to_imagenet.testing.evals import add_evals
 from how_to_imagenet.testing.fixture import bench_photos, build
 from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_own_shm, free_port, make, streaming_shm_closed
 from how_to_imagenet.testing.webseed import serve
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Room for the open files of a test process: each StreamingDataset made in-process scans the
-    streaming shared memory of every other process too (the other worker's, its make runs') and keeps
-    what it opens; a worker measured 19,744 open /dev/shm files at its end, against a limit of 20,000.
-    Raised to 65,536 where the process may (root), else to the hard limit."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(hard, 1 << 16) if os.geteuid() == 0 else hard
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @pytest.fixture(autouse=True)
