@@ -8,6 +8,7 @@ visible here: run check in the same namespace as training).
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import tempfile
@@ -84,4 +85,14 @@ def release(ds: Any) -> None:
                 yield from held(value, depth - 1)
 
     for shm in {id(s): s for s in held(ds, 3)}.values():
-        shm.cleanup()
+        close_shm(shm)
+
+
+def close_shm(shm: Any) -> None:
+    """Close one streaming SharedMemory (unlinking its files where it made them), once: streaming's own
+    cleanup, which it also runs at exit, unlinks by name, so a second run would unlink the files another
+    process has made since under the same names."""
+    if all(s._mmap is None for s in shm.created_shms + shm.opened_shms):  # closed already (CPython's own state)
+        return
+    shm.cleanup()
+    atexit.unregister(shm.cleanup)

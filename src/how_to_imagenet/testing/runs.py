@@ -3,7 +3,6 @@ timestamps, an MDS folder read back with an unmodified StreamingDataset."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import io
 import os
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..names import archive
-from ..pipeline.shm import NAME, SHM, mapped, release
+from ..pipeline.shm import NAME, SHM, close_shm, mapped, release
 
 PROJECT = Path(__file__).resolve().parents[3]  # the checkout: testing/ never ships in the wheel
 # Nested under `make test`, the inner makes must not inherit the outer one's flags and job server.
@@ -176,14 +175,12 @@ def rewrite(local: Path, edit: Any) -> None:
 
 @contextlib.contextmanager
 def streaming_shm_closed() -> Iterator[None]:
-    """Every streaming SharedMemory made in this process meanwhile is closed at the end (unlinked where it
-    made the file): streaming keeps each one, and its open file, until the process exits, so a test process
-    would hold the files of every dataset its tests made, and of every other process's prefix each of them
-    looked at (hundreds a dataset where other suites run beside it). Only where streaming is imported."""
-    memory = sys.modules.get("streaming.base.shared.memory")
-    if memory is None:
-        yield
-        return
+    """Every streaming SharedMemory made in this process meanwhile is closed at the end (`close_shm`):
+    streaming keeps each one, and its open file, until the process exits, so a test process would hold the
+    files of every dataset its tests made, and of every other process's prefix each of them looked at
+    (hundreds a dataset where other suites run beside it)."""
+    from streaming.base.shared import memory
+
     made: list[Any] = []
     init = memory.SharedMemory.__init__
 
@@ -197,8 +194,7 @@ def streaming_shm_closed() -> Iterator[None]:
     finally:
         memory.SharedMemory.__init__ = init
         for shm in made:
-            shm.cleanup()
-            atexit.unregister(shm.cleanup)  # done: at exit it would only unregister its names again
+            close_shm(shm)
 
 
 def free_own_shm() -> list[str]:
