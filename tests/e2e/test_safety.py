@@ -140,7 +140,7 @@ def test_a_ctrl_c_that_reaches_a_child_first_still_ends_in_the_interrupted_line(
     proc = start("mds-train", "RESIZE=64", "WORKERS=1", cfg, f"DATA={data}")
     wait_for(lambda: has_content(partial(Paths(data).mds("train", 64))), proc, "mds had begun")
     procs = group(proc.pid)
-    stages = {pid for pid, (_, cmd) in procs.items() if "how_to_imagenet.pipeline mds" in cmd}
+    stages = {pid for pid, (_, cmd) in procs.items() if "-m how_to_imagenet mds " in cmd}
     workers = [pid for pid in stages if procs[pid][0] in stages]
     assert workers, procs
     for pid in workers:
