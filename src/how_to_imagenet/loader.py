@@ -32,6 +32,11 @@ TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transfo
 TRANSFORMS["standard"] = TRANSFORMS["pil"]  # its name before 0.3, when it was the default
 
 
+# Tries at StreamingDataset's set-up: it takes the first shared-memory prefix it finds free, and two processes
+# starting at once can find the same one, the second then failing to create its files (FileExistsError).
+PREFIX_TRIES = 5
+
+
 class ImageNetMDS(StreamingDataset):
     """One split of the MDS output: `local` (and/or `remote`) is the folder holding the
     `ILSVRC2012_img_<split>` datasets and the test sets' (DATA/mds). Items are `(transform(image), y)`;
@@ -69,8 +74,14 @@ class ImageNetMDS(StreamingDataset):
             raise FileNotFoundError(f"{folder}: no MDS shards there (no index.json); local= is DATA/mds, the folder "
                                     f"holding {dataset(split, resize)}/ ('make {split}' or 'how-to-imagenet {split}' "
                                     "writes it)")
-        super().__init__(local=split_folder(local, split, resize), remote=split_folder(remote, split, resize),
-                         **kwargs)
+        for attempt in range(PREFIX_TRIES):
+            try:
+                super().__init__(local=split_folder(local, split, resize), remote=split_folder(remote, split, resize),
+                                 **kwargs)
+                break
+            except FileExistsError:  # another process took the same free prefix first: the next scan skips it
+                if attempt == PREFIX_TRIES - 1:
+                    raise
         self.check_local_shards()
         self.transform = transform
         self.undecoded = isinstance(transform, FastPath | JpegCrops) or transform is raw_bytes

@@ -172,3 +172,29 @@ def test_the_shards_read_in_place_give_the_stored_bytes(local: Path):
     for i, data in enumerate(DATA):
         x, y = mapped[i]
         assert isinstance(x, memoryview) and bytes(x) == data and y == i
+
+
+def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """Two processes starting at once can both find the same shared-memory prefix free: the one that creates
+    its files second sets up again, on the next prefix, instead of failing."""
+    from multiprocessing import shared_memory
+
+    from streaming.base.shared import prefix
+
+    real, taken = prefix._check_and_find_retrying, []
+
+    def raced(*args: object, **kwargs: object) -> int:
+        found = real(*args, **kwargs)
+        if not taken:  # the other process creates this prefix's files between the scan and the create
+            taken.append(shared_memory.SharedMemory(f"{found:06}_locals", create=True, size=16))
+        return found
+
+    monkeypatch.setattr(prefix, "_check_and_find_retrying", raced)
+    try:
+        ds = ImageNetMDS(local=str(local), split="val", transform="bytes", batch_size=8, shuffle=False)
+        assert taken and [bytes(x) for x, _ in ds] == DATA
+    finally:
+        for shm in taken:
+            shm.close()
+            shm.unlink()
