@@ -478,7 +478,7 @@ typedef struct {
     Job *head, *tail;        /* the batches with images not yet taken, in order */
     Job *held;               /* every batch submitted and not yet waited for */
     long tickets;
-    int threads, started, stopping;
+    int started, stopping;
     pid_t owner; /* the process whose threads these are (a forked child has none) */
     pthread_t *ids;
 } Pool;
@@ -547,7 +547,6 @@ static int pool_init(Pool *pool, PyObject *args, PyObject *kwargs) {
         PyErr_NoMemory();
         return -1;
     }
-    pool->threads = threads;
     pool->owner = getpid();
     pool->stopping = 0;
     for (; pool->started < threads; pool->started++)

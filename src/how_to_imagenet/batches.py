@@ -33,6 +33,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .transforms import (
@@ -229,7 +230,7 @@ class ImageNetLoader:
                 if isinstance(item, BaseException):
                     raise item
                 batch, held, ticket = item
-                self._finish(batch, self.buffers[held], None if ticket is None else self.pool.wait(ticket))
+                self._finish(batch, self.buffers[held], None if ticket is None else self.pool.wait(ticket), crops)
                 n = len(batch.jpegs)
                 images = self.buffers[held][:n].permute(0, 3, 1, 2)  # N x 3 x H x W, channels_last in memory
                 y, copied = batch.y, None
@@ -312,10 +313,9 @@ class ImageNetLoader:
                    np.array([r[1] for r in rows], np.float64), np.array([r[2] for r in rows], bool),
                    torch.tensor([y for _, y in batch], dtype=torch.int64))
 
-    def _finish(self, batch: Raw, out: torch.Tensor, status: bytes | None) -> None:
-        """The samples of a decoded batch that the extension did not take (all of them, where it was not built)
-        decoded by Pillow into their slots."""
-        crops = crops_module()
+    def _finish(self, batch: Raw, out: torch.Tensor, status: bytes | None, crops: ModuleType | None) -> None:
+        """The samples of a decoded batch that the extension (`crops`) did not take (all of them, where it was
+        not built) decoded by Pillow into their slots."""
         for i in range(len(batch.jpegs)):
             if status is None or status[i] != crops.OK or not batch.fast[i]:
                 plan = batch.plan(i, self.transform.crop_first)
