@@ -19,7 +19,8 @@ import yaml
 
 from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.layout import Paths, partial
-from how_to_imagenet.testing.runs import Fixture, checked, copy_data, make, mds_files, start, states
+from how_to_imagenet.pipeline.stages.download import LOOPBACK_ARGS, SEED_ARGS
+from how_to_imagenet.testing.runs import Fixture, checked, copy_data, free_port, make, mds_files, start, states
 from how_to_imagenet.testing.runs import one_error as one_line
 from how_to_imagenet.testing.torrent import make_torrent
 from how_to_imagenet.testing.webseed import serve
@@ -243,6 +244,72 @@ def test_an_empty_control_file_left_by_a_full_disk_is_replaced_by_a_piece_check(
     assert "the control file was empty: checking the pieces on disk against the torrent" in done.stderr
     assert tar.read_bytes() == fixture.tar("val").read_bytes()
     assert fixture.server.bytes_sent - before < tar.stat().st_size  # the good half was kept
+
+
+def partial_download(fixture: Fixture, data: Path, kind: str) -> tuple[str, Path]:
+    """What aria2c leaves of the val archive when it stops part way ('--stop=1', its bytes and its own
+    control file), from the fixture's web seed: the live source (the fixture's torrent or its URL) and the tar."""
+    tar = Paths(data).tar(archive("val"))
+    source = str(fixture.root / "torrents" / f"{archive('val')}.torrent") if kind == "torrent" \
+        else fixture.url + archive("val")
+    subprocess.run(["aria2c", *SEED_ARGS, *LOOPBACK_ARGS, "--stop=1", "--max-download-limit=40K", "-d", str(tar.parent),
+                    *(["-o", tar.name] if kind == "url" else []), source], capture_output=True)
+    assert tar.stat().st_size > 0 and Paths(data).control(tar).stat().st_size > 0
+    return source, tar
+
+
+@pytest.mark.parametrize("kind", ["torrent", "url"])
+def test_a_refused_connection_keeps_the_control_file_and_ends_in_aria2cs_cause(fixture: Fixture, tmp_path: Path,
+                                                                                kind: str):
+    data = tmp_path / "data"
+    live, tar = partial_download(fixture, data, kind)
+    control = Paths(data).control(tar)
+    kept = tar.read_bytes()
+    nobody = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    if kind == "torrent":
+        torrent = tmp_path / f"{archive('val')}.torrent"  # the same torrent (info hash), its web seed not there
+        torrent.write_bytes(make_torrent(fixture.tar("val"), nobody))
+        source = str(torrent)
+    else:
+        source = nobody + archive("val")
+    # No seed to wait for: aria2c stops a second after its web seed refused.
+    config = fixture.variant(f"refused-{kind}", **{"splits.val.source": source,
+                                                   "aria2c_args": [*LOOPBACK_ARGS, "--bt-stop-timeout=1"]})
+    failed = make("download-val", f"CONFIG={config}", f"DATA={data}", check=False)
+    line = one_line(failed)
+    assert line.endswith("aria2c said: errorCode=1 Failed to establish connection, cause: Connection refused"), line
+    assert "run the same command again to resume" in line and failed.stderr.count("aria2c -c ") == 1
+    assert "--check-integrity" not in failed.stderr and "the control file" not in failed.stderr  # nothing dropped
+    assert tar.read_bytes() == kept and control.stat().st_size > 0  # kept (aria2c saves it again as it stops)
+    sent, asked = fixture.server.bytes_sent, len(fixture.server.ranges)
+    live_config = fixture.variant(f"live-{kind}", **{"splits.val.source": live})
+    make("download-val", f"CONFIG={live_config}", f"DATA={data}")  # the source back: it resumes
+    assert tar.read_bytes() == fixture.tar("val").read_bytes() and not control.exists()
+    if kind == "torrent":  # the pieces kept are not fetched again
+        assert fixture.server.bytes_sent - sent < tar.stat().st_size
+    else:  # after its probe (a plain GET it drops after the headers), from where it stopped
+        resumed = [int(r.removeprefix("bytes=").split("-")[0]) for r in fixture.server.ranges[asked:] if r]
+        assert resumed and min(resumed) > 0, fixture.server.ranges[asked:]
+
+
+@pytest.mark.parametrize(("kind", "damage"), [("torrent", "truncated"), ("url", "another download's")])
+def test_a_control_file_aria2c_refuses_is_dropped_naming_aria2cs_reason(fixture: Fixture, tmp_path: Path, kind: str,
+                                                                       damage: str):
+    data = tmp_path / "data"
+    live, tar = partial_download(fixture, data, kind)
+    control = Paths(data).control(tar)
+    if damage == "truncated":
+        control.write_bytes(control.read_bytes()[:20])
+    else:  # a torrent's control file: its piece length is not the URL download's
+        other = partial_download(fixture, tmp_path / "other", "torrent")[1]
+        control.write_bytes(Paths(tmp_path / "other").control(other).read_bytes())
+    config = fixture.variant(f"refuse-{kind}", **{"splits.val.source": live})
+    done = make("download-val", f"CONFIG={config}", f"DATA={data}")
+    said = {"truncated": "(errorCode=1 Failed to read from the segment file ",
+            "another download's": "(errorCode=10 WARNING: Detected a change in piece length."}[damage]
+    assert f"[download val] the control file was refused {said}" in done.stderr, done.stderr
+    assert ("checking the pieces on disk" if kind == "torrent" else "from the start") in done.stderr
+    assert tar.read_bytes() == fixture.tar("val").read_bytes() and not control.exists()
 
 
 KEEP = """

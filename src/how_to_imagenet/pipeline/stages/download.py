@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..aria2 import Run, cause, refused_control
 from ..config import Config, Split, read_checksums
 from ..console import Interrupted, UserError, human_bytes, log
 from ..context import LOOPBACK_VARIABLE, Context
@@ -150,24 +151,25 @@ def aria2c(ctx: Context, split: Split, kind: str, src: str, repair: bool = False
     if kind == "url":
         cmd += list(split.mirrors)
     log(f"[download {split.name}] {' '.join(cmd)}")
-    proc = subprocess.Popen(cmd)
+    run = Run(cmd)
     interrupted = Interrupted(f"interrupted: what was downloaded is kept ({control.name}); run the same command "
                               "again to resume")
     try:
-        rc = proc.wait()
+        rc = run.wait()
     except KeyboardInterrupt:
         # aria2c got the same Ctrl-C: let it write its control file (<archive>.aria2) and stop.
         try:
-            proc.wait(timeout=30)
+            run.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            run.kill()
         raise interrupted from None
     if rc in (INTERRUPTED, -signal.SIGINT):  # the Ctrl-C reached aria2c before this process saw it
         raise interrupted
-    # It could not use its control file (truncated, or from another source): once more without it. Only
-    # for a torrent, whose pieces on disk are checked: a URL download would start over for a mere network error.
-    if rc in (1, 10) and control.exists() and kind != "url" and not retried:
-        return aria2c(ctx, split, kind, src, drop_control(paths, split, kind, f"was refused (exit code {rc})"),
+    said = cause(run.lines)
+    # It refused its control file (truncated, from another download, another piece length): once more
+    # without it. Any other failure (a refused connection, a time-out) keeps the control file.
+    if rc != 0 and (refusal := refused_control(run.lines)) and control.exists() and not retried:
+        return aria2c(ctx, split, kind, src, drop_control(paths, split, kind, f"was refused ({refusal})"),
                       retried=True)
     if rc == 9:
         free = shutil.disk_usage(folder).free
@@ -178,13 +180,14 @@ def aria2c(ctx: Context, split: Split, kind: str, src: str, repair: bool = False
     if rc == 28:
         raise UserError(f"aria2c does not accept its options (exit code 28): check aria2c_args in {cfg.path} "
                         f"and that {shutil.which('aria2c')} is aria2 1.35 or newer with BitTorrent")
+    ending = f". aria2c said: {said}" if said else ""
+    what = "an error" if rc == 1 and said else ARIA2C_EXIT.get(rc, "an error")  # 1 is aria2c's 'unknown error'
     if rc in SOURCE_PROBLEMS:  # running it again would not help: the source is wrong
-        raise UserError(f"aria2c stopped on {ARIA2C_EXIT[rc]} (exit code {rc}) for {src}; check splits.{split.name}"
-                        f".source in {cfg.path} (what was downloaded is kept)")
+        raise UserError(f"aria2c stopped on {what} (exit code {rc}) for {src}; check splits.{split.name}"
+                        f".source in {cfg.path} (what was downloaded is kept){ending}")
     if rc != 0:
-        what = ARIA2C_EXIT.get(rc, "an error")
         raise UserError(f"aria2c stopped on {what} (exit code {rc}) for {src}; what was downloaded is kept: "
-                        "run the same command again to resume")
+                        f"run the same command again to resume{ending}")
 
 
 def download(ctx: Context, split: Split) -> dict:
