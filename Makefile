@@ -116,8 +116,10 @@ $(PEERS_VENV)/.installed: requirements-peers.txt $(VENV)/.installed
 	$(Q)$(PEERS_VENV)/bin/pip install -q setuptools wheel && $(PEERS_VENV)/bin/pip install -q --no-build-isolation -r requirements-peers.txt && touch $@
 bench-loader: | venv ## this project's loaders alone, ImageNetLoader with 1 and 2 threads beside its bare decoder; DATA/reports/bench-loader.json
 	$(call say,bench-loader)$(PY) tools/bench_peers.py $(WHERE) --no-writers --rounds $(PEER_ROUNDS) --report bench-loader --loaders loader-1,loader,loader-readers,loader-float,loader-bare,mds-fast,mds-pil,mds-gpu
+# The tests start the stages hundreds of times: from bytecode, also where PYTHONDONTWRITEBYTECODE is set.
 test: | venv aria2c ## run the test suite (pytest): unit tests in-process, then end-to-end make runs
-	$(call say,test)IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
+	$(call say,test)$(PY) -m compileall -q src
+	$(Q)IMAGENET_LOOPBACK_ONLY=1 $(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 lint: | venv ## ruff check
 	$(call say,lint)$(VENV)/bin/ruff check src tools tests
 

@@ -24,6 +24,16 @@ from how_to_imagenet.testing.fixture import bench_photos, build
 from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_own_shm, free_port, make, streaming_shm_closed
 from how_to_imagenet.testing.webseed import serve
 
+# Session fixtures that take seconds to build, each built by every pytest-xdist worker that runs a test
+# using it: the tests that use one run in one worker (make test passes --dist loadgroup), which builds it once.
+ONE_WORKER = ("evals", "big", "installed", "s3")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if costly := [name for name in ONE_WORKER if name in getattr(item, "fixturenames", ())]:
+            item.add_marker(pytest.mark.xdist_group(costly[0]))
+
 
 @pytest.fixture(autouse=True)
 def own_shared_memory_freed() -> Iterator[None]:

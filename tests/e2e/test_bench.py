@@ -33,8 +33,9 @@ def test_the_train_step_rows_run_each_path(bench, built: Path, transform: str, m
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads that wait on each other crawl on a busy machine: one is enough here
     try:
-        rate = bench.train_rate(str(built), transform, 16, 2, "cpu", model, 4)
+        # bf16 autocast on a CPU without bf16 units: about a second a step of four, half for two
+        rate = bench.train_rate(str(built), transform, 4, 2, "cpu", model, 2)
     finally:
         torch.set_num_threads(threads)
-    assert rate["samples"] == 16  # the second epoch: four batches of four
+    assert rate["samples"] == 4  # the second epoch: two batches of two, one from each DataLoader worker
     assert isinstance(rate["samples_s"], float) and rate["samples_s"] > 0  # not rounded to 0 on a busy machine

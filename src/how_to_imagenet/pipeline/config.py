@@ -136,8 +136,9 @@ def check_image_count(cfg: Config, split: Split, tar: Path, found: int, proven: 
                         f"says {split.images}; fix the config or download the archive again")
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """PyYAML's safe loader (its libyaml parser where PyYAML has one: each stage reads the config as it
+    starts), refusing a key given twice in one mapping (plain YAML keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()

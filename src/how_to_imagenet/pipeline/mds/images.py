@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 
-import PIL.Image
-
 from ...jpeg import frame
 from ..console import UserError
 
@@ -31,6 +29,8 @@ def header(data: bytes, name: str) -> tuple[str, str]:
     """(format, mode) from the header; no pixel is decoded. Not an image: a UserError naming it."""
     if mode := jpeg_mode(data):
         return "JPEG", mode
+    import PIL.Image  # only for what is not a JPEG (PIL takes longer to import than a stage to start)
+
     try:
         with PIL.Image.open(io.BytesIO(data)) as im:
             return str(im.format), im.mode
@@ -39,6 +39,8 @@ def header(data: bytes, name: str) -> tuple[str, str]:
 
 
 def to_rgb_jpeg(data: bytes) -> bytes:
+    import PIL.Image
+
     with PIL.Image.open(io.BytesIO(data)) as im:
         out = io.BytesIO()
         im.convert("RGB").save(out, "JPEG", quality=REENCODE_QUALITY)
@@ -58,6 +60,8 @@ def shrink(data: bytes, size: int, quality: int) -> bytes:
     """An RGB JPEG whose shorter side is at most `size`: resized with Lanczos (the JPEG decoder first
     scales by a power of two while it stays above the target, which is faster and as sharp), or the
     bytes unchanged if already small enough (callers pass RGB JPEG bytes, see `as_rgb_jpeg`)."""
+    import PIL.Image
+
     with PIL.Image.open(io.BytesIO(data)) as im:
         w, h = im.size
         if min(w, h) <= size:

@@ -4,11 +4,7 @@ follows their progress and turns a worker's problem into the one exception the s
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing as mp
-import queue
 import signal
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +121,8 @@ def problem_of(e: BaseException, out: Path) -> Problem:
         return Refused(str(e))
     if isinstance(e, OSError) and e.errno is not None:
         return DiskError(e.errno, e.strerror or "", e.filename or str(out))
+    import traceback
+
     return Crashed(traceback.format_exc())
 
 
@@ -132,6 +130,8 @@ def reuse_freed_memory() -> None:
     """Let glibc keep and reuse freed large blocks instead of unmapping them: each shard's images
     (tens of MB) are read into new buffers, and faulting in fresh pages for each costs more than
     the copies. Peak memory is unchanged; it is only not returned."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -185,6 +185,9 @@ def run_parts(parts: list[Part], source: Source, out: Path, remote: str | None, 
     """Fork one worker per part and wait for all, with a progress bar; what each wrote, in the parts'
     order (`real`: val's ReaL labels by file name, written as the column `real`). The first part that
     failed raises its problem's exception."""
+    import multiprocessing as mp
+    import queue
+
     from tqdm import tqdm
 
     fork = mp.get_context("fork")  # the workers inherit their arguments: nothing is pickled

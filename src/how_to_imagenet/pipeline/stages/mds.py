@@ -8,11 +8,9 @@ order and the workers' parts are mds/plan.py's; each worker writes its part with
 from __future__ import annotations
 
 import logging
-import platform
 import uuid
 from collections import Counter
 from dataclasses import asdict, replace
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +247,9 @@ def real_column(images: list[Image], path: Path | None = None) -> dict[str, list
 
 def versions() -> dict[str, str]:
     """The versions the bytes depend on (the format's reader, the JPEG encoder), without importing them."""
+    import platform
+    from importlib.metadata import version  # a tenth of a second to import: only when a stamp is written
+
     return {"mosaicml-streaming": version("mosaicml-streaming"), "Pillow": version("Pillow"),
             "python": platform.python_version()}
 
