@@ -88,26 +88,47 @@ def test_the_gpu_path_through_a_dataloader_on_the_cpu(built: Path):
     assert sorted(ys) == sorted(s["y"] for s in read_mds(Paths(built).mds("train")))
 
 
-RANK_SCRIPT = """
-import json, sys
+# Both ranks forked from one process that imported torch and streaming once (as test_at_scale's nodes); each
+# writes every sample it read, as [y, xxh64 of the decoded pixels], in order.
+RANKS = """
+import json, os, sys
 from torch.utils.data import DataLoader
 import xxhash
 from how_to_imagenet import ImageNetMDS
-ds = ImageNetMDS(local=sys.argv[1], split="train", transform=None, batch_size=4, shuffle=True, shuffle_seed=7)
-out = [[y, xxhash.xxh64(img.tobytes()).intdigest()] for b in DataLoader(ds, batch_size=4, num_workers=2,
-       collate_fn=list) for img, y in b]
-print(json.dumps(out))
+
+def rank(r, local, out):
+    os.environ.update(RANK=str(r), LOCAL_RANK=str(r))
+    ds = ImageNetMDS(local=local, split="train", transform=None, batch_size=4, shuffle=True, shuffle_seed=7)
+    seen = [[y, xxhash.xxh64(img.tobytes()).intdigest()] for b in DataLoader(ds, batch_size=4, num_workers=2,
+            collate_fn=list) for img, y in b]
+    with open(out, "w") as f:
+        json.dump(seen, f)
+
+local, outs = sys.argv[1], sys.argv[2:]
+kids = []
+for r, out in enumerate(outs):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            rank(r, local, out)
+            os._exit(0)
+        except BaseException:
+            import traceback; traceback.print_exc()
+            os._exit(1)
+    kids.append(pid)
+sys.exit(max(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) != 0 for p in kids))
 """
 
 
-def test_two_ranks_each_read_their_own_part_and_together_every_sample_once(built: Path):
+def test_two_ranks_each_read_their_own_part_and_together_every_sample_once(built: Path, tmp_path: Path):
     # streaming starts torch.distributed (gloo) for the ranks' rendezvous: on loopback.
     env = {**ENV, "PYTHONPATH": str(PROJECT / "src"), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(built / "mds")], stdout=subprocess.PIPE,
-                              text=True, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
-    parts = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    outs = [tmp_path / f"rank{r}.json" for r in (0, 1)]
+    done = subprocess.run([sys.executable, "-c", RANKS, str(built / "mds"), *map(str, outs)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    parts = [json.loads(out.read_text()) for out in outs]
     assert len(parts[0]) == len(parts[1]) == 24
     assert Counter(tuple(s) for part in parts for s in part) == identities(Paths(built).mds("train"))
 
