@@ -61,43 +61,47 @@ Q = $(if $(filter 1,$(V)),,@)
 .PHONY: help all train val evals folders status bench bench-loader bench-peers check demo test lint venv aria2c \
 	$(foreach s,$(SPLITS),download-$(s) verify-$(s) untar-$(s) mds-$(s) check-$(s) samples-$(s) clean-$(s) clean-$(s)-tar)
 
+# A target's '## @NAME' is command NAME's one line, as how-to-imagenet --help gives it: from SUMMARIES, which
+# imports nothing, read by the system's python3 without site-packages (make help needs no venv).
+SUMMARIES := src/how_to_imagenet/pipeline/summaries.py
 help: ## list targets and variables
 	@echo "How to ImageNet: make <target> [VAR=value ...]"
 	@echo
 	@echo "Targets (SPLIT is train, val or a test set: $(EVALS)):"
 	@sed -nE 's/^\$$\(SPLITS:%=(.*)\): .*## (.*)/\1|\2/p; s/^([a-zA-Z0-9%-]+( [a-zA-Z0-9%-]+)*):.*## (.*)/\1|\3/p' $(MAKEFILE_LIST) \
-	  | sed 's/%/SPLIT/g' | awk -F'|' '{printf "  %-30s %s\n", $$1, $$2}'
+	  | sed 's/%/SPLIT/g' | awk -F'|' 'FILENAME != "-" {line["@" $$1] = $$2; next} \
+	    {printf "  %-30s %s\n", $$1, ($$2 in line ? line[$$2] : $$2)}' <(python3 -I -S $(SUMMARIES)) -
 	@echo
 	@sed -nE 's/^## (.*)/\1/p; s/^([A-Z_]+) \?= ?(.*)## (.*)/\1|\2|\3/p' $(MAKEFILE_LIST) \
 	  | awk -F'|' 'NF < 3 {print; print "  VARIABLE     DEFAULT      MEANING"; next} {printf "  %-12s %-12s %s\n", $$1, ($$2 == "" ? "-" : $$2), $$3}'
 
-all: | venv ## train and val (those in the config): download, verify, MDS shards
+all: | venv ## @all
 	@goals="$$($(SPLIT_TARGETS) mds-)" && $(MAKE) --no-print-directory $$goals
-evals: | venv ## the test sets in the config (ImageNetV2, -A, -R, -Sketch; 13 GB): download, verify, MDS shards
+evals: | venv ## @evals
 	@goals="$$($(SPLIT_TARGETS) mds- --evals)" && $(MAKE) --no-print-directory $$goals
-train: mds-train ## train split: download, verify, MDS shards (shuffled with mds.shuffle_seed)
-val: mds-val ## val split: download, verify, MDS shards (ImageFolder order)
+train: mds-train ## @train
+val: mds-val ## @val
 folders: | venv ## train and val (those in the config) as ImageFolder trees (not needed for MDS)
 	@goals="$$($(SPLIT_TARGETS) untar-)" && $(MAKE) --no-print-directory $$goals
 
-$(SPLITS:%=download-%): download-%: | venv aria2c ## aria2c fetches the archive into DATA/tar/ (resumable)
+$(SPLITS:%=download-%): download-%: | venv aria2c ## @download
 	$(call say,download $*)$(STAGE) download $(ARGS) $(if $(filter 1,$(YES)),--yes) $(if $(filter $@,$(MAKECMDGOALS)),--fetch) $*
-$(SPLITS:%=verify-%): verify-%: download-% ## check size and hashes, and index the images, in one read
+$(SPLITS:%=verify-%): verify-%: download-% ## @verify
 	$(call say,verify $*)$(STAGE) verify $(ARGS) $(if $(HASHES),--hashes=$(call quote,$(HASHES))) $(call THEN_MDS,$*) $*
-$(SPLITS:%=untar-%): untar-%: verify-% ## unpack into an ImageFolder tree of wnid folders, DATA/untar/ILSVRC2012_img_SPLIT/ (a test set: DATA/untar/SPLIT/)
+$(SPLITS:%=untar-%): untar-%: verify-% ## @untar
 	$(call say,untar $*)$(STAGE) untar $(ARGS) $(if $(WORKERS),--workers='$(WORKERS)') $*
-$(SPLITS:%=mds-%): mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ (a test set: DATA/mds/SPLIT/)
+$(SPLITS:%=mds-%): mds-%: $(if $(filter untar,$(MDS_FROM)),untar,verify)-% ## @mds
 	$(call say,mds $*)$(STAGE) mds $(ARGS) $(MDS_ARGS) $*
 
 check: | venv ## check every split in the config (below), in one run
 	$(call say,check)$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS)
-$(SPLITS:%=check-%): check-%: | venv ## read SPLIT back with StreamingDataset: hashes, counts, labels, order, bytes
+$(SPLITS:%=check-%): check-%: | venv ## @check
 	$(call say,check $*)$(STAGE) check $(ARGS) $(if $(filter 1,$(DECODE)),--decode) $(VARIANT_ARGS) $*
-$(SPLITS:%=samples-%): samples-%: | venv ## print a few samples read back with StreamingDataset
+$(SPLITS:%=samples-%): samples-%: | venv ## @samples
 	$(call say,samples $*)$(STAGE) samples $(ARGS) $(if $(RESIZE),--resize='$(RESIZE)') $*
-status: | venv ## every split and stage (done/stale/damaged/partial/missing/removed) and the next command
+status: | venv ## @status
 	@$(STAGE) status $(ARGS)
-$(SPLITS:%=clean-%): clean-%: | venv ## remove SPLIT's untar, MDS and their stamps (keeps the tar)
+$(SPLITS:%=clean-%): clean-%: | venv ## @clean
 	$(call say,clean $*)$(STAGE) clean $(ARGS) $*
 $(SPLITS:%=clean-%-tar): clean-%-tar: | venv ## as clean-SPLIT, and remove the downloaded tar too
 	$(call say,clean $* --tar)$(STAGE) clean $(ARGS) --tar $*

@@ -21,6 +21,7 @@ from .cli import add_options, parser, selected, setup
 from .config import Config, Split
 from .console import COMMAND, UsageError, as_run, main, ran_by_make
 from .stage import Stage, registry
+from .summaries import SUMMARY
 from .up_front import confirm_downloads, steps_to_run
 
 COMMANDS = ("check", "samples", "status", "clean")  # beside the stages
@@ -40,12 +41,8 @@ def command_module(name: str) -> ModuleType:
 def listing() -> list[tuple[str, str]]:
     """Every command with its one-line summary, in order: the stages, the other commands, the shortcuts."""
     rows = [(s.name, s.summary) for s in registry()]
-    rows += [(name, command_module(name).SUMMARY) for name in COMMANDS]
-    rows += [("all", "train and val (those in the config): each stage the shards need: download, verify, mds")]
-    rows += [(split, f"{split} only: download, verify, mds") for split in SPLITS]
-    rows += [("evals", "the test sets in the config (ImageNetV2, -A, -R, -Sketch): download, verify, mds")]
-    rows += [("TESTSET", f"one test set only ({', '.join(EVAL_SPLITS)})")]
-    return rows
+    rows += [(name, SUMMARY[name]) for name in (*COMMANDS, "all", *SPLITS, "evals")]
+    return [*rows, ("TESTSET", f"{SUMMARY['TESTSET']} ({', '.join(EVAL_SPLITS)})")]
 
 
 def usage() -> str:
@@ -56,7 +53,8 @@ def usage() -> str:
     lines += [f"  {name:<{width}}  {text}" for name, text in listing()]
     lines += ["", "options:", "  -h, --help   this list", "  --version    the version", "",
               "Exit status: 0 done, 1 a stage failed, 2 a usage error; a failure is one 'error:' line.",
-              f"Start with: {COMMAND} val --data DIR   (6.7 GB to download; '{COMMAND} status' says where you are)"]
+              f"Start with: {COMMAND} val --data DIR   (6.7 GB to download; '{COMMAND} status' says where you are, "
+              "'status --json' for programs)"]
     return "\n".join(lines)
 
 
@@ -96,7 +94,7 @@ def dispatch(argv: list[str]) -> None:
     if name in stages:
         run_stages(name, [stages[name]], sys.modules[type(stages[name]).__module__].__doc__, rest)
     elif name in SHORTCUTS:
-        doc = dict(listing()).get(name, f"{name} only: download, verify, mds")
+        doc = SUMMARY.get(name, SUMMARY["TESTSET"])
         run_stages(name, list(stages.values()), doc, rest, SHORTCUTS[name])
     elif name in (*COMMANDS, *HIDDEN):
         module = command_module(name)

@@ -18,17 +18,22 @@ from .config import Split
 from .console import UserError
 from .context import Context
 from .stamps import State, read_stamp, run_stage, state
+from .summaries import SUMMARY
 
 
 class Stage:
     """One stage of the pipeline; a subclass sets `name` and `before` and defines the four methods."""
 
     name: ClassVar[str]
-    summary: ClassVar[str]  # one line, for `how-to-imagenet --help`
     before: ClassVar[str | None] = None  # the stage that must be done first (None: the first)
     lock: ClassVar[str] = "exclusive"  # how it holds DATA/.lock (see lock_data)
     optional: ClassVar[bool] = False  # not needed for the shards (status names no next command for it)
     options: ClassVar[tuple[str, ...]] = ()  # the command-line options it takes (fields of Options, cli.add_options)
+
+    @property
+    def summary(self) -> str:
+        """Its one line, for `how-to-imagenet --help` and `make help` (summaries.SUMMARY)."""
+        return SUMMARY[self.name]
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:
         raise NotImplementedError

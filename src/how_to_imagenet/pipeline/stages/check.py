@@ -37,7 +37,6 @@ from .mds import CLASSES, finished
 
 SHOWN = 10  # failures printed; the report keeps up to 1000
 
-SUMMARY = "read the shards back with StreamingDataset: hashes, counts, labels, order, bytes"
 
 
 def shard_failures(local: Path) -> tuple[int, list[str]]:

@@ -15,8 +15,6 @@ from ..files import remove
 from ..layout import Paths, partial
 from ..stage import forget
 
-SUMMARY = "remove a split's unpacked folder, MDS shards and their stamps (keeps the tar; --tar removes it too)"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tar", action="store_true", help="also remove the downloaded archive")

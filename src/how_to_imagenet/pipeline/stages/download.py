@@ -266,7 +266,6 @@ def removed(paths: Paths, split: Split) -> bool:
 
 
 class Download(Stage):
-    summary = "fetch a split's archive into DATA/tar/ with aria2c (.torrent, magnet, URL), or link a local file"
     name, options = "download", ("yes", "fetch")
 
     def inputs(self, ctx: Context, split: Split) -> dict[str, Any]:

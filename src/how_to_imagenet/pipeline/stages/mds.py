@@ -46,7 +46,6 @@ def settings(cfg: Config, resize: int | None = None, quality: int = DEFAULT_QUAL
 class Mds(Stage):
     """mds, or with RESIZE=N its variant mds_r<N>; after verify, or after untar with MDS_FROM=untar."""
 
-    summary = "write MDS shards to DATA/mds/ILSVRC2012_img_SPLIT/ (train shuffled, val in ImageFolder order)"
     name, before = "mds", "verify"
     options = ("source", "workers", "resize", "quality", "remote")
 

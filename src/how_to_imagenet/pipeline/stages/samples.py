@@ -9,8 +9,6 @@ from ..cli import add_options, selected, setup, whole
 from ..shm import clean_orphaned_shm
 from .mds import finished
 
-SUMMARY = "print a few samples read back with StreamingDataset"
-
 
 def show(local: str, count: int) -> None:
     from streaming import StreamingDataset

@@ -22,7 +22,6 @@ from .download import removed
 
 TAKES_SPLITS = False  # shows every split of the config (a test set once begun)
 
-SUMMARY = "every split and stage (done/stale/damaged/partial/missing) and the next command; --json for programs"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

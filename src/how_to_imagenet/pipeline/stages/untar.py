@@ -42,7 +42,6 @@ def untar(ctx: Context, split: Split, workers: int) -> dict:
 
 
 class Untar(Stage):
-    summary = "unpack into an ImageFolder tree DATA/untar/ILSVRC2012_img_SPLIT/ (optional: mds does not need it)"
     name, before = "untar", "verify"
     optional = True  # mds reads the verified archive itself
     options = ("workers",)

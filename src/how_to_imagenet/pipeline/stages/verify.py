@@ -329,7 +329,6 @@ def proof(out: dict[str, Any]) -> dict[str, Any]:
 
 
 class Verify(Stage):
-    summary = "check the archive's size and hashes, and index its images, in one read"
     name, before = "verify", "download"
     options = ("hashes", "then_mds", "source", "workers", "resize", "quality", "remote")  # then mds's
 
