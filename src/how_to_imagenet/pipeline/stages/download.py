@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..aria2 import Run, cause, refused_control
 from ..config import Config, Split, read_checksums
 from ..console import Interrupted, UserError, human_bytes, log
 from ..context import LOOPBACK_VARIABLE, Context
@@ -127,6 +126,8 @@ def drop_control(paths: Paths, split: Split, kind: str, why: str) -> bool:
 def aria2c(ctx: Context, split: Split, kind: str, src: str, repair: bool = False, retried: bool = False) -> None:
     """Fetch (or resume) the archive with aria2c. `repair`: check every piece of the file already there
     against the torrent's SHA-1s first (--check-integrity), so only bad or missing pieces are fetched."""
+    from ..aria2 import Run, cause, refused_control  # pty, termios: only when aria2c runs
+
     if shutil.which("aria2c") is None:
         raise UserError("aria2c not found; install it with 'apt-get install aria2' (make does when run as root)")
     cfg, paths = ctx.cfg, ctx.paths
