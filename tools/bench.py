@@ -368,11 +368,9 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
     collate: Callable | None = list
     count: Callable[[Any], int] = len
     if ":" in kind:
-        from streaming.base.util import clean_stale_shared_memory
-
         from how_to_imagenet import ImageNetMDS
 
-        clean_stale_shared_memory()
+        clean_orphaned_shm()  # only what no live process uses: a training job beside the bench keeps its own
         split, transform = kind.split(":")
         ds: Dataset = ImageNetMDS(local=str(Paths(Path(data)).mds_root), split=split, transform=transform,
                                   batch_size=BATCH, shuffle=False)
@@ -383,9 +381,8 @@ def loader_rate(data: str, kind: str, decode: bool, n: int) -> dict[str, float]:
             collate, count = gpu.collate, lambda batch: len(batch.y)
     elif kind == "mds":
         from streaming import StreamingDataset
-        from streaming.base.util import clean_stale_shared_memory
 
-        clean_stale_shared_memory()
+        clean_orphaned_shm()
 
         class Raw(StreamingDataset):
             def __getitem__(self, i: int) -> int:

@@ -330,7 +330,7 @@ def hold(path: Path) -> mmap.mmap:
 
 def test_shared_memory_of_a_killed_reader_is_cleaned_by_the_next_check(fixture: Fixture, built: Path,
                                                                         tmp_path: Path):
-    from how_to_imagenet.pipeline.shm import NAME, SHM, mapped
+    from how_to_imagenet.pipeline.shm import NAME, SHM, in_use
 
     data = copy_data(built, tmp_path / "data")
     reader = subprocess.Popen([sys.executable, "-c", KEEP, str(Paths(data).mds("val"))], stdout=subprocess.PIPE,
@@ -351,4 +351,4 @@ def test_shared_memory_of_a_killed_reader_is_cleaned_by_the_next_check(fixture: 
         mapping.close()
     checked(fixture.config, data, "val")
     # Gone, or (the prefix freed and taken again) mapped by the check that just ran in this process.
-    assert not (left & {p.name for p in SHM.iterdir()}) - mapped()
+    assert not (left & {p.name for p in SHM.iterdir()}) - in_use()

@@ -1,4 +1,4 @@
-"""Shared memory left by a killed reader is cleaned; what a live one (a training job) maps is kept."""
+"""Shared memory left by a killed reader is cleaned; what a live one (a training job) maps or holds open is kept."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ import mmap, sys
 f = open(sys.argv[1], "r+b")
 m = mmap.mmap(f.fileno(), 4)
 print("mapped", flush=True)
+sys.stdin.read()
+"""
+# A job making its shared memory: the file is open (shm_open) and not yet mapped.
+OPEN = """
+import sys
+f = open(sys.argv[1], "r+b")
+print("open", flush=True)
 sys.stdin.read()
 """
 
@@ -57,3 +64,20 @@ def test_nothing_is_unlinked_when_a_process_maps_cannot_be_read(tmp_path: Path, 
     monkeypatch.setattr(Path, "read_text", out_of_files)
     assert clean_orphaned_shm(shm, locks) == []
     assert (shm / "999996_locals").exists()
+
+
+def test_a_file_a_live_process_holds_open_but_has_not_mapped_yet_is_kept(tmp_path: Path):
+    shm, locks = tmp_path / "shm", tmp_path / "tmp"
+    shm.mkdir()
+    locks.mkdir()
+    starting = shm / "999995_locals"
+    starting.write_bytes(bytes(4))
+    user = subprocess.Popen([sys.executable, "-c", OPEN, str(starting)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert user.stdout.readline() == "open\n"
+        assert clean_orphaned_shm(shm, locks) == [] and starting.exists()
+    finally:
+        user.kill()
+        user.wait()
+    assert clean_orphaned_shm(shm, locks) == [starting.name] and not starting.exists()  # once let go: orphaned

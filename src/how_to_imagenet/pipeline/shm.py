@@ -1,7 +1,7 @@
 """streaming's shared memory (/dev/shm/<prefix:06>_<name>) left behind by a killed reader.
 
 streaming's own clean_stale_shared_memory() unlinks every prefix, including those a running
-training job is using. This unlinks only the prefixes that no live process in /proc has mapped (a
+training job is using. This unlinks only the prefixes that no live process in /proc maps or holds open (a
 job in another PID namespace sharing /dev/shm, such as a container run with --ipc=host, is not
 visible here: run check in the same namespace as training).
 """
@@ -26,29 +26,39 @@ NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|
                   r"epoch_shape|epoch_data)")
 
 
-def mapped(skip: int | None = None, shm: Path = SHM) -> set[str]:
-    """The names of the files in `shm` some live process (other than `skip`) has mapped. A process's maps
-    that exist but cannot be read (out of open files) raise OSError: what it maps is unknown."""
-    names = set()
+def in_use(skip: int | None = None, shm: Path = SHM) -> set[str]:
+    """The names of the files in `shm` some live process (other than `skip`) maps or holds open. Both count:
+    a process making a file opens it before it maps it (shm_open, then mmap), and a cleaner that looked at
+    the maps alone could take a starting job's memory in between. A process's maps or descriptors that
+    exist but cannot be read (out of open files) raise OSError: what it uses is unknown."""
+    names, folder = set(), f"{shm}/"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or proc.name == str(skip):
             continue
         try:
             maps = (proc / "maps").read_text()
+            fds = os.listdir(proc / "fd")
         except (FileNotFoundError, ProcessLookupError, PermissionError):  # gone, or not ours to read
             continue
-        names.update(m.group(1) for m in re.finditer(rf"{re.escape(str(shm))}/(\S+)", maps))
+        names.update(m.group(1) for m in re.finditer(rf"{re.escape(folder)}(\S+)", maps))
+        for fd in fds:
+            try:
+                target = os.readlink(proc / "fd" / fd)
+            except (FileNotFoundError, ProcessLookupError):  # closed meanwhile
+                continue
+            if target.startswith(folder):
+                names.add(target[len(folder):].removesuffix(" (deleted)"))
     return names
 
 
 def clean_orphaned_shm(shm: Path = SHM, locks: Path = LOCKS) -> list[str]:
-    """Unlink each streaming prefix none of whose files is mapped by a live process, then the file
+    """Unlink each streaming prefix none of whose files a live process maps or holds open, then the file
     locks of each prefix left with no shared memory; the names removed. (`shm` and `locks`: other
     folders than streaming's, for a test.)"""
     try:
         files = [p for p in shm.iterdir() if NAME.fullmatch(p.name)]
-        live = {m.group(1) for n in mapped(shm=shm) if (m := NAME.fullmatch(n))}
-    except OSError:  # a process's maps that could not be read (no file left to open): its memory is not orphaned
+        live = {m.group(1) for n in in_use(shm=shm) if (m := NAME.fullmatch(n))}
+    except OSError:  # a process's maps or descriptors that could not be read (no file left to open): not orphaned
         return []
     removed = unlink([p for p in files if NAME.fullmatch(p.name).group(1) not in live])  # type: ignore[union-attr]
     try:

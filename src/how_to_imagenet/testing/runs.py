@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..names import archive
-from ..pipeline.shm import NAME, SHM, close_shm, mapped, release
+from ..pipeline.shm import NAME, SHM, close_shm, in_use, release
 
 PROJECT = Path(__file__).resolve().parents[3]  # the checkout: testing/ never ships in the wheel
 # Nested under `make test`, the inner makes must not inherit the outer one's flags and job server.
@@ -210,7 +210,7 @@ def free_own_shm() -> list[str]:
         if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
             inodes.setdefault(fields[5][len("/dev/shm/"):], set()).add(int(fields[4]))
     mine = set(inodes)
-    elsewhere = mapped(skip=os.getpid())
+    elsewhere = in_use(skip=os.getpid())
     prefix = {n: m.group(1) for n in mine | elsewhere if (m := NAME.fullmatch(n))}
     ours = {prefix[n] for n in mine if n in prefix} - {prefix[n] for n in elsewhere if n in prefix}
     freed = []
