@@ -31,7 +31,7 @@ DEMO ?= demo## folder for make demo (emptied first if an earlier demo made it; a
 PEER_ROUNDS ?= 3## rounds of make bench-peers' loader rows, taken in turn; each row's best and median count
 PEERS_VENV ?= .venv-peers## the environment make bench-peers builds: requirements-peers.txt over the venv's packages
 PYTEST_ARGS ?=## extra pytest arguments for make test, e.g. PYTEST_ARGS="-k val -x"
-TEST_JOBS ?= 2## pytest processes for make test (pytest-xdist); each builds its own fixtures
+TEST_JOBS ?= 3## pytest processes for make test (pytest-xdist); a third keeps 2 cores busy while tests wait on aria2c
 V ?= 0## V=1: print each recipe's full command (default: one short line each, such as 'mds val')
 
 PY := $(VENV)/bin/python
