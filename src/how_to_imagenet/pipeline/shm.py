@@ -37,14 +37,17 @@ def in_use(skip: int | None = None, shm: Path = SHM) -> set[str]:
             continue
         try:
             maps = (proc / "maps").read_text()
-            fds = os.listdir(proc / "fd")
         except (FileNotFoundError, ProcessLookupError, PermissionError):  # gone, or not ours to read
             continue
         names.update(m.group(1) for m in re.finditer(rf"{re.escape(folder)}(\S+)", maps))
+        try:
+            fds = os.listdir(proc / "fd")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):  # gone, or not ours: its maps count
+            continue
         for fd in fds:
             try:
                 target = os.readlink(proc / "fd" / fd)
-            except (FileNotFoundError, ProcessLookupError):  # closed meanwhile
+            except (FileNotFoundError, ProcessLookupError, PermissionError):  # closed meanwhile, or not ours
                 continue
             if target.startswith(folder):
                 names.add(target[len(folder):].removesuffix(" (deleted)"))
