@@ -164,19 +164,30 @@ print(json.dumps(seen), flush=True)
 """
 
 
-def test_two_jobs_reading_the_same_shards_keep_their_own_shared_memory(built: Path):
+# The two jobs get a machine of their own, as the nodes above do: a mount namespace with a /dev/shm and a temp
+# folder of its own, which the second job enters too. Other tests' processes come and go in the machine's
+# /dev/shm, and one that exits can unlink names it once made there (its resource tracker), whoever holds
+# them now: that is not what this test is about.
+MACHINE = 'mount --make-rprivate / && mount -t tmpfs tmpfs /dev/shm && exec "$0" "$@"'
+
+
+@ROOT
+def test_two_jobs_reading_the_same_shards_keep_their_own_shared_memory(built: Path, tmp_path: Path):
     local = str(Paths(built).mds("train"))
-    env = {**ENV, "PYTHONPATH": str(PROJECT / "src")}
-    first = subprocess.Popen([sys.executable, "-c", KEEP_READING, local], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, env=env)
+    (tmp_path / "tmp").mkdir()
+    env = {**ENV, "PYTHONPATH": str(PROJECT / "src"), "TMPDIR": str(tmp_path / "tmp")}
+    first = subprocess.Popen(["unshare", "--mount", "sh", "-c", MACHINE, sys.executable, "-c", KEEP_READING, local],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert first.stdout.readline() == "half\n"
+        shm = Path(f"/proc/{first.pid}/root/dev/shm")  # the jobs' /dev/shm, seen from here
         held = {m.split("/dev/shm/")[1] for m in Path(f"/proc/{first.pid}/maps").read_text().split()
                 if m.startswith("/dev/shm/")}
-        second = subprocess.run([sys.executable, "-c", KEEP_READING, local], input="\n", capture_output=True,
-                                text=True, env=env, timeout=120)  # the second job reads a whole epoch, and exits
+        second = subprocess.run(["nsenter", f"--target={first.pid}", "--mount", sys.executable, "-c", KEEP_READING,
+                                 local], input="\n", capture_output=True, text=True, env=env,
+                                timeout=120)  # the second job reads a whole epoch, and exits
         assert second.returncode == 0, second.stderr
-        assert held and all((Path("/dev/shm") / n).exists() for n in held)  # the first job's, left alone
+        assert held and all((shm / n).exists() for n in held)  # the first job's, left alone
         out, _ = first.communicate("\n", timeout=120)
         assert first.returncode == 0
         want = sorted(s["wnid"] for s in read_mds(Paths(built).mds("train")))
