@@ -4,6 +4,7 @@ needs to decide; "no" ends the run quietly."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,3 +40,23 @@ def test_a_large_download_asks_first_only_at_a_terminal_naming_source_sizes_spac
         confirm_downloads(Context(cfg, Paths(tmp_path), make=True), "val", steps)
     monkeypatch.setattr("builtins.input", lambda prompt: "y")
     confirm_downloads(Context(cfg, Paths(tmp_path)), "val", steps)
+
+
+def test_an_archive_removed_after_verify_is_asked_about_only_when_it_is_fetched_again(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from how_to_imagenet.pipeline.stages import download
+
+    cfg = load_config(PROJECT / "config.yaml")
+    stage = next(s for s in registry() if s.name == "download")
+    monkeypatch.setattr(type(stage), "state", lambda self, ctx, split: SimpleNamespace(name="removed"))
+    monkeypatch.setattr(download, "removed", lambda paths, split: True)  # deleted after verify, as status says
+    asked: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "n")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("how_to_imagenet.pipeline.up_front.print", lambda *a, **k: None, raising=False)
+    steps = [(stage, cfg.split("val"))]
+    confirm_downloads(Context(cfg, Paths(tmp_path)), "val", steps)  # not fetched again: nothing to ask
+    assert asked == []
+    with pytest.raises(Declined):
+        confirm_downloads(Context(cfg, Paths(tmp_path), Options(fetch=True)), "val", steps)  # --fetch: asked
+    assert asked == ["Download? [y/N] "]

@@ -17,15 +17,22 @@ TERMS = ("ImageNet's terms of access apply (https://image-net.org/download.php):
          "educational use only")
 
 
+def todo(ctx: Context, steps: list[tuple[Stage, Split]]) -> list[tuple[Stage, Split]]:
+    """The steps that will work on this run: those not done (nor removed after use), and those forced
+    (download --fetch of an archive removed after verify)."""
+    return [(s, split) for s, split in steps
+            if s.state(ctx, split).name not in ("done", "removed") or s.force(ctx, split)]
+
+
 def steps_to_run(ctx: Context, steps: list[tuple[Stage, Split]]) -> list[tuple[Stage, Split]]:
-    """`steps` (each stage decides for itself whether it is done); before any, each step not yet done
-    is checked (`Stage.ready`), then DATA's disk for what they would write, all together."""
-    todo = [(s, split) for s, split in steps if s.state(ctx, split).name not in ("done", "removed")]
-    for s, split in todo:
+    """`steps` (each stage decides for itself whether it is done); before any, each step that will work
+    (`todo`) is checked (`Stage.ready`), then DATA's disk for what they would write, all together."""
+    working = todo(ctx, steps)
+    for s, split in working:
         s.ready(ctx, split)
-    need = sum(s.need(ctx, split) for s, split in todo)
+    need = sum(s.need(ctx, split) for s, split in working)
     if need:
-        what = ", ".join(f"{s.name} {split.name}" for s, split in todo)
+        what = ", ".join(f"{s.name} {split.name}" for s, split in working)
         check_free_space(ctx, ctx.data, need, what)
     return steps
 
@@ -33,10 +40,13 @@ def steps_to_run(ctx: Context, steps: list[tuple[Stage, Split]]) -> list[tuple[S
 def confirm_downloads(ctx: Context, command: str, steps: list[tuple[Stage, Split]]) -> None:
     """Ask before a large download, only when someone is at the terminal to answer and --yes was not
     given: what is fetched from where, what the command writes in all, what is free. "no" is Declined."""
-    fetches = [(split, s.need(ctx, split)) for s, split in steps if s.name == "download" and s.need(ctx, split)]
-    if ctx.options.yes or not sys.stdin.isatty() or sum(n for _, n in fetches) < ASK_ABOVE:
+    if ctx.options.yes or not sys.stdin.isatty():
         return
-    total = sum(s.need(ctx, split) for s, split in steps if s.state(ctx, split).name not in ("done", "removed"))
+    needs = [(s, split, s.need(ctx, split)) for s, split in todo(ctx, steps)]
+    fetches = [(split, n) for s, split, n in needs if s.name == "download" and n]
+    if sum(n for _, n in fetches) < ASK_ABOVE:
+        return
+    total = sum(n for _, _, n in needs)
     ctx.data.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(ctx.data).free
     for split, n in fetches:
