@@ -69,15 +69,14 @@ class ImageNetMDS(StreamingDataset):
             raise TypeError(f"transform={transform!r}: use one of {', '.join(map(repr, TRANSFORMS))}, a callable, "
                             "or None")
         kwargs.setdefault("shuffle", split == "train")
-        folder = split_folder(local, split, resize)
+        folder, remote_folder = split_folder(local, split, resize), split_folder(remote, split, resize)
         if remote is None and folder is not None and not (Path(folder) / "index.json").is_file():
             raise FileNotFoundError(f"{folder}: no MDS shards there (no index.json); local= is DATA/mds, the folder "
                                     f"holding {dataset(split, resize)}/ ('make {split}' or 'how-to-imagenet {split}' "
                                     "writes it)")
         for attempt in range(PREFIX_TRIES):
             try:
-                super().__init__(local=split_folder(local, split, resize), remote=split_folder(remote, split, resize),
-                                 **kwargs)
+                super().__init__(local=folder, remote=remote_folder, **kwargs)
                 break
             except FileExistsError:  # another process took the same free prefix first: the next scan skips it
                 if attempt == PREFIX_TRIES - 1:

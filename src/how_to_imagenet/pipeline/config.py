@@ -123,7 +123,6 @@ class Config:
         return self.splits[name]
 
 
-
 def check_image_count(cfg: Config, split: Split, tar: Path, found: int, proven: bool = False) -> None:
     """The archive holds exactly the images the config says (verify and untar both count them).
     `proven`: the archive matched its checksums (verify), so another count is the config's mistake."""

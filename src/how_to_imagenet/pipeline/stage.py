@@ -47,7 +47,6 @@ class Stage:
     def run(self, ctx: Context, split: Split) -> dict[str, Any]:
         raise NotImplementedError
 
-
     def needed(self, ctx: Context) -> bool:
         """Whether the shards need this stage on this run (`all` and the split shortcuts run those)."""
         return not self.optional

@@ -297,7 +297,6 @@ class Download(Stage):
     def run(self, ctx: Context, split: Split) -> dict[str, Any]:
         return download(ctx, split)
 
-
     def force(self, ctx: Context, split: Split) -> bool:
         return ctx.options.fetch and removed(ctx.paths, split)
 

@@ -32,8 +32,6 @@ from . import download, verify
 from .download import needed_archive
 
 CLASSES = "classes.json"  # beside index.json: the class metadata of the dataset
-
-
 TYPICAL_SHORT_SIDE = 375  # pixels: ImageNet's images are mostly 500 x 375 or 375 x 500
 
 
