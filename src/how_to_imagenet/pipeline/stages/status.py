@@ -23,7 +23,6 @@ from .download import removed
 TAKES_SPLITS = False  # shows every split of the config (a test set once begun)
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per split and stage, for programs")
 
@@ -43,9 +42,8 @@ def rows(ctx: Context) -> list[dict[str, Any]]:
     cfg, paths = ctx.cfg, ctx.paths
     if not cfg.splits:
         raise UserError(f"{cfg.path}: 'splits' names no split; add train and/or val")
-    found = []
+    found, mds = [], stage_named("mds")
     for split in (s for s in cfg.splits.values() if shown(ctx, s)):  # a test set once begun
-        mds = stage_named("mds")
         stages = [(stage, ctx, stage.name) for stage in registry()]
         stages += [(mds, ctx.but(resize=resize), mds_stage(resize)) for resize in paths.resizes(split.name)]
         for stage, variant, name in stages:
