@@ -29,6 +29,7 @@ from how_to_imagenet.testing.webseed import serve
 ONE_WORKER = ("evals", "big", "installed", "s3")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if costly := [name for name in ONE_WORKER if name in getattr(item, "fixturenames", ())]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import random
 import threading
@@ -22,15 +23,14 @@ from .test_transforms import jpeg, junk_before_the_end
 SAMPLES = 45  # five batches of 8 and a last one of 5
 
 
+@functools.cache
 def images() -> list[bytes]:
-    """Photos, and what the extension hands to Pillow: CMYK, PNG, a JPEG read with a warning; and grey."""
+    """Photos, and what the extension hands to Pillow: CMYK, PNG, a JPEG read with a warning; and grey. Made
+    once per process, on first use (Pillow's noise is not seeded)."""
     odd = [jpeg(300, 200, "CMYK"), jpeg(300, 200, fmt="PNG"), junk_before_the_end(jpeg(320, 240)),
            jpeg(400, 300, "L")]
     photos = bench_photos(random.Random(7), SAMPLES - len(odd))
     return photos[:10] + odd + photos[10:]
-
-
-DATA = images()  # Pillow's noise is not seeded: made once
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def local(tmp_path: Path) -> Path:
     for split in ("train", "val"):
         with MDSWriter(out=split_folder(str(tmp_path), split), columns={"x": "jpeg", "y": "int", "wnid": "str"},
                        size_limit=1 << 20) as out:
-            for i, x in enumerate(DATA):
+            for i, x in enumerate(images()):
                 out.write({"x": x, "y": i, "wnid": "n01440764"})
     return tmp_path
 
@@ -169,7 +169,7 @@ def test_local_shards_of_the_wrong_size_are_refused_when_opened(local: Path, dam
 def test_the_shards_read_in_place_give_the_stored_bytes(local: Path):
     mapped = ImageNetMDS(local=str(local), split="val", transform="bytes", batch_size=1)
     assert mapped.mapped is not None
-    for i, data in enumerate(DATA):
+    for i, data in enumerate(images()):
         x, y = mapped[i]
         assert isinstance(x, memoryview) and bytes(x) == data and y == i
 
@@ -193,7 +193,7 @@ def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: 
     monkeypatch.setattr(prefix, "_check_and_find_retrying", raced)
     try:
         ds = ImageNetMDS(local=str(local), split="val", transform="bytes", batch_size=8, shuffle=False)
-        assert taken and [bytes(x) for x, _ in ds] == DATA
+        assert taken and [bytes(x) for x, _ in ds] == images()
     finally:
         for shm in taken:
             shm.close()

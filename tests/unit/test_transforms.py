@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import random
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -98,26 +100,46 @@ def junk_before_the_end(data: bytes) -> bytes:
     return data[:-2] + bytes(range(200)) + data[-2:]
 
 
-VAL_IMAGES = [*bench_photos(random.Random(3), 6), jpeg(500, 375), jpeg(375, 500), jpeg(1200, 900), jpeg(2400, 2000),
-              jpeg(150, 100), jpeg(400, 300, "L"), jpeg(400, 300, "CMYK"), jpeg(400, 300, fmt="PNG"),
-              junk_before_the_end(jpeg(300, 200))]
+@functools.cache
+def photos(seed: int, n: int) -> list[bytes]:
+    return bench_photos(random.Random(seed), n)
 
 
-@pytest.mark.parametrize("data", VAL_IMAGES)
-def test_fast_val_is_the_references_pixels(data: bytes):
+# The test images by name, each made the first time a test asks for it (`image`): parametrized by name,
+# collection neither makes them nor spells their bytes into the test ids.
+IMAGES: dict[str, Callable[[], bytes]] = {
+    **{f"photo-{i}": functools.partial(lambda i: photos(3, 6)[i], i) for i in range(6)},
+    "500x375": lambda: jpeg(500, 375), "375x500": lambda: jpeg(375, 500), "1200x900": lambda: jpeg(1200, 900),
+    "2400x2000": lambda: jpeg(2400, 2000), "150x100": lambda: jpeg(150, 100), "gray": lambda: jpeg(400, 300, "L"),
+    "cmyk": lambda: jpeg(400, 300, "CMYK"), "png": lambda: jpeg(400, 300, fmt="PNG"),
+    "junk-before-the-end": lambda: junk_before_the_end(jpeg(300, 200)),
+    "train-photo": lambda: photos(4, 1)[0], "900x700": lambda: jpeg(900, 700), "100x80": lambda: jpeg(100, 80),
+    "300x200-cmyk": lambda: jpeg(300, 200, "CMYK"), "300x200-png": lambda: jpeg(300, 200, fmt="PNG"),
+    "4000x3000": lambda: jpeg(4000, 3000), "1200x1000-cmyk": lambda: jpeg(1200, 1000, "CMYK"),
+}
+VAL_IMAGES = [*(f"photo-{i}" for i in range(6)), "500x375", "375x500", "1200x900", "2400x2000", "150x100", "gray",
+              "cmyk", "png", "junk-before-the-end"]
+TRAIN_IMAGES = ["train-photo", "900x700", "500x375", "100x80", "300x200-cmyk", "300x200-png", "junk-before-the-end",
+                "4000x3000", "1200x1000-cmyk"]  # the last two: crops decoded at 1/2 to 1/8
+
+
+@functools.cache
+def image(name: str) -> bytes:
+    return IMAGES[name]()
+
+
+@pytest.mark.parametrize("name", VAL_IMAGES)
+def test_fast_val_is_the_references_pixels(name: str):
+    data = image(name)
     out = FastVal()(data)
     assert out.dtype == torch.uint8 and out.shape == (3, 224, 224)
     assert mean_abs(out, reference_val(data)) <= 0.05  # of 255: the same decode, the same sampling
 
 
-@pytest.mark.parametrize("data", VAL_IMAGES[6:10])
-def test_fast_val_with_scaled_decoding_is_within_two_levels(data: bytes):
+@pytest.mark.parametrize("name", VAL_IMAGES[6:10])
+def test_fast_val_with_scaled_decoding_is_within_two_levels(name: str):
+    data = image(name)
     assert mean_abs(FastVal(exact=False)(data), reference_val(data)) <= 2.0
-
-
-TRAIN_IMAGES = [bench_photos(random.Random(4), 1)[0], jpeg(900, 700), jpeg(500, 375), jpeg(100, 80),
-                jpeg(300, 200, "CMYK"), jpeg(300, 200, fmt="PNG"), junk_before_the_end(jpeg(300, 200)),
-                jpeg(4000, 3000), jpeg(1200, 1000, "CMYK")]  # the last two: crops decoded at 1/2 to 1/8
 
 
 def reference_crops(data: bytes, seeds: range) -> list[torch.Tensor]:
@@ -131,8 +153,9 @@ def reference_crops(data: bytes, seeds: range) -> list[torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("data", TRAIN_IMAGES)
-def test_fast_train_exact_is_the_references_pixels_for_the_same_draw(data: bytes):
+@pytest.mark.parametrize("name", TRAIN_IMAGES)
+def test_fast_train_exact_is_the_references_pixels_for_the_same_draw(name: str):
+    data = image(name)
     for seed, ref in zip(range(8), reference_crops(data, range(8)), strict=True):
         torch.manual_seed(seed)
         out = FastTrain(flip=0.0, exact=True)(data)
@@ -140,9 +163,10 @@ def test_fast_train_exact_is_the_references_pixels_for_the_same_draw(data: bytes
         assert mean_abs(out, ref) <= 0.5, seed  # torchvision's uint8 resize vs Pillow's: rounding
 
 
-@pytest.mark.parametrize("data", TRAIN_IMAGES)
-def test_fast_train_default_is_within_four_levels_of_the_reference(data: bytes):
+@pytest.mark.parametrize("name", TRAIN_IMAGES)
+def test_fast_train_default_is_within_four_levels_of_the_reference(name: str):
     """The default decodes with libjpeg's fast DCT, and crops at least twice the output at 1/2, 1/4, 1/8."""
+    data = image(name)
     for seed, ref in zip(range(8), reference_crops(data, range(8)), strict=True):
         torch.manual_seed(seed)
         assert mean_abs(FastTrain(flip=0.0)(data), ref) <= 4.0, seed
@@ -150,11 +174,11 @@ def test_fast_train_default_is_within_four_levels_of_the_reference(data: bytes):
 
 def test_the_train_pixel_tests_cover_every_dct_scale():
     scales = set()
-    for data in TRAIN_IMAGES:
-        image = Image.open(io.BytesIO(data))
+    for name in TRAIN_IMAGES:
+        size = Image.open(io.BytesIO(image(name))).size
         for seed in range(8):
             torch.manual_seed(seed)
-            scales.add(dct_scale(random_resized_crop_box(*image.size), 224))
+            scales.add(dct_scale(random_resized_crop_box(*size), 224))
     assert scales == {1, 2, 4, 8}
 
 
