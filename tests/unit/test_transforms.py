@@ -43,10 +43,11 @@ def ks(a: np.ndarray, b: np.ndarray) -> float:
 def test_crops_are_drawn_as_torchvisions_random_resized_crop(width: int, height: int):
     torch.manual_seed(0)
     image = torch.empty(3, height, width)
-    ref = np.array([T.RandomResizedCrop.get_params(image, list(SCALE), list(RATIO)) for _ in range(DRAWS)],
-                   dtype=float)  # top, left, height, width
-    ours = np.array([(b.top, b.left, b.height, b.width) for b in
-                     (random_resized_crop_box(width, height) for _ in range(DRAWS))], dtype=float)
+    with torch.inference_mode():  # the same draws, a third less time in torch's per-op bookkeeping
+        ref = np.array([T.RandomResizedCrop.get_params(image, list(SCALE), list(RATIO)) for _ in range(DRAWS)],
+                       dtype=float)  # top, left, height, width
+        ours = np.array([(b.top, b.left, b.height, b.width) for b in
+                         (random_resized_crop_box(width, height) for _ in range(DRAWS))], dtype=float)
     limit = 1.95 * (2 / DRAWS) ** 0.5  # the KS test's critical value at p = 0.001
     for name, f in {"scale": lambda c: c[:, 2] * c[:, 3] / (width * height), "aspect": lambda c: c[:, 3] / c[:, 2],
                     "top": lambda c: c[:, 0], "left": lambda c: c[:, 1]}.items():

@@ -7,8 +7,6 @@ order and the workers' parts are mds/plan.py's; each worker writes its part with
 
 from __future__ import annotations
 
-import logging
-import uuid
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -184,6 +182,8 @@ def convert(ctx: Context, spec: Split, images: list[Image], reader: Source, need
     check_free_space(ctx, out.parent, need, f"writing MDS shards for {split}")
     parts = plan(images, shuffle=split == "train", seed=cfg.shuffle_seed, workers=workers)
     if remote:  # streaming's uploader imports torch (seconds): once, here, before the workers fork
+        import logging
+
         import streaming.base.storage.upload  # noqa: F401
 
         logging.getLogger().setLevel(logging.ERROR)  # streaming warns about its own temp and partition folders
@@ -215,6 +215,8 @@ def finish(ctx: Context, spec: Split, images: list[Image], written: list[Written
     write_json(paths.report(split, stage), report)
     log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
         + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
+    import uuid  # here: with platform, a few ms of every stage process's start
+
     return {"path": paths.rel(out), "id": uuid.uuid4().hex,
             "remote": f"{s.remote.rstrip('/')}/{out.name}" if s.remote else None, "images": len(images),
             "classes_xxh3": content_hash((out / CLASSES).read_bytes()),

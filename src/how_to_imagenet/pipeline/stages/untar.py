@@ -3,7 +3,6 @@ $(DATA)/untar/ILSVRC2012_img_<split>/<wnid>/<image> (val sorted into classes by 
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ def untar(ctx: Context, split: Split, workers: int) -> dict:
             (wnid, name), what = problems[0]
             raise Changed(f"{tar}: {wnid}/{name}, unpacked, {what}: the archive changed since it was verified "
                           f"({len(problems)} of {len(rows)} images)", (wnid, name))
+    import uuid  # here: with platform, a few ms of every stage process's start
+
     return {"path": paths.rel(out), "id": uuid.uuid4().hex, "check": paths.rel(paths.untar_check_report(split.name)),
             "images": total, "classes": len(counts), "per_class": counts,
             "bytes_read": split.bytes, "bytes_written": du(out)}
