@@ -21,7 +21,7 @@ import pytest
 from how_to_imagenet.labels import wnids
 from how_to_imagenet.testing.evals import add_evals
 from how_to_imagenet.testing.fixture import bench_photos, build
-from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_own_shm, free_port, make, streaming_shm_closed
+from how_to_imagenet.testing.runs import ENV, PROJECT, Fixture, free_port, make, streaming_shm_closed
 from how_to_imagenet.testing.webseed import serve
 
 # Session fixtures that take seconds to build, each built by every pytest-xdist worker that runs a test
@@ -38,12 +38,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def own_shared_memory_freed() -> Iterator[None]:
-    """After each test, the streaming shared memory its datasets opened is closed (`streaming_shm_closed`)
-    and what only this process still maps is unlinked (`free_own_shm`): the datasets tests make in-process
-    would otherwise fill the open-file table."""
+    """After each test, the streaming shared memory its datasets opened is closed, and unlinked where they
+    made it (`streaming_shm_closed`): the datasets tests make in-process would otherwise fill the open-file
+    table."""
     with streaming_shm_closed():
         yield
-    free_own_shm()
 
 
 @pytest.fixture(scope="session")

@@ -26,14 +26,14 @@ NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|
                   r"epoch_shape|epoch_data)")
 
 
-def in_use(skip: int | None = None, shm: Path = SHM) -> set[str]:
-    """The names of the files in `shm` some live process (other than `skip`) maps or holds open. Both count:
+def in_use(shm: Path = SHM) -> set[str]:
+    """The names of the files in `shm` some live process maps or holds open. Both count:
     a process making a file opens it before it maps it (shm_open, then mmap), and a cleaner that looked at
     the maps alone could take a starting job's memory in between. A process's maps or descriptors that
     exist but cannot be read (out of open files) raise OSError: what it uses is unknown."""
     names, folder = set(), f"{shm}/"
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or proc.name == str(skip):
+        if not proc.name.isdigit():
             continue
         try:
             maps = (proc / "maps").read_text()

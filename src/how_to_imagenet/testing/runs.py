@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..names import archive
-from ..pipeline.shm import NAME, SHM, close_shm, in_use, release
+from ..pipeline.shm import close_shm, release
 
 PROJECT = Path(__file__).resolve().parents[3]  # the checkout: testing/ never ships in the wheel
 # Nested under `make test`, the inner makes must not inherit the outer one's flags and job server.
@@ -195,35 +195,6 @@ def streaming_shm_closed() -> Iterator[None]:
         memory.SharedMemory.__init__ = init
         for shm in made:
             close_shm(shm)
-
-
-def free_own_shm() -> list[str]:
-    """Unlink the streaming shared memory that this process alone maps: what the datasets a test made
-    and dropped still hold (streaming frees it only at exit). The next dataset in this process then
-    does not open it again (streaming's prefix scan keeps open what it opens, so without this the
-    open files of a test process grow with the square of the datasets it made). The names unlinked."""
-    # name -> the inodes this process maps under it: a name unlinked and made again by another process
-    # (a "(deleted)" mapping here) is that process's file, not ours.
-    inodes: dict[str, set[int]] = {}
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and fields[5].startswith("/dev/shm/"):
-            inodes.setdefault(fields[5][len("/dev/shm/"):], set()).add(int(fields[4]))
-    mine = set(inodes)
-    elsewhere = in_use(skip=os.getpid())
-    prefix = {n: m.group(1) for n in mine | elsewhere if (m := NAME.fullmatch(n))}
-    ours = {prefix[n] for n in mine if n in prefix} - {prefix[n] for n in elsewhere if n in prefix}
-    freed = []
-    for f in SHM.glob("*"):
-        if (m := NAME.fullmatch(f.name)) and m.group(1) in ours:
-            try:
-                if f.stat().st_ino not in inodes.get(f.name, ()):
-                    continue  # made again since by another process, or never mapped here
-            except FileNotFoundError:
-                continue
-            f.unlink(missing_ok=True)
-            freed.append(f.name)
-    return freed
 
 
 def mds_files(root: Path) -> dict[str, bytes]:
