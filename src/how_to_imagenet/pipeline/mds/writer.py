@@ -128,7 +128,9 @@ class ShardWriter:
         k = self.submitted % 2  # the other buffer may still be being written
         padded = -(-nbytes // ALIGN) * ALIGN
         if len(self.buffers[k]) < padded:
-            self.buffers[k] = mmap.mmap(-1, padded)
+            # Room for any shard up to size_limit at once: the first touch of new pages costs more than
+            # the copy (a few ms per MB in a VM), and shards a little larger than the last would pay it again.
+            self.buffers[k] = mmap.mmap(-1, max(padded, -(-self.size_limit // ALIGN) * ALIGN))
         view = memoryview(self.buffers[k])[:padded]
         at = 0
         for b in buffers:
