@@ -32,7 +32,7 @@ from .download import needed_archive
 CHUNK = 8 << 20
 DISAGREEMENT = "disagreement"  # the report of a torrent and checksum files that describe different archives
 REPAIRS = 1  # repairs from the torrent a verify run tries before it gives up
-LAG = 1 << 30  # bytes a hash may fall behind the fastest, which are still in the page cache
+LAG = 64 << 20  # bytes the read may run ahead of the slowest hash: the ring of chunk buffers they share
 LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
 
 
@@ -48,34 +48,44 @@ def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable
 
 
 class Hashing:
-    """Whole-file hashes, each in a thread of its own that reads the file itself, CHUNK by CHUNK,
-    into a buffer it reuses: the fastest thread reads from the disk and the others follow it through
-    the page cache, never more than LAG behind (they wait for it; it waits for the slowest). The
-    caller's thread follows the fastest (`follow`), so whatever it does with the bytes just read
-    costs the disk nothing, and once it has seen the whole file it may go on to other work while the
-    slower hashes finish (`digests` waits for them)."""
+    """Whole-file hashes in one read: a reader thread copies the file, CHUNK by CHUNK, into a ring of
+    LAG // CHUNK buffers, and each hash, in a thread of its own, hashes those same buffers (the file is
+    copied out of the page cache once, not once per hash). The read runs at most LAG ahead of the slowest
+    hash (a buffer is read into again only once every hash is past it). The caller's thread follows the
+    read (`follow`), so whatever it does with the bytes just read costs the disk nothing, and once it
+    has seen the whole file it may go on to other work while the slower hashes finish (`digests` waits
+    for them)."""
 
     def __init__(self, path: Path, algorithms: list[str]) -> None:
         self.size = path.stat().st_size
         self.fd = os.open(path, os.O_RDONLY)
         self.moved = threading.Condition()
         self.stopped = False
-        hashers = {alg: HASHERS[alg]() for alg in algorithms} or {"": None}  # none: a thread that only reads
-        self.threads = [HashThread(self, alg, h) for alg, h in hashers.items()]
-        for t in self.threads:
+        self.ring: list[bytearray] = []  # grown to LAG // CHUNK buffers as the read first needs them
+        self.slots = max(2, LAG // CHUNK)
+        self.reader = ReadThread(self)
+        self.threads = [HashThread(self, alg, HASHERS[alg]()) for alg in algorithms]
+        for t in [self.reader, *self.threads]:
             t.start()
 
     def front(self) -> int:
-        """Bytes read by the thread furthest ahead (one that failed counts as done: nothing waits for it)."""
-        return max(t.at for t in self.threads)
+        """Bytes read (a read that failed counts as done: nothing waits for it)."""
+        return self.reader.at
 
-    def may_read(self, at: int) -> bool:
-        """Whether a thread at `at` may read on: not more than LAG ahead of the slowest."""
-        return at - min(t.at for t in self.threads) <= LAG or self.stopped
+    def slowest(self) -> int:
+        """Bytes hashed by the slowest hash (one that failed counts as done)."""
+        return min((t.at for t in self.threads), default=self.size)
+
+    def buffer(self, at: int) -> memoryview:
+        """The ring's buffer for the chunk at byte `at`, made the first time the read needs it."""
+        k = at // CHUNK % self.slots
+        while len(self.ring) <= k:
+            self.ring.append(bytearray(CHUNK))
+        return memoryview(self.ring[k])
 
     def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
-        """Run `on_read(n)` for each CHUNK boundary n the fastest thread has passed (and the end), in
-        order, until the whole file is read; a progress bar with it."""
+        """Run `on_read(n)` for each CHUNK boundary n the read has passed (and the end), in order, until
+        the whole file is read; a progress bar with it."""
         seen = 0
         with progress(self.size, desc) as bar:
             while seen < self.size:
@@ -91,52 +101,79 @@ class Hashing:
                     bar.update(step)
 
     def failed(self) -> BaseException | None:
-        return next((t.error for t in self.threads if t.error is not None), None)
+        return next((t.error for t in [self.reader, *self.threads] if t.error is not None), None)
 
     def digests(self) -> dict[str, str]:
-        """Wait for every hash; their hex digests (a hash that failed raises its error here)."""
-        for t in self.threads:
+        """Wait for every hash; their hex digests (a read or a hash that failed raises its error here)."""
+        for t in [self.reader, *self.threads]:
             t.join()
         if (error := self.failed()) is not None:
             raise error
-        return {t.alg: t.hasher.hexdigest() for t in self.threads if t.hasher is not None}
+        return {t.alg: t.hasher.hexdigest() for t in self.threads}
 
     def stop(self) -> None:
         """End every thread (where they are) and close the file."""
         with self.moved:
             self.stopped = True
             self.moved.notify_all()
-        for t in self.threads:
+        for t in [self.reader, *self.threads]:
             t.join()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
 
-class HashThread(threading.Thread):
-    """One hash of `Hashing`: reads the file into its own buffer and hashes it. A hash that fails
-    stops there, counted as done, and its error is raised once the read is done."""
+class ReadThread(threading.Thread):
+    """The read of `Hashing`: each chunk into the ring once every hash is past the chunk it held. A read
+    that fails (the file ended early, the disk) stops there, counted as done; its error is raised once the
+    caller looks."""
 
-    def __init__(self, owner: Hashing, alg: str, hasher: Any) -> None:
-        super().__init__(name=f"hash-{alg or 'read'}", daemon=True)
-        self.owner, self.alg, self.hasher = owner, alg, hasher
-        self.at = 0  # bytes read and hashed
+    def __init__(self, owner: Hashing) -> None:
+        super().__init__(name="hash-read", daemon=True)
+        self.owner = owner
+        self.at = 0  # bytes read into the ring
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        owner, buf = self.owner, bytearray(CHUNK)
-        view = memoryview(buf)
+        owner = self.owner
         try:
             while self.at < owner.size:
                 with owner.moved:
-                    owner.moved.wait_for(lambda: owner.may_read(self.at))
+                    owner.moved.wait_for(lambda: self.at < owner.slowest() + owner.slots * CHUNK or owner.stopped)
                     if owner.stopped:
                         return
-                n = os.preadv(owner.fd, [view[: min(CHUNK, owner.size - self.at)]], self.at)
+                n = os.preadv(owner.fd, [owner.buffer(self.at)[: min(CHUNK, owner.size - self.at)]], self.at)
                 if n <= 0:
                     raise OSError(errno.EIO, f"the file ended at byte {self.at} of {owner.size} while read")
-                if self.hasher is not None:
-                    self.hasher.update(view[:n])  # hashlib and xxhash let go of the GIL on large buffers
+                with owner.moved:
+                    self.at += n
+                    owner.moved.notify_all()
+        except BaseException as e:
+            with owner.moved:
+                self.error, self.at = e, owner.size
+                owner.moved.notify_all()
+
+
+class HashThread(threading.Thread):
+    """One hash of `Hashing`: hashes each chunk in the ring once it is read. A hash that fails stops
+    there, counted as done, and its error is raised once the read is done."""
+
+    def __init__(self, owner: Hashing, alg: str, hasher: Any) -> None:
+        super().__init__(name=f"hash-{alg}", daemon=True)
+        self.owner, self.alg, self.hasher = owner, alg, hasher
+        self.at = 0  # bytes hashed
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        owner, reader = self.owner, self.owner.reader
+        try:
+            while self.at < owner.size:
+                with owner.moved:
+                    owner.moved.wait_for(lambda: reader.at > self.at or owner.stopped)
+                    if owner.stopped or reader.error is not None:
+                        return
+                n = min(CHUNK, owner.size - self.at)
+                self.hasher.update(owner.buffer(self.at)[:n])  # hashlib and xxhash let go of the GIL on large buffers
                 with owner.moved:
                     self.at += n
                     owner.moved.notify_all()
