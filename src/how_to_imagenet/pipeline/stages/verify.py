@@ -123,64 +123,69 @@ class Hashing:
             self.fd = -1
 
 
-class ReadThread(threading.Thread):
-    """The read of `Hashing`: each chunk into the ring once every hash is past the chunk it held. A read
-    that fails (the file ended early, the disk) stops there, counted as done; its error is raised once the
-    caller looks."""
+class RingThread(threading.Thread):
+    """A thread of `Hashing`, `at` bytes into the file; `work` is its loop. One that fails stops there,
+    counted as done (nothing waits for it), and its error is raised once the caller looks."""
+
+    def __init__(self, owner: Hashing, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.owner = owner
+        self.at = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as e:
+            with self.owner.moved:
+                self.error, self.at = e, self.owner.size
+                self.owner.moved.notify_all()
+
+    def advance(self, n: int) -> None:
+        with self.owner.moved:
+            self.at += n
+            self.owner.moved.notify_all()
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+
+class ReadThread(RingThread):
+    """The read of `Hashing`: each chunk into the ring once every hash is past the chunk it held."""
 
     def __init__(self, owner: Hashing) -> None:
-        super().__init__(name="hash-read", daemon=True)
-        self.owner = owner
-        self.at = 0  # bytes read into the ring
-        self.error: BaseException | None = None
+        super().__init__(owner, "hash-read")
 
-    def run(self) -> None:
+    def work(self) -> None:
         owner = self.owner
-        try:
-            while self.at < owner.size:
-                with owner.moved:
-                    owner.moved.wait_for(lambda: self.at < owner.slowest() + owner.slots * CHUNK or owner.stopped)
-                    if owner.stopped:
-                        return
-                n = os.preadv(owner.fd, [owner.buffer(self.at)[: min(CHUNK, owner.size - self.at)]], self.at)
-                if n <= 0:
-                    raise OSError(errno.EIO, f"the file ended at byte {self.at} of {owner.size} while read")
-                with owner.moved:
-                    self.at += n
-                    owner.moved.notify_all()
-        except BaseException as e:
+        while self.at < owner.size:
             with owner.moved:
-                self.error, self.at = e, owner.size
-                owner.moved.notify_all()
+                owner.moved.wait_for(lambda: self.at < owner.slowest() + owner.slots * CHUNK or owner.stopped)
+                if owner.stopped:
+                    return
+            n = os.preadv(owner.fd, [owner.buffer(self.at)[: min(CHUNK, owner.size - self.at)]], self.at)
+            if n <= 0:
+                raise OSError(errno.EIO, f"the file ended at byte {self.at} of {owner.size} while read")
+            self.advance(n)
 
 
-class HashThread(threading.Thread):
-    """One hash of `Hashing`: hashes each chunk in the ring once it is read. A hash that fails stops
-    there, counted as done, and its error is raised once the read is done."""
+class HashThread(RingThread):
+    """One hash of `Hashing`: hashes each chunk in the ring once it is read."""
 
     def __init__(self, owner: Hashing, alg: str, hasher: Any) -> None:
-        super().__init__(name=f"hash-{alg}", daemon=True)
-        self.owner, self.alg, self.hasher = owner, alg, hasher
-        self.at = 0  # bytes hashed
-        self.error: BaseException | None = None
+        super().__init__(owner, f"hash-{alg}")
+        self.alg, self.hasher = alg, hasher
 
-    def run(self) -> None:
+    def work(self) -> None:
         owner, reader = self.owner, self.owner.reader
-        try:
-            while self.at < owner.size:
-                with owner.moved:
-                    owner.moved.wait_for(lambda: reader.at > self.at or owner.stopped)
-                    if owner.stopped or reader.error is not None:
-                        return
-                n = min(CHUNK, owner.size - self.at)
-                self.hasher.update(owner.buffer(self.at)[:n])  # hashlib and xxhash let go of the GIL on large buffers
-                with owner.moved:
-                    self.at += n
-                    owner.moved.notify_all()
-        except BaseException as e:
+        while self.at < owner.size:
             with owner.moved:
-                self.error, self.at = e, owner.size
-                owner.moved.notify_all()
+                owner.moved.wait_for(lambda: reader.at > self.at or owner.stopped)
+                if owner.stopped or reader.error is not None:
+                    return
+            n = min(CHUNK, owner.size - self.at)
+            self.hasher.update(owner.buffer(self.at)[:n])  # hashlib and xxhash let go of the GIL on large buffers
+            self.advance(n)
 
 
 def set_aside(ctx: Context, split: Split, tar: Path) -> Path:
