@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import threading
 from pathlib import Path
@@ -32,6 +33,19 @@ def test_one_read_gives_the_same_digests_as_hashing_the_whole_file(tmp_path: Pat
     assert got == {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest(),
                    "xxh64": xxhash.xxh64(data).hexdigest()}
     assert seen == [min(size, CHUNK * k) for k in range(1, -(-size // CHUNK) + 1)]  # after every chunk
+    assert not hash_threads()
+
+
+def test_short_reads_are_read_on_to_the_end_of_each_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A read that returns fewer bytes than asked (as a network file system may) is read on: every hash
+    still takes whole chunks from the ring."""
+    monkeypatch.setattr(verify, "CHUNK", 4096)
+    path = tmp_path / "archive.tar"
+    path.write_bytes(data := random.Random(5).randbytes(3 * 4096 + 123))
+    preadv = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, at: preadv(fd, [buffers[0][:1000]], at))
+    assert file_digests(path, ["sha256", "xxh64"], "test", lambda n: None) == {
+        "sha256": hashlib.sha256(data).hexdigest(), "xxh64": xxhash.xxh64(data).hexdigest()}
     assert not hash_threads()
 
 

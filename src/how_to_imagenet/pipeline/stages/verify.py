@@ -163,10 +163,14 @@ class ReadThread(RingThread):
                 owner.moved.wait_for(lambda: self.at < owner.slowest() + owner.slots * CHUNK or owner.stopped)
                 if owner.stopped:
                     return
-            n = os.preadv(owner.fd, [owner.buffer(self.at)[: min(CHUNK, owner.size - self.at)]], self.at)
-            if n <= 0:
-                raise OSError(errno.EIO, f"the file ended at byte {self.at} of {owner.size} while read")
-            self.advance(n)
+            want = min(CHUNK, owner.size - self.at)
+            view, got = owner.buffer(self.at)[:want], 0
+            while got < want:  # the whole chunk: the hashes take the ring's buffers a chunk at a time
+                n = os.preadv(owner.fd, [view[got:]], self.at + got)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"the file ended at byte {self.at + got} of {owner.size} while read")
+                got += n
+            self.advance(want)
 
 
 class HashThread(RingThread):
