@@ -101,6 +101,14 @@ def exists(key: str) -> Present:
     return lambda paths, out: None if paths.at(out[key]).exists() else f"{paths.at(out[key])} is missing"
 
 
+def output_id() -> str:
+    """A new id for the outputs a stage just wrote (`outputs["id"]`): the check report of these very
+    outputs names it (`found_wrong`)."""
+    import uuid  # here: with platform, a few ms of every stage process's start
+
+    return uuid.uuid4().hex
+
+
 def found_wrong(paths: Paths, out: dict[str, Any]) -> str | None:
     """What the last `make check` of these very outputs (the report `out["check"]`, of the same `id`)
     found wrong with them, or None; the config's mistakes it found (config_mistakes) are no fault of theirs."""

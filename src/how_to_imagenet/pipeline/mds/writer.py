@@ -38,6 +38,11 @@ def hasher(algo: str) -> Any:
     return getattr(xxhash, algo)() if algo in xxhash.algorithms_available else getattr(hashlib, algo)()
 
 
+def aligned(n: int) -> int:
+    """`n` rounded up to a multiple of ALIGN."""
+    return -(-n // ALIGN) * ALIGN
+
+
 def u32(*values: int) -> bytes:
     return b"".join(v.to_bytes(U32, "little") for v in values)
 
@@ -126,11 +131,11 @@ class ShardWriter:
     def gather(self, buffers: list[bytes], nbytes: int) -> memoryview:
         """Copy `buffers` into the free aligned buffer; the bytes padded to the block size."""
         k = self.submitted % 2  # the other buffer may still be being written
-        padded = -(-nbytes // ALIGN) * ALIGN
+        padded = aligned(nbytes)
         if len(self.buffers[k]) < padded:
             # Room for any shard up to size_limit at once: the first touch of new pages costs more than
             # the copy (a few ms per MB in a VM), and shards a little larger than the last would pay it again.
-            self.buffers[k] = mmap.mmap(-1, max(padded, -(-self.size_limit // ALIGN) * ALIGN))
+            self.buffers[k] = mmap.mmap(-1, max(padded, aligned(self.size_limit)))
         view = memoryview(self.buffers[k])[:padded]
         at = 0
         for b in buffers:

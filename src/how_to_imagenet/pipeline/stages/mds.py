@@ -25,7 +25,7 @@ from ..mds.plan import plan
 from ..mds.workers import Changed, Settings, Written, run_parts, upload_failed
 from ..reader import Source
 from ..stage import Stage, forget, stage
-from ..stamps import State, found_wrong, read_stamp, upstream
+from ..stamps import State, found_wrong, output_id, read_stamp, upstream
 from . import download, verify
 from .download import needed_archive
 
@@ -215,9 +215,7 @@ def finish(ctx: Context, spec: Split, images: list[Image], written: list[Written
     write_json(paths.report(split, stage), report)
     log(f"[{stage} {split}] {len(images)} images; re-encoded as RGB JPEG: "
         + (", ".join(f"{r['file']} ({r['format']} {r['mode']})" for r in reencoded) or "none"))
-    import uuid  # here: with platform, a few ms of every stage process's start
-
-    return {"path": paths.rel(out), "id": uuid.uuid4().hex,
+    return {"path": paths.rel(out), "id": output_id(),
             "remote": f"{s.remote.rstrip('/')}/{out.name}" if s.remote else None, "images": len(images),
             "classes_xxh3": content_hash((out / CLASSES).read_bytes()),
             "check": paths.rel(paths.check_report(split, s.resize)), "source": source,

@@ -14,7 +14,7 @@ from ..files import building, check_free_space, du
 from ..index import read_index
 from ..layout import partial
 from ..stage import Stage
-from ..stamps import exists, found_wrong, upstream
+from ..stamps import exists, found_wrong, output_id, upstream
 from ..unpack import tree_problems
 from . import verify
 from .download import needed_archive
@@ -35,9 +35,7 @@ def untar(ctx: Context, split: Split, workers: int) -> dict:
             (wnid, name), what = problems[0]
             raise Changed(f"{tar}: {wnid}/{name}, unpacked, {what}: the archive changed since it was verified "
                           f"({len(problems)} of {len(rows)} images)", (wnid, name))
-    import uuid  # here: with platform, a few ms of every stage process's start
-
-    return {"path": paths.rel(out), "id": uuid.uuid4().hex, "check": paths.rel(paths.untar_check_report(split.name)),
+    return {"path": paths.rel(out), "id": output_id(), "check": paths.rel(paths.untar_check_report(split.name)),
             "images": total, "classes": len(counts), "per_class": counts,
             "bytes_read": split.bytes, "bytes_written": du(out)}
 
