@@ -476,7 +476,7 @@ class Epochs:
 
 def hash_seconds(path: Path, algorithms: list[str]) -> float:
     """Seconds verify's one-read hashing takes over `path`."""
-    from how_to_imagenet.pipeline.stages.verify import file_digests
+    from how_to_imagenet.pipeline.hashing import file_digests
 
     t = time.perf_counter()
     file_digests(path, algorithms, "hash", lambda n: None)

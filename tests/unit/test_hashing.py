@@ -1,5 +1,5 @@
-"""verify's one-read hashing: every hash in a thread of its own, reading the file behind the fastest; which
-hashes verify checks."""
+"""verify's one-read hashing (pipeline/hashing.py): every hash in a thread of its own, sharing one read of the
+file, as a ring behind the read or trailing the caller's walk; which hashes verify checks."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from how_to_imagenet.pipeline import hashing
 from how_to_imagenet.pipeline.cli import hash_names
 from how_to_imagenet.pipeline.config import asked, load_config
-from how_to_imagenet.pipeline.stages import verify
-from how_to_imagenet.pipeline.stages.verify import CHUNK, file_digests
+from how_to_imagenet.pipeline.hashing import CHUNK, Ring, Trailing, file_digests
 from how_to_imagenet.testing.runs import PROJECT
 
 
@@ -24,32 +24,39 @@ def hash_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("hash-")]
 
 
+WAYS = pytest.mark.parametrize("way", [Ring, Trailing])
+
+
+@WAYS
 @pytest.mark.parametrize("size", [0, 1, CHUNK, 3 * CHUNK + 12345])
-def test_one_read_gives_the_same_digests_as_hashing_the_whole_file(tmp_path: Path, size: int):
+def test_one_read_gives_the_same_digests_as_hashing_the_whole_file(tmp_path: Path, size: int, way: type):
     path = tmp_path / "archive.tar"
     path.write_bytes(data := random.Random(size).randbytes(size))
     seen: list[int] = []
-    got = file_digests(path, ["md5", "sha256", "xxh64"], "test", seen.append)
+    got = file_digests(path, ["md5", "sha256", "xxh64"], "test", seen.append, way)
     assert got == {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest(),
                    "xxh64": xxhash.xxh64(data).hexdigest()}
     assert seen == [min(size, CHUNK * k) for k in range(1, -(-size // CHUNK) + 1)]  # after every chunk
     assert not hash_threads()
 
 
-def test_short_reads_are_read_on_to_the_end_of_each_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@WAYS
+def test_short_reads_are_read_on_to_the_end_of_each_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          way: type):
     """A read that returns fewer bytes than asked (as a network file system may) is read on: every hash
     still takes whole chunks from the ring."""
-    monkeypatch.setattr(verify, "CHUNK", 4096)
+    monkeypatch.setattr(hashing, "CHUNK", 4096)
     path = tmp_path / "archive.tar"
     path.write_bytes(data := random.Random(5).randbytes(3 * 4096 + 123))
     preadv = os.preadv
     monkeypatch.setattr(os, "preadv", lambda fd, buffers, at: preadv(fd, [buffers[0][:1000]], at))
-    assert file_digests(path, ["sha256", "xxh64"], "test", lambda n: None) == {
+    assert file_digests(path, ["sha256", "xxh64"], "test", lambda n: None, way) == {
         "sha256": hashlib.sha256(data).hexdigest(), "xxh64": xxhash.xxh64(data).hexdigest()}
     assert not hash_threads()
 
 
-def test_an_error_in_the_read_loop_stops_every_hash_thread(tmp_path: Path):
+@WAYS
+def test_an_error_in_the_read_loop_stops_every_hash_thread(tmp_path: Path, way: type):
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(3 * CHUNK))
 
@@ -57,11 +64,13 @@ def test_an_error_in_the_read_loop_stops_every_hash_thread(tmp_path: Path):
         raise RuntimeError(f"bad header after {done} bytes")
 
     with pytest.raises(RuntimeError, match=f"bad header after {CHUNK} bytes"):
-        file_digests(path, ["md5", "sha256"], "test", fail)
+        file_digests(path, ["md5", "sha256"], "test", fail, way)
     assert not hash_threads()
 
 
-def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@WAYS
+def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   way: type):
     class Failing:
         def __init__(self) -> None:
             self.chunks = 0
@@ -74,15 +83,15 @@ def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Pa
         def hexdigest(self) -> str:
             return "0" * 32
 
-    monkeypatch.setattr(verify, "CHUNK", 1024)
-    monkeypatch.setitem(verify.HASHERS, "md5", Failing)
+    monkeypatch.setattr(hashing, "CHUNK", 1024)
+    monkeypatch.setitem(hashing.HASHERS, "md5", Failing)
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(50 * 1024))  # many more chunks than a queue holds
     result: list[BaseException | dict] = []
 
     def run() -> None:
         try:
-            result.append(file_digests(path, ["md5", "sha256"], "test", lambda n: None))
+            result.append(file_digests(path, ["md5", "sha256"], "test", lambda n: None, way))
         except BaseException as e:
             result.append(e)
 
@@ -110,49 +119,76 @@ class Gated:
         return self.h.hexdigest()
 
 
-def test_the_caller_follows_the_fastest_hash_and_the_slowest_finishes_behind_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(verify, "CHUNK", 1024)
-    monkeypatch.setitem(verify.HASHERS, "md5", Gated)
+@WAYS
+def test_the_caller_is_not_held_to_the_slowest_hash_which_finishes_behind_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: type):
+    """Within LAG (TRAIL), the caller runs ahead of a slow hash; no hash reads bytes the read has not passed
+    (a trailing hash: bytes the caller's walk has not passed)."""
+    monkeypatch.setattr(hashing, "CHUNK", 1024)
+    monkeypatch.setitem(hashing.HASHERS, "md5", Gated)
     Gated.gate.clear()
     path = tmp_path / "archive.tar"
     path.write_bytes(data := random.Random(3).randbytes(20 * 1024 + 7))
-    hashing = verify.Hashing(path, ["md5", "xxh64"])
+    hashes = way(path, ["md5", "xxh64"])
     try:
-        walked: list[int] = []
-        follow = threading.Thread(target=hashing.follow, args=("test", walked.append))
+        walked: list[tuple[int, int, int]] = []  # (the caller's n, the furthest hash, then the read's front)
+        follow = threading.Thread(target=hashes.follow, args=(
+            "test", lambda n: walked.append((n, max(t.at for t in hashes.threads), hashes.front()))))
         follow.start()
         follow.join(20)
         assert not follow.is_alive(), "the caller waits for the slowest hash, not the fastest"
-        assert walked[-1] == len(data) and min(t.at for t in hashing.threads) == 0  # md5 has not begun
+        assert [n for n, _, _ in walked] == [min(len(data), 1024 * k) for k in range(1, 22)]
+        assert all(hashed <= front for _, hashed, front in walked)
+        if way is Trailing:  # the walk is the read: when it is at n, it has passed the chunk before n
+            assert all(hashed <= n - 1024 for n, hashed, _ in walked)
+        assert min(t.at for t in hashes.threads) == 0  # md5 has not begun
         Gated.gate.set()
-        assert hashing.digests() == {"md5": hashlib.md5(data).hexdigest(), "xxh64": xxhash.xxh64(data).hexdigest()}
+        assert hashes.digests() == {"md5": hashlib.md5(data).hexdigest(), "xxh64": xxhash.xxh64(data).hexdigest()}
     finally:
         Gated.gate.set()
-        hashing.stop()
+        hashes.stop()
     assert not hash_threads()
 
 
-def test_no_hash_falls_more_than_lag_behind_the_fastest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The bytes a slow hash has yet to read stay within LAG of the read: still in the page cache."""
-    monkeypatch.setattr(verify, "CHUNK", 1024)
-    monkeypatch.setattr(verify, "LAG", 4 * 1024)
-    monkeypatch.setitem(verify.HASHERS, "md5", Gated)
+@pytest.mark.parametrize(("way", "limit"), [(Ring, "LAG"), (Trailing, "TRAIL")])
+def test_no_hash_falls_further_behind_the_read_than_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              way: type, limit: str):
+    """The bytes a slow hash has yet to read stay within LAG of the ring's read (TRAIL of the walk): still in
+    the ring (the page cache)."""
+    monkeypatch.setattr(hashing, "CHUNK", 1024)
+    monkeypatch.setattr(hashing, limit, 4 * 1024)
+    monkeypatch.setitem(hashing.HASHERS, "md5", Gated)
     Gated.gate.clear()
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(64 * 1024))
-    hashing = verify.Hashing(path, ["md5", "xxh64"])
+    hashes = way(path, ["md5", "xxh64"])
     try:
-        follow = threading.Thread(target=hashing.follow, args=("test", lambda n: None))
+        follow = threading.Thread(target=hashes.follow, args=("test", lambda n: None))
         follow.start()
         follow.join(0.5)
-        assert follow.is_alive() and hashing.front() <= verify.LAG + verify.CHUNK
+        assert follow.is_alive() and 4 * 1024 <= hashes.front() <= 4 * 1024 + hashing.CHUNK
         Gated.gate.set()
         follow.join(20)
-        assert not follow.is_alive() and set(hashing.digests()) == {"md5", "xxh64"}
+        assert not follow.is_alive() and set(hashes.digests()) == {"md5", "xxh64"}
     finally:
         Gated.gate.set()
-        hashing.stop()
+        hashes.stop()
+
+
+def test_trailing_hashes_run_at_the_lowest_cpu_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    nice: list[int] = []
+
+    class Noting(Gated):
+        def update(self, chunk: bytes) -> None:
+            nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            self.h.update(chunk)
+
+    monkeypatch.setitem(hashing.HASHERS, "md5", Noting)
+    path = tmp_path / "archive.tar"
+    path.write_bytes(bytes(1000))
+    got = file_digests(path, ["md5"], "test", lambda n: None, Trailing)
+    assert got == {"md5": hashlib.md5(bytes(1000)).hexdigest()}
+    assert nice == [hashing.LOWEST]
 
 
 def test_verify_checks_sha256_and_xxh64_unless_md5_is_asked_for():

@@ -1,15 +1,13 @@
 """verify: check a downloaded archive's size and the hashes asked for (sha256 and xxh64 unless
 verify.hashes or HASHES says otherwise) among those listed for it in checksums/ (MD5SUMS,
 SHA256SUMS, XXH64SUMS), and index where each image's bytes are, all in one sequential read: the
-hashes run side by side in threads while the tar headers are walked in the pages just read. With
---then-mds (make's goal is the shards), mds follows in the same read (`one_read`)."""
+hashes run side by side in threads while the tar headers are walked in the pages just read
+(`hashing`). With --then-mds (make's goal is the shards), mds follows in the same read (`one_read`)."""
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,10 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..archives import read
-from ..config import HASHERS, Config, Split, asked, check_image_count, checksum_entries, read_checksums
-from ..console import UserError, human_bytes, log, progress
+from ..config import Config, Split, asked, check_image_count, checksum_entries, read_checksums
+from ..console import UserError, human_bytes, log
 from ..context import Context
 from ..files import read_json, write_json
+from ..hashing import Ring, Trailing
 from ..index import FORMAT, Image, content_hash, index_images, write_index
 from ..layout import Paths
 from ..mds.images import header
@@ -29,167 +28,9 @@ from ..stamps import upstream
 from . import download
 from .download import needed_archive
 
-CHUNK = 8 << 20
 DISAGREEMENT = "disagreement"  # the report of a torrent and checksum files that describe different archives
 REPAIRS = 1  # repairs from the torrent a verify run tries before it gives up
-LAG = 64 << 20  # bytes the read may run ahead of the slowest hash: the ring of chunk buffers they share
 LOOKAHEAD = 64 << 10  # past an image's end, the next header (and an inner tar's end padding)
-
-
-def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None]) -> dict[str, str]:
-    """Hex digests of `path` in one sequential read, `on_read(bytes read so far)` run after each chunk
-    (see `Hashing`)."""
-    hashing = Hashing(path, algorithms)
-    try:
-        hashing.follow(desc, on_read)
-        return hashing.digests()
-    finally:
-        hashing.stop()
-
-
-class Hashing:
-    """Whole-file hashes in one read: a reader thread copies the file, CHUNK by CHUNK, into a ring of
-    LAG // CHUNK buffers, and each hash, in a thread of its own, hashes those same buffers (the file is
-    copied out of the page cache once, not once per hash). The read runs at most LAG ahead of the slowest
-    hash (a buffer is read into again only once every hash is past it). The caller's thread follows the
-    read (`follow`), so whatever it does with the bytes just read costs the disk nothing, and once it
-    has seen the whole file it may go on to other work while the slower hashes finish (`digests` waits
-    for them)."""
-
-    def __init__(self, path: Path, algorithms: list[str]) -> None:
-        self.size = path.stat().st_size
-        self.fd = os.open(path, os.O_RDONLY)
-        self.moved = threading.Condition()
-        self.stopped = False
-        self.ring: list[bytearray] = []  # grown to LAG // CHUNK buffers as the read first needs them
-        self.slots = max(2, LAG // CHUNK)
-        self.reader = ReadThread(self)
-        self.threads = [HashThread(self, alg, HASHERS[alg]()) for alg in algorithms]
-        for t in [self.reader, *self.threads]:
-            t.start()
-
-    def front(self) -> int:
-        """Bytes read (a read that failed counts as done: nothing waits for it)."""
-        return self.reader.at
-
-    def slowest(self) -> int:
-        """Bytes hashed by the slowest hash (one that failed counts as done)."""
-        return min((t.at for t in self.threads), default=self.size)
-
-    def buffer(self, at: int) -> memoryview:
-        """The ring's buffer for the chunk at byte `at`, made the first time the read needs it."""
-        k = at // CHUNK % self.slots
-        while len(self.ring) <= k:
-            self.ring.append(bytearray(CHUNK))
-        return memoryview(self.ring[k])
-
-    def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
-        """Run `on_read(n)` for each CHUNK boundary n the read has passed (and the end), in order, until
-        the whole file is read; a progress bar with it."""
-        seen = 0
-        with progress(self.size, desc) as bar:
-            while seen < self.size:
-                with self.moved:
-                    self.moved.wait_for(lambda at=seen: self.front() > at or self.failed() is not None)
-                    front = self.front()
-                if (error := self.failed()) is not None:
-                    raise error
-                while seen < front:
-                    step = min(self.size, (seen // CHUNK + 1) * CHUNK) - seen
-                    seen += step
-                    on_read(seen)
-                    bar.update(step)
-
-    def failed(self) -> BaseException | None:
-        return next((t.error for t in [self.reader, *self.threads] if t.error is not None), None)
-
-    def digests(self) -> dict[str, str]:
-        """Wait for every hash; their hex digests (a read or a hash that failed raises its error here)."""
-        for t in [self.reader, *self.threads]:
-            t.join()
-        if (error := self.failed()) is not None:
-            raise error
-        return {t.alg: t.hasher.hexdigest() for t in self.threads}
-
-    def stop(self) -> None:
-        """End every thread (where they are) and close the file."""
-        with self.moved:
-            self.stopped = True
-            self.moved.notify_all()
-        for t in [self.reader, *self.threads]:
-            t.join()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class RingThread(threading.Thread):
-    """A thread of `Hashing`, `at` bytes into the file; `work` is its loop. One that fails stops there,
-    counted as done (nothing waits for it), and its error is raised once the caller looks."""
-
-    def __init__(self, owner: Hashing, name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self.owner = owner
-        self.at = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except BaseException as e:
-            with self.owner.moved:
-                self.error, self.at = e, self.owner.size
-                self.owner.moved.notify_all()
-
-    def advance(self, n: int) -> None:
-        with self.owner.moved:
-            self.at += n
-            self.owner.moved.notify_all()
-
-    def work(self) -> None:
-        raise NotImplementedError
-
-
-class ReadThread(RingThread):
-    """The read of `Hashing`: each chunk into the ring once every hash is past the chunk it held."""
-
-    def __init__(self, owner: Hashing) -> None:
-        super().__init__(owner, "hash-read")
-
-    def work(self) -> None:
-        owner = self.owner
-        while self.at < owner.size:
-            with owner.moved:
-                owner.moved.wait_for(lambda: self.at < owner.slowest() + owner.slots * CHUNK or owner.stopped)
-                if owner.stopped:
-                    return
-            want = min(CHUNK, owner.size - self.at)
-            view, got = owner.buffer(self.at)[:want], 0
-            while got < want:  # the whole chunk: the hashes take the ring's buffers a chunk at a time
-                n = os.preadv(owner.fd, [view[got:]], self.at + got)
-                if n <= 0:
-                    raise OSError(errno.EIO, f"the file ended at byte {self.at + got} of {owner.size} while read")
-                got += n
-            self.advance(want)
-
-
-class HashThread(RingThread):
-    """One hash of `Hashing`: hashes each chunk in the ring once it is read."""
-
-    def __init__(self, owner: Hashing, alg: str, hasher: Any) -> None:
-        super().__init__(owner, f"hash-{alg}")
-        self.alg, self.hasher = alg, hasher
-
-    def work(self) -> None:
-        owner, reader = self.owner, self.owner.reader
-        while self.at < owner.size:
-            with owner.moved:
-                owner.moved.wait_for(lambda: reader.at > self.at or owner.stopped)
-                if owner.stopped or reader.error is not None:
-                    return
-            n = min(CHUNK, owner.size - self.at)
-            self.hasher.update(owner.buffer(self.at)[:n])  # hashlib and xxhash let go of the GIL on large buffers
-            self.advance(n)
 
 
 def set_aside(ctx: Context, split: Split, tar: Path) -> Path:
@@ -298,8 +139,8 @@ def check_once(ctx: Context, split: Split, expected: dict[str, str], repaired: b
         end = 0  # where the last image indexed ends; the next header is just after it
 
         def index_upto(pos: int) -> None:
-            """Walk the headers in bytes already read, never ahead: a read past the sequential
-            read would cost the disk a seek."""
+            """Walk the headers in the bytes before `pos`: behind the ring's read, never ahead of it (a
+            read past the sequential read would cost the disk a seek); trailing, this walk is the read."""
             nonlocal end, problem, unreadable
             try:
                 while end + LOOKAHEAD <= pos and problem is None:
@@ -320,7 +161,8 @@ def check_once(ctx: Context, split: Split, expected: dict[str, str], repaired: b
 
         t0 = time.perf_counter()
         following = 0.0  # of the time, the follower's (not counted in verify's rate)
-        hashing = Hashing(tar, sorted(expected))
+        # Going on to mds: the walk need not wait for the slowest hash, which takes what CPU mds leaves.
+        hashing = (Ring if follower is None else Trailing)(tar, sorted(expected))
         try:
             hashing.follow(f"verify {split_name}", index_upto)
             index_upto(size + LOOKAHEAD)
