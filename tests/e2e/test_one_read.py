@@ -13,7 +13,7 @@ import pytest
 from how_to_imagenet.names import archive
 from how_to_imagenet.pipeline.config import load_config
 from how_to_imagenet.pipeline.context import Context, Options
-from how_to_imagenet.pipeline.hashing import Hashes
+from how_to_imagenet.pipeline.hashing import Ring
 from how_to_imagenet.pipeline.index import read_index
 from how_to_imagenet.pipeline.layout import Paths, partial
 from how_to_imagenet.pipeline.stage import stage
@@ -63,16 +63,16 @@ def test_nothing_is_visible_as_done_before_the_whole_archive_hashes_pass(
         fixture: Fixture, built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = unverified(built, tmp_path / "data")
     paths, seen = Paths(data), []
-    digests = Hashes.digests
+    digests = Ring.digests
 
-    def at_the_verdict(self: Hashes) -> dict[str, str]:
+    def at_the_verdict(self: Ring) -> dict[str, str]:
         """What is on disk when verify waits for the hashes, the shards already written."""
         seen.append({"partial shards": len(list(partial(paths.mds("val")).glob("*/*.mds"))),
                      "dataset": paths.mds("val").exists(), "index": paths.index("val").exists(),
                      "stamps": paths.stamped("val")})
         return digests(self)
 
-    monkeypatch.setattr(Hashes, "digests", at_the_verdict)
+    monkeypatch.setattr(Ring, "digests", at_the_verdict)
     ctx = Context(load_config(fixture.config), paths, Options(then_mds=True, workers=2))
     stage("verify").bring_up_to_date(ctx, ctx.cfg.split("val"))
     assert seen == [{"partial shards": 2, "dataset": False, "index": False, "stamps": ["download"]}]

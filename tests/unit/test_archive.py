@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from how_to_imagenet.pipeline.index import Image, read_index
 from how_to_imagenet.pipeline.layout import Paths
 from how_to_imagenet.pipeline.stages.download import download
 from how_to_imagenet.pipeline.stages.verify import verify
+from how_to_imagenet.pipeline.tarwalk import header
 from how_to_imagenet.testing.archives import CASES, EXPECTED, JPEG, archive_for, craft, custom
 from how_to_imagenet.testing.fixture import fake_photo
 from how_to_imagenet.testing.runs import PROJECT
@@ -104,3 +106,47 @@ def test_a_hostile_archive_is_refused_by_verify_naming_the_member(tmp_path: Path
     assert not Paths(tmp_path / "data").index(split).exists() and not list(tmp_path.glob("data/index/*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "outside", "src"]
     assert [p.name for p in outside.iterdir()] == ["sentinel.txt"] and (outside / "sentinel.txt").read_text() == "keep"
+
+
+def frombuf(buf: bytes) -> tuple[str, bytes, int] | str:
+    try:
+        info = tarfile.TarInfo.frombuf(buf, "utf-8", "surrogateescape")
+    except tarfile.HeaderError as e:
+        return f"{type(e).__name__}: {e}"
+    return info.name, info.type, info.size
+
+
+def header_or_error(buf: bytes) -> tuple[str, bytes, int] | str:
+    try:
+        return header(buf)
+    except tarfile.HeaderError as e:
+        return f"{type(e).__name__}: {e}"
+
+
+def test_the_walks_header_reader_reads_every_header_as_tarfile_does():
+    """tarwalk.header's own reading of a regular file's header against tarfile's, on headers of every
+    format and type, each then damaged at random (a byte of a number, the checksum, the type, the name
+    or prefix; base-256 sizes), with its checksum made right again half the time."""
+    rng = random.Random(7)
+    fields = [(0, 100), (100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156), (156, 157),
+              (257, 265), (329, 337), (337, 345), (345, 500)]
+    seen = {"fast": 0, "other": 0}
+    for case in range(4000):
+        info = tarfile.TarInfo(rng.choice(["n01440764_1.JPEG", "a/" * 60 + "b.JPEG", "é.JPEG", "d/"]))
+        info.size = rng.choice([0, 1, 103551, 8 << 30])
+        info.type = rng.choice([tarfile.REGTYPE, tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE])
+        fmt = rng.choice([tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT])
+        try:
+            buf = bytearray(info.tobuf(fmt, "utf-8", "surrogateescape")[-512:])  # the member's own header
+        except ValueError:
+            continue  # a name or size the format cannot hold
+        for _ in range(rng.choice([0, 1, 2])):
+            a, b = rng.choice(fields)
+            buf[rng.randrange(a, b)] = rng.choice([0, 0x20, 0x30, 0x37, 0x38, 0x80, 0xFF, rng.randrange(256)])
+        if rng.random() < 0.5:  # the checksum made right again: the damage reaches the other fields' reading
+            buf[148:156] = b" " * 8
+            buf[148:156] = b"%06o\0 " % (sum(buf) & 0o777777)
+        want = frombuf(bytes(buf))
+        assert header_or_error(bytes(buf)) == want, (case, bytes(buf))
+        seen["fast" if buf[156:157] == tarfile.REGTYPE and not isinstance(want, str) else "other"] += 1
+    assert seen["fast"] > 500 and seen["other"] > 1000, seen  # both paths, many times

@@ -166,7 +166,8 @@ def test_no_hash_falls_further_behind_the_read_than_its_limit(tmp_path: Path, mo
         follow = threading.Thread(target=hashes.follow, args=("test", lambda n: None))
         follow.start()
         follow.join(0.5)
-        assert follow.is_alive() and 4 * 1024 <= hashes.front() <= 4 * 1024 + hashing.CHUNK
+        lead = hashes.walked if way is Trailing else hashes.front()  # the walk leads, or the read
+        assert follow.is_alive() and 4 * 1024 <= lead <= 4 * 1024 + hashing.CHUNK
         Gated.gate.set()
         follow.join(20)
         assert not follow.is_alive() and set(hashes.digests()) == {"md5", "xxh64"}
@@ -189,6 +190,33 @@ def test_trailing_hashes_run_at_the_lowest_cpu_priority(tmp_path: Path, monkeypa
     got = file_digests(path, ["md5"], "test", lambda n: None, Trailing)
     assert got == {"md5": hashlib.md5(bytes(1000)).hexdigest()}
     assert nice == [hashing.LOWEST]
+
+
+def test_trailing_asks_the_kernel_for_each_chunk_once_and_never_more_than_ahead_of_the_walk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(hashing, "CHUNK", 1024)
+    monkeypatch.setattr(hashing, "AHEAD", 3 * 1024)
+    asked: list[tuple[int, int]] = []  # (the chunk asked for, where the walk was)
+    trailing: list[Trailing] = []
+    advise = hashing.advise
+
+    def noting(fd: int, at: int, n: int, how: str) -> None:
+        if how == "WILLNEED":
+            asked.append((at, trailing[0].walked if trailing else 0))
+        advise(fd, at, n, how)
+
+    monkeypatch.setattr(hashing, "advise", noting)
+    path = tmp_path / "archive.tar"
+    path.write_bytes(data := random.Random(6).randbytes(20 * 1024 + 7))
+
+    class Noted(Trailing):
+        def __init__(self, path: Path, algorithms: list[str]) -> None:
+            trailing.append(self)
+            super().__init__(path, algorithms)
+
+    assert file_digests(path, ["sha256"], "test", lambda n: None, Noted) == {"sha256": hashlib.sha256(data).hexdigest()}
+    assert [at for at, _ in asked] == list(range(0, len(data), 1024))
+    assert all(at < walked + 3 * 1024 for at, walked in asked)
 
 
 def test_verify_checks_sha256_and_xxh64_unless_md5_is_asked_for():

@@ -1,15 +1,18 @@
-"""Whole-file hashes in one read of the file, each hash in a thread of its own, beside a walk of the
-same bytes in the caller's thread (verify's index). The caller runs `follow(desc, on_read)`: its
-`on_read(n)` is called for each CHUNK boundary n in order (and the end), and may read the bytes
-before n (they are in the page cache). Two ways to share the read:
+"""Whole-file hashes in one read of the file, beside a walk of the same bytes in the caller's thread
+(verify's index). A read thread copies the file, CHUNK by CHUNK, into a ring of LAG // CHUNK buffers,
+and each hash, in a thread of its own, hashes those same buffers: the file leaves the page cache once
+for all the hashes, and a buffer is read into again only once every hash is past it. The caller runs
+`follow(desc, on_read)`: its `on_read(n)` is called for each CHUNK boundary n in order (and the end),
+and may read the bytes before n. Two pacings:
 
-    Ring      a read thread copies the file, CHUNK by CHUNK, into a ring of LAG // CHUNK buffers
-              that every hash reads; the read (and the caller behind it) runs at most LAG ahead of
-              the slowest hash. The file leaves the page cache once for all the hashes: verify alone.
-    Trailing  the caller's walk is the read; each hash reads the bytes it has walked past from the
-              page cache, at the lowest CPU priority, at most TRAIL behind it. The walk, and the work
-              that follows it, are not held to the pace of the slowest hash, which takes the CPU that
-              work leaves idle: verify going on to mds (stages/one_read.py), which waits on the disk.
+    Ring      the read leads: `on_read(n)` once the read has passed n (the caller walks pages just
+              read); the read runs at most LAG ahead of the slowest hash. verify alone.
+    Trailing  the caller's walk leads: `on_read(n)` at once, the read (of pages the walk has just
+              read) follows it, and the read and the hashes run at the lowest CPU priority; the walk
+              waits only where they are TRAIL behind it, and a thread asks the kernel for the pages
+              AHEAD of it. The walk, and the work after it, are not held to the pace of the slowest
+              hash, which takes the CPU that work leaves idle: verify going on to mds
+              (stages/one_read.py), which waits on the disk.
 
 Either way `digests()` waits for every hash, and an error in any thread is raised in the caller's.
 """
@@ -28,123 +31,42 @@ from .config import HASHERS
 from .console import progress
 
 CHUNK = 8 << 20
-LAG = 64 << 20  # Ring: bytes the read may run ahead of the slowest hash (the ring's buffers)
+LAG = 64 << 20  # bytes the read may run ahead of the slowest hash: the ring's buffers
 TRAIL = 2 << 30  # Trailing: bytes the walk may run ahead of the slowest hash (still in the page cache)
-LOWEST = 19  # the nice value of a trailing hash's thread
+AHEAD = 4 * CHUNK  # Trailing: bytes the kernel is asked to read ahead of the walk
+LOWEST = 19  # the nice value of Trailing's threads
 
 
-def read_whole(fd: int, view: memoryview, at: int, size: int) -> None:
-    """Fill `view` from byte `at` of the file `fd` of `size` bytes, reading on after a short read (as a
-    network file system may give); a file that ends first is an error."""
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], at + got)
-        if n <= 0:
-            raise OSError(errno.EIO, f"the file ended at byte {at + got} of {size} while read")
-        got += n
-
-
-class Hashes:
-    """What both ways share: the open file, the hash threads, the condition they signal progress on."""
+class Ring:
+    """The ring, its read thread and a thread per hash; the read leads (see the module's docstring)."""
 
     def __init__(self, path: Path, algorithms: list[str]) -> None:
         self.size = path.stat().st_size
         self.fd = os.open(path, os.O_RDONLY)
         self.moved = threading.Condition()
         self.stopped = False
-        self.threads: list[HashingThread] = []
-        self.helpers: list[HashingThread] = []  # threads beside the hashes (Ring's read)
-        self.algorithms = algorithms
-
-    def start(self, hash_thread: Callable[[str, Any], HashingThread]) -> None:
-        self.threads = [hash_thread(alg, HASHERS[alg]()) for alg in self.algorithms]
-        for t in [*self.helpers, *self.threads]:
+        self.ring: list[bytearray] = []  # grown to LAG // CHUNK buffers as the read first needs them
+        self.slots = self.ring_slots()
+        self.reader = ReadThread(self)
+        self.threads = [HashThread(self, alg, HASHERS[alg]()) for alg in algorithms]
+        for t in self.every_thread():
             t.start()
 
+    def ring_slots(self) -> int:
+        """Chunks the ring holds: LAG's worth, which the read may run ahead of the slowest hash."""
+        return max(2, LAG // CHUNK)
+
     def front(self) -> int:
-        """Bytes read so far, that the hashes may read."""
-        raise NotImplementedError
+        """Bytes read (a read that failed counts as done: nothing waits for it)."""
+        return self.reader.at
 
     def slowest(self) -> int:
         """Bytes hashed by the slowest hash (one that failed counts as done)."""
         return min((t.at for t in self.threads), default=self.size)
 
-    def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
-        """Run `on_read(n)` for each CHUNK boundary n (and the end), in order, once the bytes before n
-        may be read; a progress bar with it."""
-        raise NotImplementedError
-
-    def failed(self) -> BaseException | None:
-        return next((t.error for t in [*self.helpers, *self.threads] if t.error is not None), None)
-
-    def digests(self) -> dict[str, str]:
-        """Wait for every hash; their hex digests (a read or a hash that failed raises its error here)."""
-        for t in [*self.helpers, *self.threads]:
-            t.join()
-        if (error := self.failed()) is not None:
-            raise error
-        return {t.alg: t.hasher.hexdigest() for t in self.threads}
-
-    def stop(self) -> None:
-        """End every thread (where they are) and close the file."""
-        with self.moved:
-            self.stopped = True
-            self.moved.notify_all()
-        for t in [*self.helpers, *self.threads]:
-            t.join()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class HashingThread(threading.Thread):
-    """A thread of `Hashes`, `at` bytes into the file; `work` is its loop. One that fails stops there,
-    counted as done (nothing waits for it), and its error is raised once the caller looks."""
-
-    def __init__(self, owner: Hashes, name: str, alg: str = "", hasher: Any = None) -> None:
-        super().__init__(name=name, daemon=True)
-        self.owner, self.alg, self.hasher = owner, alg, hasher
-        self.at = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except BaseException as e:
-            with self.owner.moved:
-                self.error, self.at = e, self.owner.size
-                self.owner.moved.notify_all()
-
-    def advance(self, n: int) -> None:
-        with self.owner.moved:
-            self.at += n
-            self.owner.moved.notify_all()
-
-    def wait_for(self, ready: Callable[[], bool]) -> bool:
-        """Wait until `ready()`; False if the hashing was stopped meanwhile."""
-        with self.owner.moved:
-            self.owner.moved.wait_for(lambda: ready() or self.owner.stopped)
-            return not self.owner.stopped
-
-    def work(self) -> None:
-        raise NotImplementedError
-
-
-class Ring(Hashes):
-    """The read thread copies each chunk into the ring once every hash is past the chunk it held there;
-    each hash thread hashes the ring's chunks as they are read."""
-
-    def __init__(self, path: Path, algorithms: list[str]) -> None:
-        super().__init__(path, algorithms)
-        self.ring: list[bytearray] = []  # grown to LAG // CHUNK buffers as the read first needs them
-        self.slots = max(2, LAG // CHUNK)
-        self.reader = RingRead(self)
-        self.helpers = [self.reader]
-        self.start(lambda alg, hasher: RingHash(self, alg, hasher))
-
-    def front(self) -> int:
-        """(a read that failed counts as done: nothing waits for it)"""
-        return self.reader.at
+    def may_read(self, at: int) -> bool:
+        """Whether the read may go on to the chunk at byte `at` (the ring has room for it)."""
+        return at < self.slowest() + self.slots * CHUNK
 
     def buffer(self, at: int) -> memoryview:
         """The ring's buffer for the chunk at byte `at`, made the first time the read needs it."""
@@ -153,7 +75,15 @@ class Ring(Hashes):
             self.ring.append(bytearray(CHUNK))
         return memoryview(self.ring[k])
 
+    def every_thread(self) -> list[RingThread]:
+        return [self.reader, *self.threads]
+
+    def started(self, thread: RingThread) -> None:
+        """Run first in each of the ring's threads."""
+
     def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
+        """Run `on_read(n)` for each CHUNK boundary n the read has passed (and the end), in order, until
+        the whole file is read; a progress bar with it."""
         seen = 0
         with progress(self.size, desc) as bar:
             while seen < self.size:
@@ -168,51 +98,55 @@ class Ring(Hashes):
                     on_read(seen)
                     bar.update(step)
 
+    def failed(self) -> BaseException | None:
+        return next((t.error for t in self.every_thread() if t.error is not None), None)
 
-class RingRead(HashingThread):
-    def __init__(self, owner: Ring) -> None:
-        super().__init__(owner, "hash-read")
-        self.ring = owner
+    def digests(self) -> dict[str, str]:
+        """Wait for every hash; their hex digests (a read or a hash that failed raises its error here)."""
+        for t in self.every_thread():
+            t.join()
+        if (error := self.failed()) is not None:
+            raise error
+        return {t.alg: t.hasher.hexdigest() for t in self.threads}
 
-    def work(self) -> None:
-        ring = self.ring
-        while self.at < ring.size:
-            if not self.wait_for(lambda: self.at < ring.slowest() + ring.slots * CHUNK):
-                return
-            want = min(CHUNK, ring.size - self.at)
-            read_whole(ring.fd, ring.buffer(self.at)[:want], self.at, ring.size)  # whole: hashes take chunks
-            self.advance(want)
-
-
-class RingHash(HashingThread):
-    def __init__(self, owner: Ring, alg: str, hasher: Any) -> None:
-        super().__init__(owner, f"hash-{alg}", alg, hasher)
-        self.ring = owner
-
-    def work(self) -> None:
-        ring, reader = self.ring, self.ring.reader
-        while self.at < ring.size:
-            if not self.wait_for(lambda: reader.at > self.at) or reader.error is not None:
-                return
-            n = min(CHUNK, ring.size - self.at)
-            self.hasher.update(ring.buffer(self.at)[:n])  # hashlib and xxhash let go of the GIL on large buffers
-            self.advance(n)
+    def stop(self) -> None:
+        """End every thread (where they are) and close the file."""
+        with self.moved:
+            self.stopped = True
+            self.moved.notify_all()
+        for t in self.every_thread():
+            t.join()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-class Trailing(Hashes):
-    """Each hash thread reads, into a chunk buffer of its own, the bytes the caller's walk has passed,
-    at the lowest CPU priority; the walk waits only where the slowest hash is TRAIL behind it."""
+class Trailing(Ring):
+    """The same ring, read behind the caller's walk at the lowest CPU priority (see the module's docstring)."""
 
     def __init__(self, path: Path, algorithms: list[str]) -> None:
+        self.walked = 0  # bytes the caller's walk has passed: the read goes no further
+        self.ahead = AheadThread(self)
         super().__init__(path, algorithms)
-        self.walked = 0  # bytes the caller's walk has passed: the hashes read no further
-        self.start(lambda alg, hasher: TrailingHash(self, alg, hasher))
 
-    def front(self) -> int:
-        """Bytes the walk has passed."""
-        return self.walked
+    def ring_slots(self) -> int:
+        """Two: the read here holds no one back (and each buffer costs its first touch)."""
+        return 2
+
+    def may_read(self, at: int) -> bool:
+        return at < self.walked and super().may_read(at)
+
+    def every_thread(self) -> list[RingThread]:
+        return [self.ahead, *super().every_thread()]
+
+    def started(self, thread: RingThread) -> None:
+        if thread is not self.ahead:  # (the walk waits on what it asks the disk for)
+            with contextlib.suppress(OSError):  # Linux gives each thread a nice value (elsewhere: the process's)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST)
 
     def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
+        """Run `on_read(n)` for each CHUNK boundary n (and the end), in order, waiting only where the
+        slowest hash is TRAIL behind n; a progress bar with it."""
         advise(self.fd, 0, 0, "SEQUENTIAL")  # the walk reads in order: the kernel reads further ahead
         with progress(self.size, desc) as bar:
             while self.walked < self.size:
@@ -221,7 +155,6 @@ class Trailing(Hashes):
                     self.moved.wait_for(lambda at=n: self.slowest() + TRAIL >= at)
                 if (error := self.failed()) is not None:
                     raise error
-                advise(self.fd, n, CHUNK, "WILLNEED")  # the chunk after, on its way while this one is walked
                 on_read(n)
                 bar.update(n - self.walked)
                 with self.moved:
@@ -235,27 +168,97 @@ def advise(fd: int, at: int, n: int, how: str) -> None:
         os.posix_fadvise(fd, at, n, getattr(os, f"POSIX_FADV_{how}"))
 
 
-class TrailingHash(HashingThread):
-    def __init__(self, owner: Trailing, alg: str, hasher: Any) -> None:
-        super().__init__(owner, f"hash-{alg}", alg, hasher)
-        self.trailing = owner
+class RingThread(threading.Thread):
+    """A thread of a `Ring`, `at` bytes into the file; `work` is its loop. One that fails stops there,
+    counted as done (nothing waits for it), and its error is raised once the caller looks."""
+
+    def __init__(self, ring: Ring, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.ring = ring
+        self.at = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.ring.started(self)
+            self.work()
+        except BaseException as e:
+            with self.ring.moved:
+                self.error, self.at = e, self.ring.size
+                self.ring.moved.notify_all()
+
+    def advance(self, n: int) -> None:
+        with self.ring.moved:
+            self.at += n
+            self.ring.moved.notify_all()
+
+    def wait_for(self, ready: Callable[[], bool]) -> bool:
+        """Wait until `ready()`; False if the hashing was stopped meanwhile."""
+        with self.ring.moved:
+            self.ring.moved.wait_for(lambda: ready() or self.ring.stopped)
+            return not self.ring.stopped
 
     def work(self) -> None:
-        with contextlib.suppress(OSError):  # Linux gives each thread a nice value (elsewhere: the process's)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST)
-        t = self.trailing
-        buffer = memoryview(bytearray(min(CHUNK, t.size)))
-        while self.at < t.size:
-            if not self.wait_for(lambda: t.walked > self.at):
+        raise NotImplementedError
+
+
+class ReadThread(RingThread):
+    """Each chunk into the ring once the ring may take it (`Ring.may_read`)."""
+
+    def __init__(self, ring: Ring) -> None:
+        super().__init__(ring, "hash-read")
+
+    def work(self) -> None:
+        ring = self.ring
+        while self.at < ring.size:
+            if not self.wait_for(lambda: ring.may_read(self.at)):
                 return
-            n = min(CHUNK, t.size - self.at)
-            read_whole(t.fd, buffer[:n], self.at, t.size)
-            self.hasher.update(buffer[:n])
+            want = min(CHUNK, ring.size - self.at)
+            view, got = ring.buffer(self.at)[:want], 0
+            while got < want:  # the whole chunk: the hashes take the ring's buffers a chunk at a time
+                n = os.preadv(ring.fd, [view[got:]], self.at + got)
+                if n <= 0:
+                    raise OSError(errno.EIO, f"the file ended at byte {self.at + got} of {ring.size} while read")
+                got += n
+            self.advance(want)
+
+
+class AheadThread(RingThread):
+    """Trailing's: asks the kernel for the chunks AHEAD of the walk, so that its pages are brought in (and
+    that work paid) here rather than in the walk's thread, which then reads them from memory."""
+
+    def __init__(self, ring: Trailing) -> None:
+        super().__init__(ring, "hash-ahead")
+        self.trailing = ring
+
+    def work(self) -> None:
+        t = self.trailing
+        while self.at < t.size:
+            if not self.wait_for(lambda: self.at < t.walked + AHEAD):
+                return
+            advise(t.fd, self.at, CHUNK, "WILLNEED")
+            self.advance(min(CHUNK, t.size - self.at))
+
+
+class HashThread(RingThread):
+    """One hash: each chunk in the ring once it is read."""
+
+    def __init__(self, ring: Ring, alg: str, hasher: Any) -> None:
+        super().__init__(ring, f"hash-{alg}")
+        self.alg, self.hasher = alg, hasher
+
+    def work(self) -> None:
+        ring, reader = self.ring, self.ring.reader
+        while self.at < ring.size:
+            if not self.wait_for(lambda: reader.at > self.at) or reader.error is not None:
+                return
+            n = min(CHUNK, ring.size - self.at)
+            self.hasher.update(ring.buffer(self.at)[:n])  # hashlib and xxhash let go of the GIL on large buffers
             self.advance(n)
 
 
 def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None],
-                 way: type[Ring] | type[Trailing] = Ring) -> dict[str, str]:
+                 way: type[Ring] = Ring) -> dict[str, str]:
     """Hex digests of `path` in one read, `on_read(n)` run at each CHUNK boundary (see `follow`)."""
     hashing = way(path, algorithms)
     try:

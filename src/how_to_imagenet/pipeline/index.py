@@ -38,6 +38,10 @@ class Image:
     xxh3: str = ""
     codec: str = ""  # a zip member: how to read it (zipwalk.ZipMember.codec); "" for tar members and files
 
+    def hashed(self, xxh3: str) -> Image:
+        """This image with its content hash (dataclasses.replace, in a fraction of its time: once per image)."""
+        return Image(self.wnid, self.name, self.offset, self.size, xxh3, self.codec)
+
 
 def content_hash(data: bytes) -> str:
     """The per-image proof verify records and mds and check compare with."""

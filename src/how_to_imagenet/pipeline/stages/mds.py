@@ -8,7 +8,7 @@ order and the workers' parts are mds/plan.py's; each worker writes its part with
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,7 @@ def read_from(ctx: Context, spec: Split, source: str) -> tuple[list[Image], Sour
         return index, Source(tar=tar), sum(i.size for i in index)
     root = paths.untar(split)
     hashes = {(i.wnid, i.name): i.xxh3 for i in index}
-    images = [replace(i, xxh3=hashes.get((i.wnid, i.name), "")) for i in image_folder(root)]
+    images = [i.hashed(hashes.get((i.wnid, i.name), "")) for i in image_folder(root)]
     tree = {(i.wnid, i.name) for i in images}
     if tree != hashes.keys():  # a file lost or added since untar: unpack the verified archive again
         missing, extra = sorted(hashes.keys() - tree), sorted(tree - hashes.keys())

@@ -10,7 +10,6 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -155,7 +154,7 @@ def check_once(ctx: Context, split: Split, expected: dict[str, str], repaired: b
                         header(data, f"{tar}: {image.wnid}/{image.name}")  # one member rule, for mds and untar
                     except UserError as e:
                         unreadable = unreadable or e
-                    images.append(replace(image, xxh3=content_hash(data)))
+                    images.append(image.hashed(content_hash(data)))
             except UserError as e:
                 problem = e
 
