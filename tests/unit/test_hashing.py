@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,23 @@ def hash_threads() -> list[threading.Thread]:
 
 
 WAYS = pytest.mark.parametrize("way", [Ring, Trailing])
+
+
+def outcome(fn: Callable[[], object]) -> object:
+    """What `fn()` returns or raises, run in a thread that must end within 20 s (no hang)."""
+    result: list[object] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as e:
+            result.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "file_digests hangs"
+    return result[0]
 
 
 @WAYS
@@ -69,6 +87,27 @@ def test_an_error_in_the_read_loop_stops_every_hash_thread(tmp_path: Path, way: 
 
 
 @WAYS
+def test_a_read_that_fails_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: type):
+    """The read fails at its third chunk, where the caller would wait for the hashes it holds back."""
+    monkeypatch.setattr(hashing, "CHUNK", 1024)
+    monkeypatch.setattr(hashing, "LAG", 2 * 1024)
+    monkeypatch.setattr(hashing, "TRAIL", 2 * 1024)
+    path = tmp_path / "archive.tar"
+    path.write_bytes(bytes(50 * 1024))
+    preadv = os.preadv
+
+    def failing(fd: int, buffers: list, at: int) -> int:
+        if at >= 2 * 1024:
+            raise OSError(5, "Input/output error")
+        return preadv(fd, buffers, at)
+
+    monkeypatch.setattr(os, "preadv", failing)
+    error = outcome(lambda: file_digests(path, ["md5", "sha256"], "test", lambda n: None, way))
+    assert isinstance(error, OSError) and "Input/output error" in str(error)
+    assert not hash_threads()
+
+
+@WAYS
 def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    way: type):
     class Failing:
@@ -87,19 +126,8 @@ def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Pa
     monkeypatch.setitem(hashing.HASHERS, "md5", Failing)
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(50 * 1024))  # many more chunks than a queue holds
-    result: list[BaseException | dict] = []
-
-    def run() -> None:
-        try:
-            result.append(file_digests(path, ["md5", "sha256"], "test", lambda n: None, way))
-        except BaseException as e:
-            result.append(e)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(20)
-    assert not thread.is_alive(), "file_digests hangs when a hash fails"
-    assert isinstance(result[0], MemoryError) and "no room to hash" in str(result[0])
+    error = outcome(lambda: file_digests(path, ["md5", "sha256"], "test", lambda n: None, way))
+    assert isinstance(error, MemoryError) and "no room to hash" in str(error)
     assert not hash_threads()
 
 

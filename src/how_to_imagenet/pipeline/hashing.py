@@ -152,7 +152,7 @@ class Trailing(Ring):
             while self.walked < self.size:
                 n = min(self.size, (self.walked // CHUNK + 1) * CHUNK)
                 with self.moved:
-                    self.moved.wait_for(lambda at=n: self.slowest() + TRAIL >= at)
+                    self.moved.wait_for(lambda at=n: self.slowest() + TRAIL >= at or self.failed() is not None)
                 if (error := self.failed()) is not None:
                     raise error
                 on_read(n)
