@@ -4,6 +4,7 @@ end-to-end runs through make and GNU tar are in e2e/test_safety.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import tarfile
@@ -126,7 +127,7 @@ def header_or_error(buf: bytes) -> tuple[str, bytes, int] | str:
 def test_the_walks_header_reader_reads_every_header_as_tarfile_does():
     """tarwalk.header's own reading of a regular file's header against tarfile's, on headers of every
     format and type, each then damaged at random (a byte of a number, the checksum, the type, the name
-    or prefix; base-256 sizes), with its checksum made right again half the time."""
+    or prefix; base-256 sizes), its checksum made right again more often than not (unsigned or signed)."""
     rng = random.Random(7)
     fields = [(0, 100), (100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156), (156, 157),
               (257, 265), (329, 337), (337, 345), (345, 500)]
@@ -143,10 +144,23 @@ def test_the_walks_header_reader_reads_every_header_as_tarfile_does():
         for _ in range(rng.choice([0, 1, 2])):
             a, b = rng.choice(fields)
             buf[rng.randrange(a, b)] = rng.choice([0, 0x20, 0x30, 0x37, 0x38, 0x80, 0xFF, rng.randrange(256)])
-        if rng.random() < 0.5:  # the checksum made right again: the damage reaches the other fields' reading
+        if rng.random() < 0.1:  # a size in base-256, as GNU tar writes one of 8 GiB and more
+            buf[124:136] = b"\x80" + info.size.to_bytes(11, "big")
+        if rng.random() < 0.6:  # the checksum made right again: the damage reaches the other fields' reading
             buf[148:156] = b" " * 8
-            buf[148:156] = b"%06o\0 " % (sum(buf) & 0o777777)
+            signed = rng.random() < 0.2  # as some old tars sum the bytes: as signed chars
+            total = sum(b - 256 if signed and b > 127 else b for b in buf)
+            buf[148:156] = (b"\xff" + (total % (1 << 56)).to_bytes(7, "big")) if total < 0 else (
+                b"%06o\0 " % (total & 0o777777))
         want = frombuf(bytes(buf))
         assert header_or_error(bytes(buf)) == want, (case, bytes(buf))
+        assert header_or_error(bytes(buf[:511])) == frombuf(bytes(buf[:511]))  # short: tarfile's error
         seen["fast" if buf[156:157] == tarfile.REGTYPE and not isinstance(want, str) else "other"] += 1
     assert seen["fast"] > 500 and seen["other"] > 1000, seen  # both paths, many times
+
+
+def test_an_image_hashed_keeps_every_other_field():
+    """Image.hashed builds the row field by field: every field, present and future, is carried over."""
+    values = {"str": "a value", "int": 7}
+    image = Image(**{f.name: values[str(f.type)] for f in dataclasses.fields(Image)})
+    assert image.hashed("0123") == dataclasses.replace(image, xxh3="0123")

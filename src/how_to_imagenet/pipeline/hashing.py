@@ -1,18 +1,19 @@
 """Whole-file hashes in one read of the file, beside a walk of the same bytes in the caller's thread
-(verify's index). A read thread copies the file, CHUNK by CHUNK, into a ring of LAG // CHUNK buffers,
-and each hash, in a thread of its own, hashes those same buffers: the file leaves the page cache once
-for all the hashes, and a buffer is read into again only once every hash is past it. The caller runs
-`follow(desc, on_read)`: its `on_read(n)` is called for each CHUNK boundary n in order (and the end),
-and may read the bytes before n. Two pacings:
+(verify's index). A read thread copies the file, CHUNK by CHUNK, into a ring of chunk buffers, and
+each hash, in a thread of its own, hashes those same buffers: the file leaves the page cache once for
+all the hashes, and a buffer is read into again only once every hash is past it. The caller runs
+`follow(desc, on_read)`: its `on_read(n)` is called for each CHUNK boundary n in order, and at the
+end of the file (none for an empty file), and may read the bytes before n. Two pacings:
 
     Ring      the read leads: `on_read(n)` once the read has passed n (the caller walks pages just
-              read); the read runs at most LAG ahead of the slowest hash. verify alone.
+              read); the read runs at most LAG ahead of the slowest hash (the ring holds LAG). verify
+              alone.
     Trailing  the caller's walk leads: `on_read(n)` at once, the read (of pages the walk has just
-              read) follows it, and the read and the hashes run at the lowest CPU priority; the walk
-              waits only where they are TRAIL behind it, and a thread asks the kernel for the pages
-              AHEAD of it. The walk, and the work after it, are not held to the pace of the slowest
-              hash, which takes the CPU that work leaves idle: verify going on to mds
-              (stages/one_read.py), which waits on the disk.
+              read) follows it through a ring of two chunks, and the read and the hashes run at a
+              low CPU priority (Linux); the walk waits only where they are TRAIL behind it, and a
+              thread asks the kernel for the pages AHEAD of it. The walk, and the work after it, are
+              not held to the pace of the slowest hash, which takes the CPU that work leaves idle:
+              verify going on to mds (stages/one_read.py), which waits on the disk.
 
 Either way `digests()` waits for every hash, and an error in any thread is raised in the caller's.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +36,8 @@ CHUNK = 8 << 20
 LAG = 64 << 20  # bytes the read may run ahead of the slowest hash: the ring's buffers
 TRAIL = 2 << 30  # Trailing: bytes the walk may run ahead of the slowest hash (still in the page cache)
 AHEAD = 4 * CHUNK  # Trailing: bytes the kernel is asked to read ahead of the walk
-LOWEST = 19  # the nice value of Trailing's threads
+PIECE = 128 << 10  # a read-ahead request the kernel honours whole (its default read-ahead; it caps larger ones)
+LOW = 10  # the nice value of Trailing's threads: the walk comes first, and they still move on a busy machine
 
 
 class Ring:
@@ -42,15 +45,19 @@ class Ring:
 
     def __init__(self, path: Path, algorithms: list[str]) -> None:
         self.size = path.stat().st_size
-        self.fd = os.open(path, os.O_RDONLY)
         self.moved = threading.Condition()
         self.stopped = False
-        self.ring: list[bytearray] = []  # grown to LAG // CHUNK buffers as the read first needs them
+        self.ring: list[bytearray] = []  # grown to `slots` buffers as the read first needs them
         self.slots = self.ring_slots()
         self.reader = ReadThread(self)
         self.threads = [HashThread(self, alg, HASHERS[alg]()) for alg in algorithms]
-        for t in self.every_thread():
-            t.start()
+        self.fd = os.open(path, os.O_RDONLY)
+        try:
+            for t in self.every_thread():
+                t.start()
+        except BaseException:
+            self.stop()  # the threads started so far, and the file
+            raise
 
     def ring_slots(self) -> int:
         """Chunks the ring holds: LAG's worth, which the read may run ahead of the slowest hash."""
@@ -115,14 +122,15 @@ class Ring:
             self.stopped = True
             self.moved.notify_all()
         for t in self.every_thread():
-            t.join()
+            if t.ident is not None:  # started
+                t.join()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
 
 class Trailing(Ring):
-    """The same ring, read behind the caller's walk at the lowest CPU priority (see the module's docstring)."""
+    """The same ring, read behind the caller's walk at a low CPU priority (see the module's docstring)."""
 
     def __init__(self, path: Path, algorithms: list[str]) -> None:
         self.walked = 0  # bytes the caller's walk has passed: the read goes no further
@@ -140,19 +148,19 @@ class Trailing(Ring):
         return [self.ahead, *super().every_thread()]
 
     def started(self, thread: RingThread) -> None:
-        if thread is not self.ahead:  # (the walk waits on what it asks the disk for)
-            with contextlib.suppress(OSError):  # Linux gives each thread a nice value (elsewhere: the process's)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST)
+        if thread is not self.ahead and sys.platform == "linux":  # where each thread has a nice value of its own
+            with contextlib.suppress(OSError):  # (the read-ahead stays: the walk waits on what it asks for)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW)
 
     def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
         """Run `on_read(n)` for each CHUNK boundary n (and the end), in order, waiting only where the
-        slowest hash is TRAIL behind n; a progress bar with it."""
-        advise(self.fd, 0, 0, "SEQUENTIAL")  # the walk reads in order: the kernel reads further ahead
+        slowest hash is TRAIL behind n (or behind the walk, whichever is nearer); a progress bar with it."""
         with progress(self.size, desc) as bar:
             while self.walked < self.size:
                 n = min(self.size, (self.walked // CHUNK + 1) * CHUNK)
                 with self.moved:
-                    self.moved.wait_for(lambda at=n: self.slowest() + TRAIL >= at or self.failed() is not None)
+                    self.moved.wait_for(lambda at=n: self.slowest() >= min(at - TRAIL, self.walked)
+                                        or self.failed() is not None)
                 if (error := self.failed()) is not None:
                     raise error
                 on_read(n)
@@ -162,10 +170,13 @@ class Trailing(Ring):
                     self.moved.notify_all()
 
 
-def advise(fd: int, at: int, n: int, how: str) -> None:
-    """posix_fadvise POSIX_FADV_<how>, where the system has it (a hint: nothing depends on it)."""
+def read_ahead(fd: int, at: int, n: int) -> None:
+    """Ask the kernel to bring bytes [at, at + n) of the file into the page cache, PIECE by PIECE, where
+    the system has posix_fadvise (a hint: nothing depends on it, and a refusal is ignored)."""
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, at, n, getattr(os, f"POSIX_FADV_{how}"))
+        with contextlib.suppress(OSError):
+            for piece in range(at, at + n, PIECE):
+                os.posix_fadvise(fd, piece, min(PIECE, at + n - piece), os.POSIX_FADV_WILLNEED)
 
 
 class RingThread(threading.Thread):
@@ -236,8 +247,9 @@ class AheadThread(RingThread):
         while self.at < t.size:
             if not self.wait_for(lambda: self.at < t.walked + AHEAD):
                 return
-            advise(t.fd, self.at, CHUNK, "WILLNEED")
-            self.advance(min(CHUNK, t.size - self.at))
+            n = min(CHUNK, t.size - self.at)
+            read_ahead(t.fd, self.at, n)
+            self.advance(n)
 
 
 class HashThread(RingThread):
