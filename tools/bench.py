@@ -114,13 +114,13 @@ class Bench:
         return f"WORKERS default = {worker_count(None, cpu_bound)}"
 
     def row(self, name: str, nbytes: int, seconds: float, rss: float | None = None, work: float | None = None,
-            note: str = "") -> None:
+            note: str = "", vs_copy: bool = True) -> None:
         """One table row; `work` (the stage's own time from its stamp, without interpreter start-up) is
-        what the ratio uses when given."""
+        what the ratio uses when given; `vs_copy`: set against the copy floor (not for another disk's rows)."""
         t = work if work is not None else seconds
         r = {"row": name, "seconds": round(seconds, 3), "work_seconds": round(t, 3), "bytes": nbytes,
              "mb_s": round(nbytes / t / 1e6, 1) if t else None,
-             "x_copy": round(t / (nbytes / self.copy_rate), 2) if self.copy_rate and nbytes else None,
+             "x_copy": round(t / (nbytes / self.copy_rate), 2) if vs_copy and self.copy_rate and nbytes else None,
              "peak_rss_mb": round(rss) if rss is not None else None, "note": note, **self.load.row()}
         self.rows.append(r)
         log(f"[bench] {name}: {t:.2f} s, {r['mb_s']} MB/s, x{r['x_copy']} copy, rss {r['peak_rss_mb']} MB, "
@@ -248,6 +248,9 @@ class Bench:
         import bench_evals  # the test sets' archives: a zip and a tar of class folders
 
         bench_evals.rows(self)
+        import bench_disk  # where the disk is the limit: the archives behind a read-limited mount
+
+        bench_disk.rows(self)
         self.loaders(data)
         self.summary.update({
             "mds_from_tar_x_copy": self.find(f"mds train from tar ({self.label(None, False)})")["x_copy"],

@@ -1,5 +1,5 @@
 """verify's one-read hashing (pipeline/hashing.py): every hash in a thread of its own, sharing one read of the
-file, as a ring behind the read or trailing the caller's walk; which hashes verify checks."""
+file in a ring behind the caller's walk, alone or followed (by mds); which hashes verify checks."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import xxhash
 from how_to_imagenet.pipeline import hashing
 from how_to_imagenet.pipeline.cli import hash_names
 from how_to_imagenet.pipeline.config import asked, load_config
-from how_to_imagenet.pipeline.hashing import CHUNK, Ring, Trailing, file_digests
+from how_to_imagenet.pipeline.hashing import CHUNK, Ring, file_digests
 from how_to_imagenet.testing.runs import PROJECT
 
 
@@ -25,7 +25,7 @@ def hash_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("hash-")]
 
 
-WAYS = pytest.mark.parametrize("way", [Ring, Trailing])
+PACES = pytest.mark.parametrize("followed", [False, True])
 
 
 def outcome(fn: Callable[[], object]) -> object:
@@ -45,22 +45,22 @@ def outcome(fn: Callable[[], object]) -> object:
     return result[0]
 
 
-@WAYS
+@PACES
 @pytest.mark.parametrize("size", [0, 1, CHUNK, 3 * CHUNK + 12345])
-def test_one_read_gives_the_same_digests_as_hashing_the_whole_file(tmp_path: Path, size: int, way: type):
+def test_one_read_gives_the_same_digests_as_hashing_the_whole_file(tmp_path: Path, size: int, followed: bool):
     path = tmp_path / "archive.tar"
     path.write_bytes(data := random.Random(size).randbytes(size))
     seen: list[int] = []
-    got = file_digests(path, ["md5", "sha256", "xxh64"], "test", seen.append, way)
+    got = file_digests(path, ["md5", "sha256", "xxh64"], "test", seen.append, followed)
     assert got == {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest(),
                    "xxh64": xxhash.xxh64(data).hexdigest()}
     assert seen == [min(size, CHUNK * k) for k in range(1, -(-size // CHUNK) + 1)]  # after every chunk
     assert not hash_threads()
 
 
-@WAYS
+@PACES
 def test_short_reads_are_read_on_to_the_end_of_each_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          way: type):
+                                                          followed: bool):
     """A read that returns fewer bytes than asked (as a network file system may) is read on: every hash
     still takes whole chunks from the ring."""
     monkeypatch.setattr(hashing, "CHUNK", 4096)
@@ -68,13 +68,13 @@ def test_short_reads_are_read_on_to_the_end_of_each_chunk(tmp_path: Path, monkey
     path.write_bytes(data := random.Random(5).randbytes(3 * 4096 + 123))
     preadv = os.preadv
     monkeypatch.setattr(os, "preadv", lambda fd, buffers, at: preadv(fd, [buffers[0][:1000]], at))
-    assert file_digests(path, ["sha256", "xxh64"], "test", lambda n: None, way) == {
+    assert file_digests(path, ["sha256", "xxh64"], "test", lambda n: None, followed) == {
         "sha256": hashlib.sha256(data).hexdigest(), "xxh64": xxhash.xxh64(data).hexdigest()}
     assert not hash_threads()
 
 
-@WAYS
-def test_an_error_in_the_read_loop_stops_every_hash_thread(tmp_path: Path, way: type):
+@PACES
+def test_an_error_in_the_read_loop_stops_every_hash_thread(tmp_path: Path, followed: bool):
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(3 * CHUNK))
 
@@ -82,12 +82,12 @@ def test_an_error_in_the_read_loop_stops_every_hash_thread(tmp_path: Path, way: 
         raise RuntimeError(f"bad header after {done} bytes")
 
     with pytest.raises(RuntimeError, match=f"bad header after {CHUNK} bytes"):
-        file_digests(path, ["md5", "sha256"], "test", fail, way)
+        file_digests(path, ["md5", "sha256"], "test", fail, followed)
     assert not hash_threads()
 
 
-@WAYS
-def test_a_read_that_fails_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: type):
+@PACES
+def test_a_read_that_fails_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, followed: bool):
     """The read fails at its third chunk, where the caller would wait for the hashes it holds back."""
     monkeypatch.setattr(hashing, "CHUNK", 1024)
     monkeypatch.setattr(hashing, "LAG", 2 * 1024)
@@ -102,14 +102,14 @@ def test_a_read_that_fails_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: p
         return preadv(fd, buffers, at)
 
     monkeypatch.setattr(os, "preadv", failing)
-    error = outcome(lambda: file_digests(path, ["md5", "sha256"], "test", lambda n: None, way))
+    error = outcome(lambda: file_digests(path, ["md5", "sha256"], "test", lambda n: None, followed))
     assert isinstance(error, OSError) and "Input/output error" in str(error)
     assert not hash_threads()
 
 
-@WAYS
+@PACES
 def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   way: type):
+                                                                   followed: bool):
     class Failing:
         def __init__(self) -> None:
             self.chunks = 0
@@ -126,7 +126,7 @@ def test_a_hash_that_fails_is_an_error_not_a_wrong_digest_or_a_hang(tmp_path: Pa
     monkeypatch.setitem(hashing.HASHERS, "md5", Failing)
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(50 * 1024))  # many more chunks than a queue holds
-    error = outcome(lambda: file_digests(path, ["md5", "sha256"], "test", lambda n: None, way))
+    error = outcome(lambda: file_digests(path, ["md5", "sha256"], "test", lambda n: None, followed))
     assert isinstance(error, MemoryError) and "no room to hash" in str(error)
     assert not hash_threads()
 
@@ -147,9 +147,9 @@ class Gated:
         return self.h.hexdigest()
 
 
-@WAYS
+@PACES
 def test_the_caller_is_not_held_to_the_slowest_hash_which_finishes_behind_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: type):
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, followed: bool):
     """Within LAG (TRAIL), the caller runs ahead of a slow hash; no hash reads bytes the read has not passed
     (a trailing hash: bytes the caller's walk has not passed)."""
     monkeypatch.setattr(hashing, "CHUNK", 1024)
@@ -157,18 +157,16 @@ def test_the_caller_is_not_held_to_the_slowest_hash_which_finishes_behind_it(
     Gated.gate.clear()
     path = tmp_path / "archive.tar"
     path.write_bytes(data := random.Random(3).randbytes(20 * 1024 + 7))
-    hashes = way(path, ["md5", "xxh64"])
+    hashes = Ring(path, ["md5", "xxh64"], followed)
     try:
         walked: list[tuple[int, int, int]] = []  # (the caller's n, the furthest hash, then the read's front)
         follow = threading.Thread(target=hashes.follow, args=(
-            "test", lambda n: walked.append((n, max(t.at for t in hashes.threads), hashes.front()))))
+            "test", lambda n: walked.append((n, max(t.at for t in hashes.threads), hashes.reader.at))))
         follow.start()
         follow.join(20)
         assert not follow.is_alive(), "the caller waits for the slowest hash, not the fastest"
         assert [n for n, _, _ in walked] == [min(len(data), 1024 * k) for k in range(1, 22)]
-        assert all(hashed <= front for _, hashed, front in walked)
-        if way is Trailing:  # the walk is the read: when it is at n, it has passed the chunk before n
-            assert all(hashed <= n - 1024 for n, hashed, _ in walked)
+        assert all(hashed <= front <= n - 1024 for n, hashed, front in walked)  # the walk has passed the chunk
         assert min(t.at for t in hashes.threads) == 0  # md5 has not begun
         Gated.gate.set()
         assert hashes.digests() == {"md5": hashlib.md5(data).hexdigest(), "xxh64": xxhash.xxh64(data).hexdigest()}
@@ -178,26 +176,28 @@ def test_the_caller_is_not_held_to_the_slowest_hash_which_finishes_behind_it(
     assert not hash_threads()
 
 
-@pytest.mark.parametrize(("way", "limit"), [(Ring, "LAG"), (Trailing, "TRAIL")])
-def test_no_hash_falls_further_behind_the_read_than_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              way: type, limit: str):
-    """The bytes a slow hash has yet to read stay within LAG of the ring's read (TRAIL of the walk): still in
-    the ring (the page cache)."""
+LIMITS = pytest.mark.parametrize(("followed", "limit"), [(False, "LAG"), (True, "TRAIL")])
+
+
+@LIMITS
+def test_no_hash_falls_further_behind_the_walk_than_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              followed: bool, limit: str):
+    """The bytes a slow hash has yet to read stay within LAG of the walk (followed: TRAIL): still in the ring
+    (the page cache)."""
     monkeypatch.setattr(hashing, "CHUNK", 1024)
     monkeypatch.setattr(hashing, limit, 4 * 1024)
     monkeypatch.setitem(hashing.HASHERS, "md5", Gated)
     Gated.gate.clear()
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(64 * 1024))
-    hashes = way(path, ["md5", "xxh64"])
+    hashes = Ring(path, ["md5", "xxh64"], followed)
     try:
         follow = threading.Thread(target=hashes.follow, args=("test", lambda n: None))
         follow.start()
-        lead = (lambda: hashes.walked) if way is Trailing else hashes.front  # the walk leads, or the read
         with hashes.moved:  # it gets as far as the limit (a busy machine may take its time) ...
-            assert hashes.moved.wait_for(lambda: lead() >= 4 * 1024, timeout=20)
+            assert hashes.moved.wait_for(lambda: hashes.walked >= 4 * 1024, timeout=20)
         follow.join(0.2)  # ... and stays within a chunk of it
-        assert follow.is_alive() and lead() <= 4 * 1024 + hashing.CHUNK
+        assert follow.is_alive() and hashes.walked <= 4 * 1024 + hashing.CHUNK
         Gated.gate.set()
         follow.join(20)
         assert not follow.is_alive() and set(hashes.digests()) == {"md5", "xxh64"}
@@ -206,18 +206,23 @@ def test_no_hash_falls_further_behind_the_read_than_its_limit(tmp_path: Path, mo
         hashes.stop()
 
 
-def test_trailing_ends_with_a_trail_shorter_than_a_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The read never passes the walk: a walk that waited for hashes a whole TRAIL behind it would wait forever
-    once TRAIL is under a chunk."""
+@LIMITS
+def test_the_walk_ends_with_a_trail_shorter_than_a_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         followed: bool, limit: str):
+    """The read never passes the walk: a walk that waited for hashes a whole trail behind it would wait forever
+    once the trail is under a chunk."""
     monkeypatch.setattr(hashing, "CHUNK", 1024)
-    monkeypatch.setattr(hashing, "TRAIL", 100)
+    monkeypatch.setattr(hashing, limit, 100)
     path = tmp_path / "archive.tar"
     path.write_bytes(data := bytes(5 * 1024 + 1))
-    got = outcome(lambda: file_digests(path, ["sha256"], "test", lambda n: None, Trailing))
+    got = outcome(lambda: file_digests(path, ["sha256"], "test", lambda n: None, followed))
     assert got == {"sha256": hashlib.sha256(data).hexdigest()}
 
 
-def test_trailing_hashes_run_at_a_low_cpu_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@PACES
+def test_followed_hashes_run_at_a_low_cpu_priority_alone_at_the_callers(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         followed: bool):
     nice: list[int] = []
 
     class Noting(Gated):
@@ -228,33 +233,36 @@ def test_trailing_hashes_run_at_a_low_cpu_priority(tmp_path: Path, monkeypatch: 
     monkeypatch.setitem(hashing.HASHERS, "md5", Noting)
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(1000))
-    got = file_digests(path, ["md5"], "test", lambda n: None, Trailing)
+    got = file_digests(path, ["md5"], "test", lambda n: None, followed)
     assert got == {"md5": hashlib.md5(bytes(1000)).hexdigest()}
-    assert nice == [hashing.LOW]
+    assert nice == [hashing.LOW if followed else os.getpriority(os.PRIO_PROCESS, threading.get_native_id())]
 
 
-def test_trailing_asks_the_kernel_for_each_chunk_once_and_never_more_than_ahead_of_the_walk(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@PACES
+def test_the_kernel_is_asked_for_each_chunk_once_and_never_more_than_ahead_of_the_walk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, followed: bool):
     monkeypatch.setattr(hashing, "CHUNK", 1024)
     monkeypatch.setattr(hashing, "AHEAD", 3 * 1024)
     asked: list[tuple[int, int]] = []  # (the chunk asked for, where the walk was)
-    trailing: list[Trailing] = []
+    rings: list[Ring] = []
     read_ahead = hashing.read_ahead
 
     def noting(fd: int, at: int, n: int) -> None:
-        asked.append((at, trailing[0].walked))
+        asked.append((at, rings[0].walked))
         read_ahead(fd, at, n)
 
     monkeypatch.setattr(hashing, "read_ahead", noting)
     path = tmp_path / "archive.tar"
     path.write_bytes(data := random.Random(6).randbytes(20 * 1024 + 7))
 
-    class Noted(Trailing):
-        def __init__(self, path: Path, algorithms: list[str]) -> None:
-            trailing.append(self)
-            super().__init__(path, algorithms)
+    class Noted(Ring):
+        def __init__(self, path: Path, algorithms: list[str], followed: bool) -> None:
+            rings.append(self)
+            super().__init__(path, algorithms, followed)
 
-    assert file_digests(path, ["sha256"], "test", lambda n: None, Noted) == {"sha256": hashlib.sha256(data).hexdigest()}
+    monkeypatch.setattr(hashing, "Ring", Noted)
+    assert file_digests(path, ["sha256"], "test", lambda n: None, followed) == {
+        "sha256": hashlib.sha256(data).hexdigest()}
     assert [at for at, _ in asked] == list(range(0, len(data), 1024))
     assert all(at < walked + 3 * 1024 for at, walked in asked)
 

@@ -1,21 +1,21 @@
 """Whole-file hashes in one read of the file, beside a walk of the same bytes in the caller's thread
-(verify's index). A read thread copies the file, CHUNK by CHUNK, into a ring of chunk buffers, and
-each hash, in a thread of its own, hashes those same buffers: the file leaves the page cache once for
-all the hashes, and a buffer is read into again only once every hash is past it. The caller runs
-`follow(desc, on_read)`: its `on_read(n)` is called for each CHUNK boundary n in order, and at the
-end of the file (none for an empty file), and may read the bytes before n. Two pacings:
+(verify's index). The walk leads: `follow(desc, on_read)` runs `on_read(n)` for each CHUNK boundary n
+in order (and at the end of the file; none for an empty file), and `on_read` reads the bytes before n
+itself, while a thread asks the kernel for the pages AHEAD of it. Behind the walk, a read thread copies
+the bytes it has passed, CHUNK by CHUNK, into a ring of chunk buffers, and each hash, in a thread of
+its own, hashes those same buffers: the file leaves the page cache once for all the hashes, and a
+buffer is read into again only once every hash is past it. The walk waits only where the slowest hash
+is its trail behind it. Two paces:
 
-    Ring      the read leads: `on_read(n)` once the read has passed n (the caller walks pages just
-              read); the read runs at most LAG ahead of the slowest hash (the ring holds LAG). verify
-              alone.
-    Trailing  the caller's walk leads: `on_read(n)` at once, the read (of pages the walk has just
-              read) follows it through a ring of two chunks, and the read and the hashes run at a
-              low CPU priority (Linux); the walk waits only where they are TRAIL behind it, and a
-              thread asks the kernel for the pages AHEAD of it. The walk, and the work after it, are
-              not held to the pace of the slowest hash, which takes the CPU that work leaves idle:
-              verify going on to mds (stages/one_read.py), which waits on the disk.
+    alone     (verify alone) the trail is LAG, the ring's size: hashes and walk keep together.
+    followed  (verify going on to mds, stages/one_read.py) the trail is TRAIL, the ring two chunks, and
+              the read and the hashes run at a low CPU priority (Linux): the walk, and mds after it,
+              are not held to the slowest hash, which takes the CPU they leave idle (mds waits on the
+              disk).
 
-Either way `digests()` waits for every hash, and an error in any thread is raised in the caller's.
+The walk's small sequential reads, with the read-ahead beside them, keep a slow disk streaming where
+one thread's large reads leave it idle between them (make bench's read-limited rows, bench_disk).
+`digests()` waits for every hash, and an error in any thread is raised in the caller's.
 """
 
 from __future__ import annotations
@@ -33,22 +33,27 @@ from .config import HASHERS
 from .console import progress
 
 CHUNK = 8 << 20
-LAG = 64 << 20  # bytes the read may run ahead of the slowest hash: the ring's buffers
-TRAIL = 2 << 30  # Trailing: bytes the walk may run ahead of the slowest hash (still in the page cache)
-AHEAD = 4 * CHUNK  # Trailing: bytes the kernel is asked to read ahead of the walk
+LAG = 64 << 20  # alone: bytes the walk may lead the slowest hash by, the ring's buffers
+TRAIL = 2 << 30  # followed: bytes the walk may lead the slowest hash by (still in the page cache)
+AHEAD = 16 * CHUNK  # bytes the kernel is asked to read ahead of the walk (a slow disk streams: bench_disk)
 PIECE = 128 << 10  # a read-ahead request the kernel honours whole (its default read-ahead; it caps larger ones)
-LOW = 10  # the nice value of Trailing's threads: the walk comes first, and they still move on a busy machine
+LOW = 10  # followed: the read's and the hashes' nice value (the walk first; still moving on a busy machine)
 
 
 class Ring:
-    """The ring, its read thread and a thread per hash; the read leads (see the module's docstring)."""
+    """The ring, its read thread, the read-ahead and a thread per hash, behind the caller's walk (see the
+    module's docstring); `followed`: the followed pace."""
 
-    def __init__(self, path: Path, algorithms: list[str]) -> None:
+    def __init__(self, path: Path, algorithms: list[str], followed: bool = False) -> None:
         self.size = path.stat().st_size
+        self.followed = followed
+        self.slots = 2 if followed else max(2, LAG // CHUNK)  # chunks the ring holds (each costs its first touch)
+        self.trail = TRAIL if followed else LAG  # bytes the walk may lead the slowest hash by
         self.moved = threading.Condition()
         self.stopped = False
+        self.walked = 0  # bytes the caller's walk has passed: the read goes no further
         self.ring: list[bytearray] = []  # grown to `slots` buffers as the read first needs them
-        self.slots = self.ring_slots()
+        self.ahead = AheadThread(self)
         self.reader = ReadThread(self)
         self.threads = [HashThread(self, alg, HASHERS[alg]()) for alg in algorithms]
         self.fd = os.open(path, os.O_RDONLY)
@@ -59,21 +64,13 @@ class Ring:
             self.stop()  # the threads started so far, and the file
             raise
 
-    def ring_slots(self) -> int:
-        """Chunks the ring holds: LAG's worth, which the read may run ahead of the slowest hash."""
-        return max(2, LAG // CHUNK)
-
-    def front(self) -> int:
-        """Bytes read (a read that failed counts as done: nothing waits for it)."""
-        return self.reader.at
-
     def slowest(self) -> int:
         """Bytes hashed by the slowest hash (one that failed counts as done)."""
         return min((t.at for t in self.threads), default=self.size)
 
     def may_read(self, at: int) -> bool:
-        """Whether the read may go on to the chunk at byte `at` (the ring has room for it)."""
-        return at < self.slowest() + self.slots * CHUNK
+        """Whether the read may go on to the chunk at byte `at`: the walk has passed it, and the ring has room."""
+        return at < self.walked and at < self.slowest() + self.slots * CHUNK
 
     def buffer(self, at: int) -> memoryview:
         """The ring's buffer for the chunk at byte `at`, made the first time the read needs it."""
@@ -83,27 +80,30 @@ class Ring:
         return memoryview(self.ring[k])
 
     def every_thread(self) -> list[RingThread]:
-        return [self.reader, *self.threads]
+        return [self.ahead, self.reader, *self.threads]
 
     def started(self, thread: RingThread) -> None:
-        """Run first in each of the ring's threads."""
+        """Run first in each of the ring's threads: followed, the read and the hashes drop their priority."""
+        if self.followed and thread is not self.ahead and sys.platform == "linux":  # a nice value per thread
+            with contextlib.suppress(OSError):  # (the read-ahead stays: the walk waits on what it asks for)
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW)
 
     def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
-        """Run `on_read(n)` for each CHUNK boundary n the read has passed (and the end), in order, until
-        the whole file is read; a progress bar with it."""
-        seen = 0
+        """Run `on_read(n)` for each CHUNK boundary n (and the end), in order, waiting only where the
+        slowest hash is the trail behind n (or behind the walk, whichever is nearer); a progress bar with it."""
         with progress(self.size, desc) as bar:
-            while seen < self.size:
+            while self.walked < self.size:
+                n = min(self.size, (self.walked // CHUNK + 1) * CHUNK)
                 with self.moved:
-                    self.moved.wait_for(lambda at=seen: self.front() > at or self.failed() is not None)
-                    front = self.front()
+                    self.moved.wait_for(lambda at=n: self.slowest() >= min(at - self.trail, self.walked)
+                                        or self.failed() is not None)
                 if (error := self.failed()) is not None:
                     raise error
-                while seen < front:
-                    step = min(self.size, (seen // CHUNK + 1) * CHUNK) - seen
-                    seen += step
-                    on_read(seen)
-                    bar.update(step)
+                on_read(n)
+                bar.update(n - self.walked)
+                with self.moved:
+                    self.walked = n
+                    self.moved.notify_all()
 
     def failed(self) -> BaseException | None:
         return next((t.error for t in self.every_thread() if t.error is not None), None)
@@ -127,47 +127,6 @@ class Ring:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-class Trailing(Ring):
-    """The same ring, read behind the caller's walk at a low CPU priority (see the module's docstring)."""
-
-    def __init__(self, path: Path, algorithms: list[str]) -> None:
-        self.walked = 0  # bytes the caller's walk has passed: the read goes no further
-        self.ahead = AheadThread(self)
-        super().__init__(path, algorithms)
-
-    def ring_slots(self) -> int:
-        """Two: the read here holds no one back (and each buffer costs its first touch)."""
-        return 2
-
-    def may_read(self, at: int) -> bool:
-        return at < self.walked and super().may_read(at)
-
-    def every_thread(self) -> list[RingThread]:
-        return [self.ahead, *super().every_thread()]
-
-    def started(self, thread: RingThread) -> None:
-        if thread is not self.ahead and sys.platform == "linux":  # where each thread has a nice value of its own
-            with contextlib.suppress(OSError):  # (the read-ahead stays: the walk waits on what it asks for)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW)
-
-    def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
-        """Run `on_read(n)` for each CHUNK boundary n (and the end), in order, waiting only where the
-        slowest hash is TRAIL behind n (or behind the walk, whichever is nearer); a progress bar with it."""
-        with progress(self.size, desc) as bar:
-            while self.walked < self.size:
-                n = min(self.size, (self.walked // CHUNK + 1) * CHUNK)
-                with self.moved:
-                    self.moved.wait_for(lambda at=n: self.slowest() >= min(at - TRAIL, self.walked)
-                                        or self.failed() is not None)
-                if (error := self.failed()) is not None:
-                    raise error
-                on_read(n)
-                bar.update(n - self.walked)
-                with self.moved:
-                    self.walked = n
-                    self.moved.notify_all()
 
 
 def read_ahead(fd: int, at: int, n: int) -> None:
@@ -235,15 +194,14 @@ class ReadThread(RingThread):
 
 
 class AheadThread(RingThread):
-    """Trailing's: asks the kernel for the chunks AHEAD of the walk, so that its pages are brought in (and
-    that work paid) here rather than in the walk's thread, which then reads them from memory."""
+    """Asks the kernel for the chunks AHEAD of the walk, so that their pages are brought in (and that work
+    paid) here rather than in the walk's thread, which then reads them from memory."""
 
-    def __init__(self, ring: Trailing) -> None:
+    def __init__(self, ring: Ring) -> None:
         super().__init__(ring, "hash-ahead")
-        self.trailing = ring
 
     def work(self) -> None:
-        t = self.trailing
+        t = self.ring
         while self.at < t.size:
             if not self.wait_for(lambda: self.at < t.walked + AHEAD):
                 return
@@ -270,9 +228,9 @@ class HashThread(RingThread):
 
 
 def file_digests(path: Path, algorithms: list[str], desc: str, on_read: Callable[[int], None],
-                 way: type[Ring] = Ring) -> dict[str, str]:
+                 followed: bool = False) -> dict[str, str]:
     """Hex digests of `path` in one read, `on_read(n)` run at each CHUNK boundary (see `follow`)."""
-    hashing = way(path, algorithms)
+    hashing = Ring(path, algorithms, followed)
     try:
         hashing.follow(desc, on_read)
         return hashing.digests()

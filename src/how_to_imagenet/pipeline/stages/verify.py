@@ -18,7 +18,7 @@ from ..config import Config, Split, asked, check_image_count, checksum_entries, 
 from ..console import UserError, human_bytes, log
 from ..context import Context
 from ..files import read_json, write_json
-from ..hashing import Ring, Trailing
+from ..hashing import Ring
 from ..index import FORMAT, Image, content_hash, index_images, write_index
 from ..layout import Paths
 from ..mds.images import header
@@ -138,8 +138,8 @@ def check_once(ctx: Context, split: Split, expected: dict[str, str], repaired: b
         end = 0  # where the last image indexed ends; the next header is just after it
 
         def index_upto(pos: int) -> None:
-            """Walk the headers in the bytes before `pos`: behind the ring's read, never ahead of it (a
-            read past the sequential read would cost the disk a seek); trailing, this walk is the read."""
+            """Walk the headers in the bytes before `pos`: this walk is the archive's sequential read (the
+            hashes' ring reads its pages after it)."""
             nonlocal end, problem, unreadable
             try:
                 while end + LOOKAHEAD <= pos and problem is None:
@@ -161,7 +161,7 @@ def check_once(ctx: Context, split: Split, expected: dict[str, str], repaired: b
         t0 = time.perf_counter()
         following = 0.0  # of the time, the follower's (not counted in verify's rate)
         # Going on to mds: the walk need not wait for the slowest hash, which takes what CPU mds leaves.
-        hashing = (Ring if follower is None else Trailing)(tar, sorted(expected))
+        hashing = Ring(tar, sorted(expected), followed=follower is not None)
         try:
             hashing.follow(f"verify {split_name}", index_upto)
             index_upto(size + LOOKAHEAD)
