@@ -247,9 +247,9 @@ def test_the_kernel_is_asked_for_each_chunk_once_and_never_more_than_ahead_of_th
     rings: list[Ring] = []
     read_ahead = hashing.read_ahead
 
-    def noting(fd: int, at: int, n: int) -> None:
+    def noting(fd: int, at: int, n: int, piece: int) -> None:
         asked.append((at, rings[0].walked))
-        read_ahead(fd, at, n)
+        read_ahead(fd, at, n, piece)
 
     monkeypatch.setattr(hashing, "read_ahead", noting)
     path = tmp_path / "archive.tar"
@@ -265,6 +265,22 @@ def test_the_kernel_is_asked_for_each_chunk_once_and_never_more_than_ahead_of_th
         "sha256": hashlib.sha256(data).hexdigest()}
     assert [at for at, _ in asked] == list(range(0, len(data), 1024))
     assert all(at < walked + 3 * 1024 for at, walked in asked)
+
+
+def test_read_ahead_requests_are_the_size_of_the_devices_read_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The kernel honours a request up to the device's read-ahead: asked in pieces of that size (a piece per
+    interpreter lock taken), or of PIECE where /sys does not say, every byte is asked for once."""
+    path = tmp_path / "archive.tar"
+    path.write_bytes(bytes(100))
+    st = path.stat()
+    sys_file = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+    with open(path, "rb") as f:
+        size = hashing.piece_size(f.fileno())
+    assert size == (max(hashing.PIECE, int(sys_file.read_text()) << 10) if sys_file.exists() else hashing.PIECE)
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, at, n, advice: asked.append((at, n)))
+    hashing.read_ahead(3, 1000, 10_000, 4096)
+    assert asked == [(1000, 4096), (5096, 4096), (9192, 1808)]
 
 
 def test_verify_checks_sha256_and_xxh64_unless_md5_is_asked_for():

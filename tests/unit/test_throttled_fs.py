@@ -15,7 +15,7 @@ import pytest
 from how_to_imagenet.testing.runs import PROJECT
 
 sys.path.insert(0, str(PROJECT / "tools"))
-import throttled_fs  # noqa: E402
+import throttled_fs
 
 pytestmark = pytest.mark.skipif(throttled_fs.usable() is not None, reason=str(throttled_fs.usable()))
 MB_S = 20.0

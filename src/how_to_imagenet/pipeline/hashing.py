@@ -36,7 +36,7 @@ CHUNK = 8 << 20
 LAG = 64 << 20  # alone: bytes the walk may lead the slowest hash by, the ring's buffers
 TRAIL = 2 << 30  # followed: bytes the walk may lead the slowest hash by (still in the page cache)
 AHEAD = 16 * CHUNK  # bytes the kernel is asked to read ahead of the walk (a slow disk streams: bench_disk)
-PIECE = 128 << 10  # a read-ahead request the kernel honours whole (its default read-ahead; it caps larger ones)
+PIECE = 128 << 10  # a read-ahead request the kernel honours whole where the device's read-ahead is not known
 LOW = 10  # followed: the read's and the hashes' nice value (the walk first; still moving on a busy machine)
 
 
@@ -129,13 +129,26 @@ class Ring:
             self.fd = -1
 
 
-def read_ahead(fd: int, at: int, n: int) -> None:
-    """Ask the kernel to bring bytes [at, at + n) of the file into the page cache, PIECE by PIECE, where
-    the system has posix_fadvise (a hint: nothing depends on it, and a refusal is ignored)."""
+def piece_size(fd: int) -> int:
+    """Bytes one read-ahead request for the file may ask for and be honoured whole: the kernel caps each
+    at its device's read-ahead (read_ahead_kb in /sys, 128 KB by default, 8 MB on some virtual disks), and
+    a request per PIECE where that is larger costs the asking thread a pass through the interpreter's
+    lock each; PIECE where it is not known (no /sys, a partition, tmpfs)."""
+    st = os.fstat(fd)
+    try:
+        kb = int(Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb").read_text())
+    except (OSError, ValueError):
+        return PIECE
+    return max(PIECE, kb << 10)
+
+
+def read_ahead(fd: int, at: int, n: int, piece: int) -> None:
+    """Ask the kernel to bring bytes [at, at + n) of the file into the page cache, `piece` bytes a request,
+    where the system has posix_fadvise (a hint: nothing depends on it, and a refusal is ignored)."""
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
-            for piece in range(at, at + n, PIECE):
-                os.posix_fadvise(fd, piece, min(PIECE, at + n - piece), os.POSIX_FADV_WILLNEED)
+            for start in range(at, at + n, piece):
+                os.posix_fadvise(fd, start, min(piece, at + n - start), os.POSIX_FADV_WILLNEED)
 
 
 class RingThread(threading.Thread):
@@ -202,11 +215,12 @@ class AheadThread(RingThread):
 
     def work(self) -> None:
         t = self.ring
+        piece = piece_size(t.fd)
         while self.at < t.size:
             if not self.wait_for(lambda: self.at < t.walked + AHEAD):
                 return
             n = min(CHUNK, t.size - self.at)
-            read_ahead(t.fd, self.at, n)
+            read_ahead(t.fd, self.at, n, piece)
             self.advance(n)
 
 
