@@ -35,6 +35,7 @@ PY = sys.executable
 T = TypeVar("T")
 STAGE = [PY, "-m", "how_to_imagenet.pipeline"]
 SELF = [PY, str(Path(__file__).resolve())]  # this script's own measurements, run as subcommands
+PEAK_RSS = Path(__file__).with_name("peak_rss.py")  # what `timed` starts each command from
 CLASSES = 100
 CHART_CUT = 4.0  # bars of the chart longer than this many copy floors are drawn cut
 LOADER_WORKERS, BATCH = 2, 64  # the loader rows' DataLoader
@@ -60,23 +61,24 @@ class Timed:
 
 
 def timed(cmd: list[str], cold: bool = True) -> Timed:
-    """Run `cmd` then `sync`, from a cold cache unless `cold` is False."""
+    """Run `cmd` then `sync`, from a cold cache unless `cold` is False; its time and peak memory as
+    peak_rss measures them (without the interpreter that starts it)."""
     if cold:
         drop_caches()
     else:
         subprocess.run(["sync"], check=True)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as measured:
+        status = subprocess.run([PY, "-S", str(PEAK_RSS), measured.name, *cmd], stdout=out, stderr=err).returncode
         t1 = time.perf_counter()
         subprocess.run(["sync"], check=True)
-        t2 = time.perf_counter()
+        synced = time.perf_counter() - t1
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if status != 0:
             raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{err.read().decode(errors='replace')[-2000:]}")
-        return Timed(t2 - t0, usage.ru_maxrss / 1024, out.read().decode(errors="replace"), t2 - t1)
+        seconds, kb = measured.read().split()
+        return Timed(float(seconds) + synced, int(kb) / 1024, out.read().decode(errors="replace"), synced)
 
 
 class Bench:

@@ -39,3 +39,14 @@ def test_the_train_step_rows_run_each_path(bench, built: Path, transform: str, m
         torch.set_num_threads(threads)
     assert rate["samples"] == 4  # the second epoch: two batches of two, one from each DataLoader worker
     assert isinstance(rate["samples_s"], float) and rate["samples_s"] > 0  # not rounded to 0 on a busy machine
+
+
+def test_a_rows_peak_memory_is_the_commands_own_not_the_bench_processes(bench):
+    held = b"\x01" * (300 << 20)  # the bench process, grown: Linux counts it in a child it forks directly
+    quiet = bench.timed([sys.executable, "-c", "pass"], cold=False)
+    grown = bench.timed([sys.executable, "-c", "b = b'\\x01' * (200 << 20); print(len(b))"], cold=False)
+    assert len(held) == 300 << 20
+    assert quiet.rss < 100, quiet  # an interpreter that does nothing, not the 300 MB it was started from
+    assert 200 <= grown.rss < 300, grown
+    assert grown.out == f"{200 << 20}\n"
+    assert isinstance(grown.seconds, float) and grown.seconds > 0
