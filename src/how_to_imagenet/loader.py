@@ -23,6 +23,7 @@ from streaming import StreamingDataset
 from .gpu import JpegCrops
 from .labels import classes as class_table
 from .names import dataset, split_folder
+from .pipeline.shm import set_up
 from .shards import MappedShard, mappable
 from .transforms import FastPath, FastTrain, FastVal, raw_bytes, train_transform, val_transform
 
@@ -30,11 +31,6 @@ TRANSFORMS = {"fast": (FastTrain, FastVal), "pil": (train_transform, val_transfo
               "gpu": (lambda: JpegCrops(train=True), lambda: JpegCrops(train=False)),
               "bytes": (lambda: raw_bytes, lambda: raw_bytes)}
 TRANSFORMS["standard"] = TRANSFORMS["pil"]  # its name before 0.3, when it was the default
-
-
-# Tries at StreamingDataset's set-up: it takes the first shared-memory prefix it finds free, and two processes
-# starting at once can find the same one, the second then failing to create its files (FileExistsError).
-PREFIX_TRIES = 5
 
 
 class ImageNetMDS(StreamingDataset):
@@ -74,13 +70,7 @@ class ImageNetMDS(StreamingDataset):
             raise FileNotFoundError(f"{folder}: no MDS shards there (no index.json); local= is DATA/mds, the folder "
                                     f"holding {dataset(split, resize)}/ ('make {split}' or 'how-to-imagenet {split}' "
                                     "writes it)")
-        for attempt in range(PREFIX_TRIES):
-            try:
-                super().__init__(local=folder, remote=remote_folder, **kwargs)
-                break
-            except FileExistsError:  # another process took the same free prefix first: the next scan skips it
-                if attempt == PREFIX_TRIES - 1:
-                    raise
+        set_up(lambda: StreamingDataset.__init__(self, local=folder, remote=remote_folder, **kwargs))
         self.check_local_shards()
         self.transform = transform
         self.undecoded = isinstance(transform, FastPath | JpegCrops) or transform is raw_bytes

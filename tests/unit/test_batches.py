@@ -6,6 +6,7 @@ import functools
 import gc
 import random
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from streaming import MDSWriter
 from how_to_imagenet import ImageNetLoader, ImageNetMDS, normalize
 from how_to_imagenet import batches as batches_module
 from how_to_imagenet.names import split_folder
+from how_to_imagenet.pipeline.stages.check import read_dataset
 from how_to_imagenet.testing.fixture import bench_photos
 from how_to_imagenet.transforms import FastTrain, FastVal
 
@@ -174,10 +176,12 @@ def test_the_shards_read_in_place_give_the_stored_bytes(local: Path):
         assert isinstance(x, memoryview) and bytes(x) == data and y == i
 
 
-def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: Path,
+@pytest.mark.parametrize("reader", ["loader", "check"])
+def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: Path, reader: str,
                                                                           monkeypatch: pytest.MonkeyPatch):
     """Two processes starting at once can both find the same shared-memory prefix free: the one that creates
-    its files second sets up again, on the next prefix, instead of failing."""
+    its files second sets up again, on the next prefix, instead of failing; ImageNetMDS and check's read-back
+    alike."""
     from multiprocessing import shared_memory
 
     from streaming.base.shared import prefix
@@ -192,8 +196,12 @@ def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: 
 
     monkeypatch.setattr(prefix, "_check_and_find_retrying", raced)
     try:
-        ds = ImageNetMDS(local=str(local), split="val", transform="bytes", batch_size=8, shuffle=False)
-        assert taken and [bytes(x) for x, _ in ds] == images()
+        if reader == "loader":
+            ds = ImageNetMDS(local=str(local), split="val", transform="bytes", batch_size=8, shuffle=False)
+            assert taken and [bytes(x) for x, _ in ds] == images()
+        else:
+            read = read_dataset(Path(split_folder(str(local), "val")), None, Counter(), decode=False)
+            assert taken and read.damage == [] and read.samples == SAMPLES
     finally:
         for shm in taken:
             shm.close()

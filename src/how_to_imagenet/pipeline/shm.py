@@ -12,9 +12,11 @@ import atexit
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SHM = Path("/dev/shm")
 LOCKS = Path(tempfile.gettempdir())  # where streaming keeps each prefix's file locks
@@ -22,6 +24,9 @@ LOCKS = Path(tempfile.gettempdir())  # where streaming keeps each prefix's file 
 # with one is skipped by every new dataset, so stale ones make each walk longer.
 LOCK = re.compile(r"(\d{6})_(barrier|cache)_filelock")
 # streaming's names (streaming.base.constant.SHM_TO_CLEAN), under a six-digit prefix.
+# Tries at a StreamingDataset's set-up: it takes the first shared-memory prefix it finds free, and two processes
+# starting at once can find the same one, the second then failing to create its files (FileExistsError).
+PREFIX_TRIES = 5
 NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|shard_access_times|resume|"
                   r"epoch_shape|epoch_data)")
 
@@ -109,3 +114,15 @@ def close_shm(shm: Any) -> None:
         return
     shm.cleanup()
     atexit.unregister(shm.cleanup)
+
+
+def set_up(make: Callable[[], T]) -> T:
+    """`make()`, a StreamingDataset's set-up, made again where another process took the prefix it found
+    free first (the next scan skips that one): PREFIX_TRIES tries, the last one's error raised."""
+    for attempt in range(PREFIX_TRIES):
+        try:
+            return make()
+        except FileExistsError:
+            if attempt == PREFIX_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -29,7 +29,7 @@ from ..mds.images import stored
 from ..mds.index import INDEX
 from ..mds.plan import plan
 from ..reader import Source
-from ..shm import clean_orphaned_shm, release
+from ..shm import clean_orphaned_shm, release, set_up
 from ..stage import shown, stage
 from ..stamps import read_stamp
 from ..unpack import tree_problems
@@ -257,7 +257,7 @@ def read_dataset(local: Path, remote: str | None, known: Counter, decode: bool) 
     if not read.damage:
         clean_orphaned_shm()
         try:
-            ds = StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1)
+            ds = set_up(lambda: StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1))
         except Exception as e:
             if remote:
                 raise UserError(f"cannot read {remote} ({brief(e)}); check REMOTE, the credentials and the "
