@@ -145,11 +145,11 @@ def read_mds(local: Path) -> list[dict]:
     string the `x` image was decoded from (what make check compares, `check.raw_bytes`)."""
     from streaming import StreamingDataset
 
-    from ..pipeline.shm import clean_orphaned_shm
+    from ..pipeline.shm import clean_orphaned_shm, set_up
     from ..pipeline.stages.check import raw_bytes
 
     clean_orphaned_shm()
-    ds = StreamingDataset(local=str(local), remote=None, shuffle=False, batch_size=1)
+    ds = set_up(lambda: StreamingDataset(local=str(local), remote=None, shuffle=False, batch_size=1))
     samples = []
     for i in range(len(ds)):
         s = ds[i]

@@ -6,7 +6,7 @@ import argparse
 
 from ...labels import class_name
 from ..cli import add_options, selected, setup, whole
-from ..shm import clean_orphaned_shm
+from ..shm import clean_orphaned_shm, set_up
 from .mds import finished
 
 
@@ -14,7 +14,7 @@ def show(local: str, count: int) -> None:
     from streaming import StreamingDataset
 
     clean_orphaned_shm()
-    ds = StreamingDataset(local=local, remote=None, shuffle=False, batch_size=1)
+    ds = set_up(lambda: StreamingDataset(local=local, remote=None, shuffle=False, batch_size=1))
     print(f"{local}: {len(ds)} samples")
     print(f"{'index':>6} {'y':>4}  {'wnid':<10} {'size':<9} name")
     step = max(1, len(ds) // count)
