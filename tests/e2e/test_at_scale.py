@@ -27,10 +27,11 @@ ROOT = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
 # mount namespace with a /dev/shm and a temp folder of its own (as two machines would have), then forks
 # its two ranks; each rank writes every sample it read, as [y, xxh64 of the JPEG bytes], in order.
 NODES = """
-import ctypes, json, os, subprocess, sys, tempfile
+import json, os, sys
 import torch  # noqa: F401 (imported once, before the forks)
 from streaming import StreamingDataLoader, StreamingDataset
 import xxhash
+from how_to_imagenet.testing.runs import own_shm
 
 class Identities(StreamingDataset):
     def __getitem__(self, idx):
@@ -54,11 +55,7 @@ for node in (0, 1):
     if pid == 0:
         code = 1
         try:
-            if ctypes.CDLL(None, use_errno=True).unshare(0x00020000) != 0:  # CLONE_NEWNS
-                raise OSError(ctypes.get_errno(), "unshare")
-            subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/dev/shm"], check=True)
-            os.environ["TMPDIR"], tempfile.tempdir = tmps[node], None
+            own_shm(tmps[node])
             kids = []
             for r in (2 * node, 2 * node + 1):
                 kid = os.fork()

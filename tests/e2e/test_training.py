@@ -88,13 +88,14 @@ def test_the_gpu_path_through_a_dataloader_on_the_cpu(built: Path):
     assert sorted(ys) == sorted(s["y"] for s in read_mds(Paths(built).mds("train")))
 
 
-# Both ranks forked from one process that imported torch and streaming once (as test_at_scale's nodes); each
-# writes every sample it read, as [y, xxh64 of the decoded pixels], in order.
+# Both ranks forked from one process that imported torch and streaming once (as test_at_scale's nodes), as root
+# with a /dev/shm of their own; each writes every sample it read, as [y, xxh64 of the decoded pixels], in order.
 RANKS = """
 import json, os, sys
 from torch.utils.data import DataLoader
 import xxhash
 from how_to_imagenet import ImageNetMDS
+from how_to_imagenet.testing.runs import own_shm
 
 def rank(r, local, out):
     os.environ.update(RANK=str(r), LOCAL_RANK=str(r))
@@ -104,7 +105,9 @@ def rank(r, local, out):
     with open(out, "w") as f:
         json.dump(seen, f)
 
-local, outs = sys.argv[1], sys.argv[2:]
+local, tmp, outs = sys.argv[1], sys.argv[2], sys.argv[3:]
+if os.geteuid() == 0:  # the ranks' shared memory their own, as on a machine of their own (own_shm)
+    own_shm(tmp)
 kids = []
 for r, out in enumerate(outs):
     pid = os.fork()
@@ -125,8 +128,9 @@ def test_two_ranks_each_read_their_own_part_and_together_every_sample_once(built
     env = {**ENV, "PYTHONPATH": str(PROJECT / "src"), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     outs = [tmp_path / f"rank{r}.json" for r in (0, 1)]
-    done = subprocess.run([sys.executable, "-c", RANKS, str(built / "mds"), *map(str, outs)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run([sys.executable, "-c", RANKS, str(built / "mds"), str(tmp_path / "tmp"), *map(str, outs)],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     parts = [json.loads(out.read_text()) for out in outs]
     assert len(parts[0]) == len(parts[1]) == 24

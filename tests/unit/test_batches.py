@@ -206,3 +206,32 @@ def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: 
         for shm in taken:
             shm.close()
             shm.unlink()
+
+
+def test_check_says_to_run_again_when_other_readers_took_every_prefix_it_tried(local: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    """Not a damaged dataset: one line saying what happened and to run check again."""
+    from multiprocessing import shared_memory
+
+    from streaming.base.shared import prefix
+
+    from how_to_imagenet.pipeline.console import UserError
+    from how_to_imagenet.pipeline.shm import PREFIX_TRIES
+
+    real, taken = prefix._check_and_find_retrying, []
+
+    def raced(*args: object, **kwargs: object) -> int:
+        found = real(*args, **kwargs)
+        if kwargs.get("shm_name", args[2] if len(args) > 2 else None) == "locals":  # each try: taken first
+            taken.append(shared_memory.SharedMemory(f"{found:06}_locals", create=True, size=16))
+        return found
+
+    monkeypatch.setattr(prefix, "_check_and_find_retrying", raced)
+    try:
+        with pytest.raises(UserError, match="run check again"):
+            read_dataset(Path(split_folder(str(local), "val")), None, Counter(), decode=False)
+        assert len(taken) == PREFIX_TRIES
+    finally:
+        for shm in taken:
+            shm.close()
+            shm.unlink()

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from how_to_imagenet.pipeline.shm import clean_orphaned_shm
+import pytest
+
+from how_to_imagenet.pipeline.shm import PREFIX_TRIES, clean_orphaned_shm, set_up
 
 MAP = """
 import mmap, sys
@@ -81,3 +83,27 @@ def test_a_file_a_live_process_holds_open_but_has_not_mapped_yet_is_kept(tmp_pat
         user.kill()
         user.wait()
     assert clean_orphaned_shm(shm, locks) == [starting.name] and not starting.exists()  # once let go: orphaned
+
+
+@pytest.mark.parametrize(("ranks", "fails", "calls", "made"), [
+    ("1", 2, 3, True),  # alone: made again until it is made
+    ("1", PREFIX_TRIES, PREFIX_TRIES, False),  # alone: the last try's error
+    ("2", 1, 1, False),  # one of a job's ranks: never alone again, its error at once
+])
+def test_a_set_up_is_made_again_only_in_a_process_that_sets_up_alone(monkeypatch: pytest.MonkeyPatch, ranks: str,
+                                                                      fails: int, calls: int, made: bool):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
+    tries = []
+
+    def make() -> str:
+        tries.append(1)
+        if len(tries) <= fails:
+            raise FileExistsError(17, "File exists", "/000000_locals")
+        return "dataset"
+
+    if made:
+        assert set_up(make) == "dataset"
+    else:
+        with pytest.raises(FileExistsError):
+            set_up(make)
+    assert len(tries) == calls

@@ -24,11 +24,11 @@ LOCKS = Path(tempfile.gettempdir())  # where streaming keeps each prefix's file 
 # with one is skipped by every new dataset, so stale ones make each walk longer.
 LOCK = re.compile(r"(\d{6})_(barrier|cache)_filelock")
 # streaming's names (streaming.base.constant.SHM_TO_CLEAN), under a six-digit prefix.
+NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|shard_access_times|resume|"
+                  r"epoch_shape|epoch_data)")
 # Tries at a StreamingDataset's set-up: it takes the first shared-memory prefix it finds free, and two processes
 # starting at once can find the same one, the second then failing to create its files (FileExistsError).
 PREFIX_TRIES = 5
-NAME = re.compile(r"(\d{6})_(locals|barrier|next_epoch|cache_usage|shard_states|shard_access_times|resume|"
-                  r"epoch_shape|epoch_data)")
 
 
 def in_use(shm: Path = SHM) -> set[str]:
@@ -118,11 +118,15 @@ def close_shm(shm: Any) -> None:
 
 def set_up(make: Callable[[], T]) -> T:
     """`make()`, a StreamingDataset's set-up, made again where another process took the prefix it found
-    free first (the next scan skips that one): PREFIX_TRIES tries, the last one's error raised."""
-    for attempt in range(PREFIX_TRIES):
+    free first (the next scan skips that one): PREFIX_TRIES tries, the last one's error raised. Only in a
+    process that sets up alone on its machine (LOCAL_WORLD_SIZE, as streaming reads it, is 1): the ranks of
+    a job set up together, meeting at streaming's barriers, and one rank that started again would meet the
+    others at the wrong one."""
+    tries = PREFIX_TRIES if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) == 1 else 1
+    for attempt in range(tries):
         try:
             return make()
         except FileExistsError:
-            if attempt == PREFIX_TRIES - 1:
+            if attempt == tries - 1:
                 raise
     raise AssertionError("unreachable")

@@ -134,6 +134,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def own_shm(tmp: str) -> None:
+    """Give this process, and those it starts from now on, a mount namespace with a /dev/shm and a temp folder
+    (`tmp`) of their own, as another machine would have (root only): streaming's ranks each take the first
+    shared-memory prefix they find free, and a reader in another test that takes it between their scan and
+    their leader's registration fails them."""
+    import ctypes
+    import tempfile
+
+    if ctypes.CDLL(None, use_errno=True).unshare(0x00020000) != 0:  # CLONE_NEWNS
+        raise OSError(ctypes.get_errno(), "unshare")
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/dev/shm"], check=True)
+    os.environ["TMPDIR"], tempfile.tempdir = tmp, None
+
+
 def copy_data(src: Path, dst: Path) -> Path:
     """A copy of a DATA folder with its timestamps."""
     shutil.copytree(src, dst, symlinks=True)

@@ -29,7 +29,7 @@ from ..mds.images import stored
 from ..mds.index import INDEX
 from ..mds.plan import plan
 from ..reader import Source
-from ..shm import clean_orphaned_shm, release, set_up
+from ..shm import PREFIX_TRIES, clean_orphaned_shm, release, set_up
 from ..stage import shown, stage
 from ..stamps import read_stamp
 from ..unpack import tree_problems
@@ -258,6 +258,9 @@ def read_dataset(local: Path, remote: str | None, known: Counter, decode: bool) 
         clean_orphaned_shm()
         try:
             ds = set_up(lambda: StreamingDataset(local=str(local), remote=remote, shuffle=False, batch_size=1))
+        except FileExistsError as e:  # other readers took each prefix it found free: nothing is said of the shards
+            raise UserError(f"{local}: streaming found no free shared-memory prefix in {PREFIX_TRIES} tries, other "
+                            f"readers starting at the same moment ({brief(e)}); run check again") from None
         except Exception as e:
             if remote:
                 raise UserError(f"cannot read {remote} ({brief(e)}); check REMOTE, the credentials and the "
