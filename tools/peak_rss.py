@@ -14,6 +14,8 @@ pid = os.fork()
 if pid == 0:
     try:
         os.execvp(cmd[0], cmd)
+    except OSError as e:
+        os.write(2, f"peak_rss: cannot run {cmd[0]}: {e.strerror}\n".encode())
     finally:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)

@@ -50,6 +50,8 @@ VALID = 86400  # seconds the kernel may trust a name or an attribute: nothing he
 BUFFER = 1 << 17  # for one request: the kernel asks for at least 8 KB, and sends no writes here
 MS_RDONLY, MS_NOSUID, MS_NODEV, MNT_DETACH = 1, 2, 4, 2
 PRIORITY = -10  # the server's nice value: a disk is not slowed by the CPU its reader uses (as root)
+CAP_SYS_ADMIN = 21  # the capability mount(2) needs
+STOP = 30  # seconds the server has to unmount and end once asked to
 
 
 class Throttled:
@@ -71,8 +73,8 @@ class Throttled:
     def attr(self, node: int) -> bytes:
         st = os.stat(self.paths[node])
         mode = (stat.S_IFDIR | 0o555) if stat.S_ISDIR(st.st_mode) else (stat.S_IFREG | 0o444)
-        return ATTR.pack(node, st.st_size, -(-st.st_size // 512), int(st.st_atime), int(st.st_mtime),
-                         int(st.st_ctime), st.st_atime_ns % 10**9, st.st_mtime_ns % 10**9, st.st_ctime_ns % 10**9,
+        (a, a_ns), (m, m_ns), (c, c_ns) = (divmod(ns, 10**9) for ns in (st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns))
+        return ATTR.pack(node, st.st_size, -(-st.st_size // 512), a, m, c, a_ns, m_ns, c_ns,
                          mode, 2 if stat.S_ISDIR(mode) else 1, 0, 0, 0, 4096, 0)
 
     def pace(self, n: int) -> None:
@@ -175,9 +177,14 @@ def unmount(target: Path) -> None:
 
 
 def usable() -> str | None:
-    """Why a throttled mount cannot be made here, or None: it needs root and the kernel's FUSE device."""
+    """Why a throttled mount cannot be made here, or None: it needs root with the right to mount
+    (CAP_SYS_ADMIN, which a container may lack) and the kernel's FUSE device."""
     if os.geteuid() != 0:
         return "mounting needs root"
+    status = Path("/proc/self/status").read_text()
+    caps = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")), 0)
+    if not caps >> CAP_SYS_ADMIN & 1:
+        return "mounting needs CAP_SYS_ADMIN, which this process lacks"
     if not Path("/dev/fuse").exists():
         return "no /dev/fuse (the fuse module is not loaded)"
     return None
@@ -196,7 +203,12 @@ def mounted(source: Path, target: Path, mb_s: float) -> Iterator[Path]:
         yield target
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait()
+        try:
+            proc.wait(timeout=STOP)
+        except subprocess.TimeoutExpired:  # a file still open on the mount keeps it served: stop anyway
+            proc.kill()
+            proc.wait()
+            unmount(target)
 
 
 def main() -> None:
@@ -206,13 +218,19 @@ def main() -> None:
     parser.add_argument("--mb-s", type=float, required=True, help="the most MB (10^6 bytes) a second served")
     a = parser.parse_args()
     source, target = a.source.resolve(), a.mountpoint.resolve()
-    target.mkdir(parents=True, exist_ok=True)
-    fd = mount(source, target)
-    os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
-    signal.signal(signal.SIGTERM, lambda *_: unmount(target))
-    signal.signal(signal.SIGINT, lambda *_: unmount(target))
-    print("ready", flush=True)
     try:
+        os.stat(target)
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:  # a mount left by a server that died: nothing is served there
+            unmount(target)
+    target.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: unmount(target))  # (before the mount: no moment without them)
+    signal.signal(signal.SIGINT, lambda *_: unmount(target))
+    fd = mount(source, target)
+    try:
+        with contextlib.suppress(OSError):  # a root without CAP_SYS_NICE serves at its own priority
+            os.setpriority(os.PRIO_PROCESS, 0, PRIORITY)
+        print("ready", flush=True)
         Throttled(source, a.mb_s * 1e6).serve(fd)
     finally:
         unmount(target)

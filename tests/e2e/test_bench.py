@@ -1,5 +1,6 @@
 """make bench's CUDA rows, run on the CPU: the train step fed by each path (the bench runs them on a GPU
-with ResNet-50; here a model small enough that the rows stay a few seconds on a busy 2-core machine)."""
+with ResNet-50; here a model small enough that the rows stay a few seconds on a busy 2-core machine);
+and what each row measures of a command: its own time and peak memory."""
 
 from __future__ import annotations
 

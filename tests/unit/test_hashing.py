@@ -17,7 +17,7 @@ import xxhash
 from how_to_imagenet.pipeline import hashing
 from how_to_imagenet.pipeline.cli import hash_names
 from how_to_imagenet.pipeline.config import asked, load_config
-from how_to_imagenet.pipeline.hashing import CHUNK, Ring, file_digests
+from how_to_imagenet.pipeline.hashing import CHUNK, PIECE, Ring, file_digests
 from how_to_imagenet.testing.runs import PROJECT
 
 
@@ -235,7 +235,8 @@ def test_followed_hashes_run_at_a_low_cpu_priority_alone_at_the_callers(tmp_path
     path.write_bytes(bytes(1000))
     got = file_digests(path, ["md5"], "test", lambda n: None, followed)
     assert got == {"md5": hashlib.md5(bytes(1000)).hexdigest()}
-    assert nice == [hashing.LOW if followed else os.getpriority(os.PRIO_PROCESS, threading.get_native_id())]
+    callers = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # a new thread starts at its creator's
+    assert nice == [min(hashing.NICEST, callers + hashing.LOW) if followed else callers]
 
 
 @PACES
@@ -267,16 +268,39 @@ def test_the_kernel_is_asked_for_each_chunk_once_and_never_more_than_ahead_of_th
     assert all(at < walked + 3 * 1024 for at, walked in asked)
 
 
-def test_read_ahead_requests_are_the_size_of_the_devices_read_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize(("layout", "piece"), [
+    ("disk", 8 << 20),  # a whole disk: its queue's read-ahead
+    ("partition", 8 << 20),  # a partition: its disk's
+    ("bdi", 1 << 20),  # no block device (a network filesystem): its bdi's
+    ("small", PIECE),  # a read-ahead below PIECE: PIECE
+    ("garbage", PIECE),  # unreadable, or no /sys at all: PIECE
+    ("none", PIECE),
+])
+def test_a_read_ahead_piece_is_the_devices_read_ahead(tmp_path: Path, layout: str, piece: int):
     """The kernel honours a request up to the device's read-ahead: asked in pieces of that size (a piece per
-    interpreter lock taken), or of PIECE where /sys does not say, every byte is asked for once."""
+    interpreter lock taken), or of PIECE where /sys does not say."""
     path = tmp_path / "archive.tar"
     path.write_bytes(bytes(100))
-    st = path.stat()
-    sys_file = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+    st, sysfs = path.stat(), tmp_path / "sys"
+    device = sysfs / "dev" / "block" / f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    disk = sysfs / "devices" / "vda"  # as the kernel lays it out: /sys/dev/block/M:m links into /sys/devices
+    (disk / "queue").mkdir(parents=True)
+    (disk / "queue" / "read_ahead_kb").write_text({"small": "16", "garbage": "eight\n"}.get(layout, "8192\n"))
+    (disk / "vda1").mkdir()
+    (disk / "vda1" / "partition").write_text("1\n")
+    device.parent.mkdir(parents=True)
+    if layout in ("disk", "small", "garbage"):
+        device.symlink_to(disk)
+    elif layout == "partition":
+        device.symlink_to(disk / "vda1")
+    elif layout == "bdi":
+        (bdi := sysfs / "class" / "bdi" / device.name).mkdir(parents=True)
+        (bdi / "read_ahead_kb").write_text("1024\n")
     with open(path, "rb") as f:
-        size = hashing.piece_size(f.fileno())
-    assert size == (max(hashing.PIECE, int(sys_file.read_text()) << 10) if sys_file.exists() else hashing.PIECE)
+        assert hashing.piece_size(f.fileno(), sysfs) == piece
+
+
+def test_read_ahead_asks_for_every_byte_once_in_pieces(monkeypatch: pytest.MonkeyPatch):
     asked: list[tuple[int, int]] = []
     monkeypatch.setattr(os, "posix_fadvise", lambda fd, at, n, advice: asked.append((at, n)))
     hashing.read_ahead(3, 1000, 10_000, 4096)

@@ -4,18 +4,28 @@ in the folder, and never read faster than its rate. Needs root and /dev/fuse (CI
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import random
-import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from how_to_imagenet.testing.runs import PROJECT
 
-sys.path.insert(0, str(PROJECT / "tools"))
-import throttled_fs
+
+def tool(name: str) -> ModuleType:
+    """A module of tools/ loaded from its file (it imports nothing of tools/), leaving sys.path as it is."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT / "tools" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+throttled_fs = tool("throttled_fs")
 
 pytestmark = pytest.mark.skipif(throttled_fs.usable() is not None, reason=str(throttled_fs.usable()))
 MB_S = 20.0

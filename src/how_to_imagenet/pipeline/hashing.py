@@ -37,7 +37,9 @@ LAG = 64 << 20  # alone: bytes the walk may lead the slowest hash by, the ring's
 TRAIL = 2 << 30  # followed: bytes the walk may lead the slowest hash by (still in the page cache)
 AHEAD = 16 * CHUNK  # bytes the kernel is asked to read ahead of the walk (a slow disk streams: bench_disk)
 PIECE = 128 << 10  # a read-ahead request the kernel honours whole where the device's read-ahead is not known
-LOW = 10  # followed: the read's and the hashes' nice value (the walk first; still moving on a busy machine)
+LOW = 10  # followed: added to the read's and the hashes' nice value (the walk first; still moving on a busy machine)
+NICEST = 19  # the highest nice value Linux gives
+SYSFS = Path("/sys")  # where the kernel says each device's read-ahead
 
 
 class Ring:
@@ -85,8 +87,9 @@ class Ring:
     def started(self, thread: RingThread) -> None:
         """Run first in each of the ring's threads: followed, the read and the hashes drop their priority."""
         if self.followed and thread is not self.ahead and sys.platform == "linux":  # a nice value per thread
-            with contextlib.suppress(OSError):  # (the read-ahead stays: the walk waits on what it asks for)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW)
+            tid = threading.get_native_id()  # (the read-ahead stays: the walk waits on what it asks for)
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, tid, min(NICEST, os.getpriority(os.PRIO_PROCESS, tid) + LOW))
 
     def follow(self, desc: str, on_read: Callable[[int], None]) -> None:
         """Run `on_read(n)` for each CHUNK boundary n (and the end), in order, waiting only where the
@@ -129,17 +132,20 @@ class Ring:
             self.fd = -1
 
 
-def piece_size(fd: int) -> int:
+def piece_size(fd: int, sysfs: Path = SYSFS) -> int:
     """Bytes one read-ahead request for the file may ask for and be honoured whole: the kernel caps each
-    at its device's read-ahead (read_ahead_kb in /sys, 128 KB by default, 8 MB on some virtual disks), and
-    a request per PIECE where that is larger costs the asking thread a pass through the interpreter's
-    lock each; PIECE where it is not known (no /sys, a partition, tmpfs)."""
+    at its device's read-ahead (read_ahead_kb in `sysfs`: 128 KB by default, 8 MB on some virtual disks),
+    and a request per PIECE where that is larger costs the asking thread a pass through the interpreter's
+    lock each. The device's is its disk's where it is a partition; PIECE where none is known (tmpfs)."""
     st = os.fstat(fd)
-    try:
-        kb = int(Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb").read_text())
-    except (OSError, ValueError):
-        return PIECE
-    return max(PIECE, kb << 10)
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    block = sysfs / "dev" / "block" / device
+    for queue in (block / "queue", block / ".." / "queue", sysfs / "class" / "bdi" / device):  # a disk, a partition
+        try:  # (its link's folder is in its disk's), another device with a read-ahead (a network filesystem)
+            return max(PIECE, int((queue / "read_ahead_kb").read_text()) << 10)
+        except (OSError, ValueError):
+            continue
+    return PIECE
 
 
 def read_ahead(fd: int, at: int, n: int, piece: int) -> None:

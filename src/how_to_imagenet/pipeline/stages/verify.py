@@ -1,8 +1,9 @@
 """verify: check a downloaded archive's size and the hashes asked for (sha256 and xxh64 unless
 verify.hashes or HASHES says otherwise) among those listed for it in checksums/ (MD5SUMS,
 SHA256SUMS, XXH64SUMS), and index where each image's bytes are, all in one sequential read: the
-hashes run side by side in threads while the tar headers are walked in the pages just read
-(`hashing`). With --then-mds (make's goal is the shards), mds follows in the same read (`one_read`)."""
+walk of the tar headers and images reads the archive, and the hashes, side by side in threads, take
+the pages it has just read (`hashing`). With --then-mds (make's goal is the shards), mds follows in
+the same read (`one_read`)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def check_once(ctx: Context, split: Split, expected: dict[str, str], repaired: b
                         end = size + LOOKAHEAD
                         continue
                     end = image.offset + image.size
-                    # Its bytes were just read: the page cache gives them back for the per-image proof.
+                    # The archive's read: its bytes, for the per-image proof (the hashes read them after).
                     data = read(f.fileno(), image, str(tar))
                     try:
                         header(data, f"{tar}: {image.wnid}/{image.name}")  # one member rule, for mds and untar
