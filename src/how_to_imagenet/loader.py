@@ -70,7 +70,7 @@ class ImageNetMDS(StreamingDataset):
             raise FileNotFoundError(f"{folder}: no MDS shards there (no index.json); local= is DATA/mds, the folder "
                                     f"holding {dataset(split, resize)}/ ('make {split}' or 'how-to-imagenet {split}' "
                                     "writes it)")
-        set_up(lambda: StreamingDataset.__init__(self, local=folder, remote=remote_folder, **kwargs))
+        set_up(lambda: super(ImageNetMDS, self).__init__(local=folder, remote=remote_folder, **kwargs))
         self.check_local_shards()
         self.transform = transform
         self.undecoded = isinstance(transform, FastPath | JpegCrops) or transform is raw_bytes
