@@ -176,12 +176,9 @@ def test_the_shards_read_in_place_give_the_stored_bytes(local: Path):
         assert isinstance(x, memoryview) and bytes(x) == data and y == i
 
 
-@pytest.mark.parametrize("reader", ["loader", "check"])
-def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: Path, reader: str,
-                                                                          monkeypatch: pytest.MonkeyPatch):
-    """Two processes starting at once can both find the same shared-memory prefix free: the one that creates
-    its files second sets up again, on the next prefix, instead of failing; ImageNetMDS and check's read-back
-    alike."""
+def taken_first(monkeypatch: pytest.MonkeyPatch, tries: int) -> list:
+    """Have "another process" create the `_locals` file of the prefix streaming finds free, between its scan
+    and its create, on each of the first `tries` set-ups; the shared memory so taken (the caller unlinks it)."""
     from multiprocessing import shared_memory
 
     from streaming.base.shared import prefix
@@ -190,11 +187,27 @@ def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: 
 
     def raced(*args: object, **kwargs: object) -> int:
         found = real(*args, **kwargs)
-        if not taken:  # the other process creates this prefix's files between the scan and the create
+        if kwargs.get("shm_name") == "locals" and len(taken) < tries:  # one scan per set-up is of `locals`
             taken.append(shared_memory.SharedMemory(f"{found:06}_locals", create=True, size=16))
         return found
 
     monkeypatch.setattr(prefix, "_check_and_find_retrying", raced)
+    return taken
+
+
+def unlink(taken: list) -> None:
+    for shm in taken:
+        shm.close()
+        shm.unlink()
+
+
+@pytest.mark.parametrize("reader", ["loader", "check"])
+def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: Path, reader: str,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """Two processes starting at once can both find the same shared-memory prefix free: the one that creates
+    its files second sets up again, on the next prefix, instead of failing; ImageNetMDS and check's read-back
+    alike."""
+    taken = taken_first(monkeypatch, 1)
     try:
         if reader == "loader":
             ds = ImageNetMDS(local=str(local), split="val", transform="bytes", batch_size=8, shuffle=False)
@@ -203,35 +216,19 @@ def test_a_prefix_another_process_takes_first_is_skipped_on_the_next_try(local: 
             read = read_dataset(Path(split_folder(str(local), "val")), None, Counter(), decode=False)
             assert taken and read.damage == [] and read.samples == SAMPLES
     finally:
-        for shm in taken:
-            shm.close()
-            shm.unlink()
+        unlink(taken)
 
 
 def test_check_says_to_run_again_when_other_readers_took_every_prefix_it_tried(local: Path,
                                                                               monkeypatch: pytest.MonkeyPatch):
     """Not a damaged dataset: one line saying what happened and to run check again."""
-    from multiprocessing import shared_memory
-
-    from streaming.base.shared import prefix
-
     from how_to_imagenet.pipeline.console import UserError
     from how_to_imagenet.pipeline.shm import PREFIX_TRIES
 
-    real, taken = prefix._check_and_find_retrying, []
-
-    def raced(*args: object, **kwargs: object) -> int:
-        found = real(*args, **kwargs)
-        if kwargs.get("shm_name", args[2] if len(args) > 2 else None) == "locals":  # each try: taken first
-            taken.append(shared_memory.SharedMemory(f"{found:06}_locals", create=True, size=16))
-        return found
-
-    monkeypatch.setattr(prefix, "_check_and_find_retrying", raced)
+    taken = taken_first(monkeypatch, PREFIX_TRIES + 1)
     try:
         with pytest.raises(UserError, match="run check again"):
             read_dataset(Path(split_folder(str(local), "val")), None, Counter(), decode=False)
         assert len(taken) == PREFIX_TRIES
     finally:
-        for shm in taken:
-            shm.close()
-            shm.unlink()
+        unlink(taken)
